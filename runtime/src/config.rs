@@ -1,0 +1,104 @@
+//! One [`RuntimeConfig`] from flags and environment, validated once.
+//!
+//! Nothing downstream reads the environment: the Knative variables (`PORT`, `K_SERVICE`,
+//! `K_REVISION`, `K_CONFIGURATION`) and our own `SLMFN_*` variables are read here by clap.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default upload limit: a real agent component is 1–10 MiB; 64 MiB leaves room for debug builds
+/// while keeping a hostile upload from exhausting memory.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Default invocation body limit (10 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// Runtime settings. Every field is a flag with an `SLMFN_*` (or Knative) environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeConfig {
+    /// Port to listen on. Knative sets `PORT`; default 8080.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to bind. Default 0.0.0.0 (all interfaces, as Knative expects).
+    #[arg(long, env = "SLMFN_BIND", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub bind: IpAddr,
+
+    /// Directory holding the registry (sled). Default `./.slmfn` (use `/tmp/...` on Knative,
+    /// where only `/tmp` is writable).
+    #[arg(long, env = "SLMFN_DATA_DIR", default_value = ".slmfn")]
+    pub data_dir: PathBuf,
+
+    /// Bearer token protecting the admin API. Without it, the admin API answers loopback
+    /// clients only.
+    #[arg(long, env = "SLMFN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Largest accepted deploy upload, in bytes (default 64 MiB).
+    #[arg(long, env = "SLMFN_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: usize,
+
+    /// Largest accepted invocation body, in bytes (default 10 MiB).
+    #[arg(long, env = "SLMFN_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// How long SIGTERM waits for in-flight requests before exiting, in seconds (default 25:
+    /// below Kubernetes' default 30 s termination grace period, so we exit before SIGKILL).
+    #[arg(long, env = "SLMFN_DRAIN_SECS", default_value_t = 25)]
+    pub drain_secs: u64,
+
+    /// Log format: `text` (default) or `json` (one JSON object per line, for Knative).
+    #[arg(long, env = "SLMFN_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Knative service name, reported in logs.
+    #[arg(long, env = "K_SERVICE", hide = true)]
+    pub k_service: Option<String>,
+
+    /// Knative revision name, reported in logs.
+    #[arg(long, env = "K_REVISION", hide = true)]
+    pub k_revision: Option<String>,
+
+    /// Knative configuration name, reported in logs.
+    #[arg(long, env = "K_CONFIGURATION", hide = true)]
+    pub k_configuration: Option<String>,
+
+    /// CloudEvents sink (set by a Knative SinkBinding) for `events.emit`.
+    #[arg(long, env = "K_SINK")]
+    pub k_sink: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl RuntimeConfig {
+    /// The socket address to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// The drain budget on shutdown.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+
+    /// A one-line summary for the startup log (never includes the token).
+    pub fn summary(&self) -> String {
+        format!(
+            "listen={} data_dir={} admin_auth={} max_upload={}B k_service={} k_revision={}",
+            self.listen_addr(),
+            self.data_dir.display(),
+            if self.token.is_some() { "token" } else { "loopback-only" },
+            self.max_upload_bytes,
+            self.k_service.as_deref().unwrap_or("-"),
+            self.k_revision.as_deref().unwrap_or("-"),
+        )
+    }
+}

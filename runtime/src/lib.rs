@@ -1,0 +1,37 @@
+//! # slmfn-runtime
+//!
+//! The slmfn host: serves agent functions (WebAssembly components of the `slmfn:agent` world)
+//! over HTTP, keeps them in a crash-safe registry, and gives them host capabilities.
+//!
+//! # Layout
+//!
+//! - [`config`]: one [`RuntimeConfig`] from flags and environment.
+//! - [`manifest`]: the function manifest (`fn.toml`) and name rules.
+//! - [`registry`]: functions and immutable revisions in sled; the current pointer; kv namespaces.
+//! - [`host`]: the wasmtime engine, precompiled components, per-request stores, WIT host impls.
+//! - [`server`]: axum routes only (invoke, admin, health); translates HTTP to host calls.
+//! - [`logging`]: tracing subscriber setup.
+//!
+//! Data flows one way: server → host → registry.
+
+pub mod config;
+pub mod manifest;
+
+pub use config::RuntimeConfig;
+pub use manifest::Manifest;
+pub mod logging;
+
+/// Why the runtime could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Placeholder until the server lands.
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// Runs the runtime until SIGTERM/SIGINT, then drains in-flight requests.
+pub async fn serve(config: RuntimeConfig) -> Result<(), Error> {
+    let _ = config;
+    Err(Error::Startup("server not built yet".into()))
+}

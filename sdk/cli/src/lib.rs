@@ -1,0 +1,6 @@
+//! The `fn` CLI (placeholder until the CLI lands).
+
+/// Entry point of the `fn` binary.
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::FAILURE
+}
