@@ -11,27 +11,19 @@
 //! - [`host`]: the wasmtime engine, precompiled components, per-request stores, WIT host impls.
 //! - [`server`]: axum routes only (invoke, admin, health); translates HTTP to host calls.
 //! - [`logging`]: tracing subscriber setup.
+//! - `serve`: the process lifecycle (start, ready, drain on SIGTERM).
 //!
 //! Data flows one way: server → host → registry.
 
 pub mod config;
+pub mod host;
+pub mod registry;
+pub mod server;
 pub mod manifest;
 
 pub use config::RuntimeConfig;
 pub use manifest::Manifest;
 pub mod logging;
+mod serve;
 
-/// Why the runtime could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// Placeholder until the server lands.
-    #[error("{0}")]
-    Startup(String),
-}
-
-/// Runs the runtime until SIGTERM/SIGINT, then drains in-flight requests.
-pub async fn serve(config: RuntimeConfig) -> Result<(), Error> {
-    let _ = config;
-    Err(Error::Startup("server not built yet".into()))
-}
+pub use serve::{ServeError, serve};

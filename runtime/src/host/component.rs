@@ -1,0 +1,68 @@
+//! Components: upload checks, precompilation, loading precompiled artifacts, world checks.
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::host::bindings::AgentPre;
+use crate::host::error::{HostError, Result};
+use crate::host::state::HostState;
+
+/// The export every agent must have.
+pub(crate) const HANDLER_EXPORT: &str = "slmfn:agent/handler@0.1.0";
+
+/// Rejects bytes that are not a component, naming what they are instead.
+pub(crate) fn check_binary(bytes: &[u8]) -> Result<()> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(HostError::InvalidComponent(
+            "not a WebAssembly binary (no \\0asm header); upload the .wasm that `fn build` produced".into(),
+        ));
+    }
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        return Err(HostError::InvalidComponent(
+            "this is a core WebAssembly module, not a component: build for the wasm32-wasip2 target \
+             (`fn build`) or wrap it with `wasm-tools component new`"
+                .into(),
+        ));
+    }
+    if !wasmparser::Parser::is_component(bytes) {
+        return Err(HostError::InvalidComponent("unknown WebAssembly binary version/layer".into()));
+    }
+    Ok(())
+}
+
+/// Compiles a component to this engine's native artifact (CPU-heavy: call off the async workers).
+pub(crate) fn precompile(engine: &Engine, bytes: &[u8]) -> Result<Vec<u8>> {
+    engine
+        .precompile_component(bytes)
+        .map_err(|e| HostError::InvalidComponent(format!("{e:#}")))
+}
+
+/// Loads an artifact made by [`precompile`] on an engine with the same compatibility key.
+/// `None` when the artifact does not fit this engine (then recompile).
+#[allow(unsafe_code)]
+pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Option<Component> {
+    // SAFETY: artifacts come only from `precompile` on an engine with the same compatibility
+    // key, stored in the runtime's own registry; wasmtime additionally checks the header and
+    // engine compatibility and returns an error (not UB) for mismatched artifacts.
+    match unsafe { Component::deserialize(engine, artifact) } {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "precompiled artifact unusable; recompiling");
+            None
+        }
+    }
+}
+
+/// Checks the component against the `agent` world: every import provided, `handle` exported.
+pub(crate) fn pre_instantiate(linker: &Linker<HostState>, component: &Component) -> Result<AgentPre<HostState>> {
+    let pre = linker.instantiate_pre(component).map_err(|e| {
+        HostError::InvalidComponent(format!(
+            "the component does not fit the slmfn:agent world: {e:#} (only slmfn:agent and wasi:cli/io/clocks/random/filesystem/sockets 0.2 imports are provided)"
+        ))
+    })?;
+    AgentPre::new(pre).map_err(|e| {
+        HostError::InvalidComponent(format!(
+            "the component is not an slmfn agent: it must export {HANDLER_EXPORT} (and slmfn:agent/event-handler@0.1.0); build it with slmfn-sdk's `export_agent!` ({e:#})"
+        ))
+    })
+}

@@ -1,0 +1,341 @@
+//! The WASM host: the wasmtime engine, the loaded revisions (an `InstancePre` each), and
+//! invocations on a fresh instance per request.
+//!
+//! Guests run on a dedicated tokio runtime ([`Host::invoke`] hands the call over), so a busy
+//! guest never delays the server's own workers (`/healthz` stays prompt while every function
+//! slot is busy). Each invocation gets a new `Store` with the manifest's memory limit and a
+//! deadline enforced by epoch interruption (checked every [`engine::EPOCH_TICK`], yielding to
+//! the executor at each tick) plus a timer for time spent in host calls.
+
+mod bindings;
+mod component;
+mod engine;
+mod error;
+mod events;
+pub(crate) mod inference;
+mod kv;
+mod output;
+mod state;
+mod tools;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, Semaphore};
+use uuid::Uuid;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+pub use bindings::slmfn::agent::types::{Request, Response};
+pub use error::{GuestError, HostError, Result};
+
+use bindings::{Agent, AgentPre};
+use bindings::slmfn::agent::types::Error as WitGuestError;
+use output::{GuestOutput, Stream};
+use state::HostState;
+
+use crate::manifest::Manifest;
+use crate::registry::{NewRevision, Registry, RevisionRecord, sha256_hex};
+
+/// A revision ready to serve: pre-instantiated component and its limits.
+struct LoadedRevision {
+    record: RevisionRecord,
+    pre: AgentPre<HostState>,
+    /// Instance slots: `max_concurrency` permits.
+    slots: Arc<Semaphore>,
+    env: Vec<(String, String)>,
+    tools_allowed: Arc<[String]>,
+}
+
+/// The host. Process-lifetime state, shared as `Arc<Host>`.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<HostState>,
+    engine_key: String,
+    registry: Registry,
+    loaded: RwLock<HashMap<String, Arc<LoadedRevision>>>,
+    /// Serializes registry commits with the swap of the loaded revision, so the loaded one is
+    /// always the registry's current one (compilation happens outside it).
+    commit_lock: Mutex<()>,
+    /// Bounds concurrent compilations to the cores.
+    compile_permits: Semaphore,
+    sink: Option<Arc<str>>,
+    guests: Option<tokio::runtime::Runtime>,
+    _epoch: engine::EpochTicker,
+}
+
+impl Host {
+    /// Builds the engine and linker. Loads nothing yet: see [`Host::load_all`].
+    pub fn new(registry: Registry, sink: Option<String>) -> Result<Arc<Self>> {
+        let internal = |e: wasmtime::Error| HostError::Internal(format!("{e:#}"));
+        let engine = engine::new_engine().map_err(internal)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
+        Agent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(internal)?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let guests = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name("slmfn-guest")
+            .enable_all()
+            .build()
+            .map_err(|e| HostError::Internal(format!("cannot start the guest runtime: {e}")))?;
+        Ok(Arc::new(Self {
+            engine_key: engine::compatibility_key(&engine),
+            _epoch: engine::EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            registry,
+            loaded: RwLock::default(),
+            commit_lock: Mutex::new(()),
+            compile_permits: Semaphore::new(cores),
+            sink: sink.map(Into::into),
+            guests: Some(guests),
+        }))
+    }
+
+    /// The registry this host serves from.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Loads the current revision of every function (artifacts are deserialized, not compiled,
+    /// unless the engine changed). A function that fails to load is logged and skipped.
+    pub async fn load_all(&self) -> Result<usize> {
+        let functions = self.registry.list_functions()?;
+        let mut count = 0;
+        for f in functions {
+            match self.load_revision(&f.name, f.current).await {
+                Ok(loaded) => {
+                    self.install(loaded);
+                    count += 1;
+                }
+                Err(e) => tracing::error!(function = %f.name, error = %e, "cannot load function"),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Validates, precompiles and stores a new revision, then makes it current. On any error
+    /// nothing changes: the previous revision keeps serving.
+    pub async fn deploy(&self, name: &str, manifest_text: &str, component: &[u8]) -> Result<RevisionRecord> {
+        crate::manifest::validate_name(name)?;
+        let manifest = Manifest::parse(manifest_text)?;
+        if manifest.name != name {
+            return Err(HostError::NameMismatch { manifest: manifest.name, path: name.to_string() });
+        }
+        component::check_binary(component)?;
+        let sha = sha256_hex(component);
+        let compiled = self.compile_cached(&sha, component).await?;
+        let pre = component::pre_instantiate(&self.linker, &compiled)?;
+        let _guard = self.commit_lock.lock().await;
+        let record = self
+            .registry
+            .commit_revision(NewRevision {
+                manifest: &manifest,
+                component,
+                component_sha256: &sha,
+            })
+            .await?;
+        self.install(Self::loaded(record.clone(), pre));
+        tracing::info!(function = name, revision = %record.revision, size = component.len(), "deployed");
+        Ok(record)
+    }
+
+    /// Makes an earlier revision current (the one before the current when `revision` is None).
+    pub async fn rollback(&self, name: &str, revision: Option<Uuid>) -> Result<RevisionRecord> {
+        let _guard = self.commit_lock.lock().await;
+        let previous = self.registry.function(name)?.current;
+        let record = self.registry.rollback(name, revision).await?;
+        match self.load_revision(name, record.revision).await {
+            Ok(loaded) => {
+                self.install(loaded);
+                tracing::info!(function = name, revision = %record.revision, "rolled back");
+                Ok(record)
+            }
+            Err(e) => {
+                // Keep registry and memory in agreement: point back at what serves now.
+                let _ = self.registry.rollback(name, Some(previous)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a function with its revisions and kv namespace.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let _guard = self.commit_lock.lock().await;
+        self.registry.delete(name).await?;
+        self.loaded.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        tracing::info!(function = name, "deleted");
+        Ok(())
+    }
+
+    /// Whether the function is loaded and serving.
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.loaded.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+    }
+
+    /// Calls the function's `handle` on a fresh instance, on the guest runtime.
+    pub async fn invoke(self: &Arc<Self>, name: &str, request: Request) -> Result<Response> {
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HostError::FunctionNotFound(name.to_string()))?;
+        let host = self.clone();
+        let guests = self.guests.as_ref().expect("guest runtime lives as long as the host");
+        let task = AbortOnDrop(guests.spawn(async move { host.run(loaded, request).await }));
+        task.await
+    }
+
+    async fn run(&self, loaded: Arc<LoadedRevision>, request: Request) -> Result<Response> {
+        let manifest = &loaded.record.manifest;
+        let function = manifest.name.as_str();
+        let timeout = Duration::from_millis(manifest.limits.timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let deadline_error =
+            || HostError::DeadlineExceeded { function: function.to_string(), timeout_ms: manifest.limits.timeout_ms };
+        let _permit = tokio::time::timeout(timeout, loaded.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| HostError::Busy { function: function.to_string(), limit: manifest.limits.max_concurrency })?
+            .map_err(|_| HostError::Internal("instance slots closed".into()))?;
+        let invocation: Arc<str> = Uuid::now_v7().to_string().into();
+        let stderr = GuestOutput::new(function.into(), invocation.clone(), Stream::Stderr);
+        let mut store = self.new_store(&loaded, invocation.clone(), stderr.clone())?;
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
+        let span = tracing::info_span!("invoke", function, invocation = %invocation, revision = %loaded.record.revision);
+        let _enter = span.enter();
+        let call = async {
+            let agent = loaded.pre.instantiate_async(&mut store).await?;
+            agent.slmfn_agent_handler().call_handle(&mut store, &request).await
+        };
+        match tokio::time::timeout_at(deadline.into(), call).await {
+            Err(_) => Err(deadline_error()),
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(e))) => Err(HostError::Guest(match e {
+                WitGuestError::BadRequest(m) => GuestError::BadRequest(m),
+                WitGuestError::NotFound(m) => GuestError::NotFound(m),
+                WitGuestError::Internal(m) => GuestError::Internal(m),
+            })),
+            Ok(Err(e)) => {
+                if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    return Err(deadline_error());
+                }
+                tracing::warn!(error = ?e, "guest trapped");
+                let trap = e.downcast_ref::<Trap>().map_or_else(|| format!("{e:#}"), |t| t.to_string());
+                let tail = stderr.tail();
+                let message = if tail.is_empty() { trap } else { format!("{trap}; guest stderr: {tail}") };
+                Err(HostError::Trap { function: function.to_string(), message })
+            }
+        }
+    }
+
+    fn new_store(&self, loaded: &LoadedRevision, invocation: Arc<str>, stderr: GuestOutput) -> Result<Store<HostState>> {
+        let manifest = &loaded.record.manifest;
+        let function: Arc<str> = manifest.name.as_str().into();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&loaded.env)
+            .stdout(GuestOutput::new(function.clone(), invocation, Stream::Stdout))
+            .stderr(stderr);
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(manifest.limits.memory_mb as usize * 1024 * 1024)
+                .build(),
+            kv: kv::KvCtx { tree: self.registry.kv(&manifest.name)? },
+            tools_allowed: loaded.tools_allowed.clone(),
+            sink: self.sink.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        Ok(store)
+    }
+
+    /// Loads a stored revision: artifact if it fits this engine, else recompile and re-cache.
+    async fn load_revision(&self, name: &str, revision: Uuid) -> Result<LoadedRevision> {
+        let record = self.registry.revision(name, revision)?;
+        let sha = record.component_sha256.clone();
+        let bytes = self.registry.component(&sha)?.ok_or_else(|| {
+            HostError::Internal(format!("component {sha} of {name}/{revision} is missing from the registry"))
+        })?;
+        let component = self.compile_cached(&sha, &bytes).await?;
+        let pre = component::pre_instantiate(&self.linker, &component)?;
+        Ok(Self::loaded(record, pre))
+    }
+
+    /// The component for `bytes`: from the cached artifact when usable, else compiled off the
+    /// async workers and the artifact cached.
+    async fn compile_cached(&self, sha: &str, bytes: &[u8]) -> Result<wasmtime::component::Component> {
+        if let Some(artifact) = self.registry.artifact(sha, &self.engine_key)? {
+            let engine = self.engine.clone();
+            let loaded = tokio::task::spawn_blocking(move || component::deserialize(&engine, &artifact))
+                .await
+                .map_err(|e| HostError::Internal(e.to_string()))?;
+            if let Some(c) = loaded {
+                return Ok(c);
+            }
+        }
+        let _permit = self.compile_permits.acquire().await.map_err(|e| HostError::Internal(e.to_string()))?;
+        let engine = self.engine.clone();
+        let owned = bytes.to_vec();
+        let artifact = tokio::task::spawn_blocking(move || component::precompile(&engine, &owned))
+            .await
+            .map_err(|e| HostError::Internal(e.to_string()))??;
+        let component = component::deserialize(&self.engine, &artifact)
+            .ok_or_else(|| HostError::Internal("freshly precompiled artifact does not load".into()))?;
+        self.registry.put_artifact(sha, &self.engine_key, &artifact)?;
+        Ok(component)
+    }
+
+    fn loaded(record: RevisionRecord, pre: AgentPre<HostState>) -> LoadedRevision {
+        let limits = &record.manifest.limits;
+        LoadedRevision {
+            slots: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            env: record.manifest.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            tools_allowed: record.manifest.tools.allowed.clone().into(),
+            pre,
+            record,
+        }
+    }
+
+    fn install(&self, loaded: LoadedRevision) {
+        let name = loaded.record.function.clone();
+        self.loaded.write().unwrap_or_else(|e| e.into_inner()).insert(name, Arc::new(loaded));
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // A runtime may not be dropped inside async context; let its threads wind down alone.
+        if let Some(rt) = self.guests.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Aborts the guest task when the HTTP request goes away (client disconnect, server timeout).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<Result<T>> {
+    type Output = Result<T>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(r) => r,
+            Err(e) => Err(HostError::Internal(format!("guest task failed: {e}"))),
+        })
+    }
+}

@@ -1,0 +1,30 @@
+//! Per-invocation store data: one field per capability. Cheap to build (no I/O, `Arc` clones).
+
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::host::kv::KvCtx;
+
+/// The data of one invocation's `Store`.
+pub(crate) struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    /// Memory and instance limits from the manifest.
+    pub(crate) limits: StoreLimits,
+    pub(crate) kv: KvCtx,
+    /// Tool patterns the manifest grants.
+    pub(crate) tools_allowed: Arc<[String]>,
+    /// The CloudEvents sink (`K_SINK`), if any.
+    pub(crate) sink: Option<Arc<str>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl crate::host::bindings::slmfn::agent::types::Host for HostState {}

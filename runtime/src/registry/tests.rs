@@ -1,0 +1,104 @@
+use super::*;
+
+fn new_rev<'a>(manifest: &'a Manifest, bytes: &'a [u8], sha: &'a str) -> NewRevision<'a> {
+    NewRevision { manifest, component: bytes, component_sha256: sha }
+}
+
+#[tokio::test]
+async fn deploy_rollback_delete_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manifest::new("hello");
+    let (a, b) = (b"component-a".to_vec(), b"component-b".to_vec());
+    let (sa, sb) = (sha256_hex(&a), sha256_hex(&b));
+    let r1;
+    let r2;
+    {
+        let reg = Registry::open(dir.path()).unwrap();
+        r1 = reg.commit_revision(new_rev(&m, &a, &sa)).await.unwrap();
+        reg.put_artifact(&sa, "e1", b"art").unwrap();
+        r2 = reg.commit_revision(new_rev(&m, &b, &sb)).await.unwrap();
+        let f = reg.function("hello").unwrap();
+        assert_eq!(f.current, r2.revision);
+        assert_eq!(f.revisions, vec![r1.revision, r2.revision]);
+        assert_eq!(reg.artifact(&sa, "e1").unwrap().unwrap().as_ref(), b"art");
+        let back = reg.rollback("hello", None).await.unwrap();
+        assert_eq!(back.revision, r1.revision);
+        assert!(matches!(reg.rollback("hello", None).await, Err(RegistryError::NoEarlierRevision(_))));
+        reg.kv("hello").unwrap().insert("k", "v").unwrap();
+    }
+    // Survives a reopen.
+    let reg = Registry::open(dir.path()).unwrap();
+    let f = reg.function("hello").unwrap();
+    assert_eq!(f.current, r1.revision);
+    assert_eq!(reg.revisions("hello").unwrap().len(), 2);
+    assert_eq!(reg.component(&sb).unwrap().unwrap().as_ref(), b);
+    reg.rollback("hello", Some(r2.revision)).await.unwrap();
+    assert!(matches!(
+        reg.rollback("hello", Some(Uuid::now_v7())).await,
+        Err(RegistryError::RevisionNotFound { .. })
+    ));
+    reg.delete("hello").await.unwrap();
+    assert!(matches!(reg.function("hello"), Err(RegistryError::FunctionNotFound(_))));
+    assert!(reg.component(&sa).unwrap().is_none());
+    assert!(reg.artifact(&sa, "e1").unwrap().is_none());
+    assert!(reg.kv("hello").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_commits_all_recorded_one_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let reg = reg.clone();
+        tasks.push(tokio::spawn(async move {
+            let m = Manifest::new("f");
+            let bytes = format!("component-{i}").into_bytes();
+            let sha = sha256_hex(&bytes);
+            reg.commit_revision(new_rev(&m, &bytes, &sha)).await.unwrap().revision
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let f = reg.function("f").unwrap();
+    assert_eq!(f.revisions.len(), 20);
+    for id in &ids {
+        assert!(f.revisions.contains(id));
+    }
+    assert!(ids.contains(&f.current));
+}
+
+#[tokio::test]
+async fn sweeps_unreferenced_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let reg = Registry::open(dir.path()).unwrap();
+        // What an interrupted deploy leaves: a revision and a component, no function pointer.
+        let rec = RevisionRecord {
+            function: "ghost".into(),
+            revision: Uuid::now_v7(),
+            created_at: records::now_rfc3339(),
+            component_sha256: "abc".into(),
+            component_size: 1,
+            manifest: Manifest::new("ghost"),
+        };
+        reg.revisions.insert(revision_key("ghost", &rec.revision), encode(&rec)).unwrap();
+        reg.components.insert("abc", b"x".as_slice()).unwrap();
+        reg.db.flush().unwrap();
+    }
+    let reg = Registry::open(dir.path()).unwrap();
+    assert!(reg.revisions.is_empty());
+    assert!(reg.components.is_empty());
+    assert!(reg.list_functions().unwrap().is_empty());
+}
+
+#[test]
+fn second_open_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reg = Registry::open(dir.path()).unwrap();
+    // sled's lock is per process too (flock on a new file descriptor conflicts).
+    let err = Registry::open(dir.path()).err().expect("second open must fail");
+    assert!(err.to_string().contains("in use by another slmfn runtime"), "{err}");
+}

@@ -1,0 +1,122 @@
+//! The process lifecycle: open the registry (fail fast if another runtime holds it), bind,
+//! load current revisions in the background while `/readyz` says so, serve, and on
+//! SIGTERM/SIGINT stop accepting, drain in-flight requests (bounded), flush and exit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::RuntimeConfig;
+use crate::host::{Host, HostError};
+use crate::registry::{Registry, RegistryError};
+use crate::server::{self, AppState, Readiness};
+
+/// Why the runtime could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The registry could not be opened (in use, unreadable).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The host could not start.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the runtime until SIGTERM/SIGINT, then drains in-flight requests.
+pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
+    tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "starting slmfn runtime");
+    std::fs::create_dir_all(&config.data_dir)?;
+    let dir = config.data_dir.clone();
+    let registry = tokio::task::spawn_blocking(move || Registry::open(&dir))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let host = Host::new(registry.clone(), config.k_sink.clone())?;
+    let addr = config.listen_addr();
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "listening");
+
+    let readiness = Arc::new(Readiness::not_ready("loading functions"));
+    let state = AppState { host: host.clone(), config: Arc::new(config), readiness: readiness.clone() };
+    let loader = {
+        let (host, readiness) = (host.clone(), readiness.clone());
+        tokio::spawn(async move {
+            match host.load_all().await {
+                Ok(n) => {
+                    tracing::info!(functions = n, "functions loaded; ready");
+                    readiness.set_ready();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "loading functions failed");
+                    readiness.set_not_ready(format!("loading functions failed: {e}"));
+                }
+            }
+        })
+    };
+
+    let drain = state.config.drain_timeout();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = server::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tokio::select! {
+        result = &mut server => {
+            loader.abort();
+            result.map_err(|e| std::io::Error::other(e.to_string()))??;
+            registry.flush().await?;
+            return Ok(());
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(signal, drain_secs = drain.as_secs(), "shutting down: draining in-flight requests");
+        }
+    }
+    loader.abort();
+    readiness.set_not_ready("shutting down");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(drain, &mut server).await {
+        Ok(result) => {
+            result.map_err(|e| std::io::Error::other(e.to_string()))??;
+            tracing::info!("drained");
+        }
+        Err(_) => tracing::warn!("drain timeout reached; exiting with requests in flight"),
+    }
+    registry.flush().await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Knative/Kubernetes) or SIGINT (Ctrl-C), naming which.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

@@ -1,0 +1,94 @@
+//! One `ApiError` for every route: a status and a JSON `{"error": message}` body.
+//!
+//! Statuses follow the Knative eventing rules too: 4xx means "don't retry", 429/503 with
+//! `Retry-After` means "retry". Internal detail is logged once here, never sent to clients.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::host::{GuestError, HostError};
+use crate::manifest::ManifestError;
+use crate::registry::RegistryError;
+
+/// An HTTP error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    /// An error with a status and a message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retry_after: None }
+    }
+
+    /// Adds `Retry-After` (seconds).
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), error = %self.message, "request failed");
+        }
+        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(s) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        response
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let status = match &e {
+            RegistryError::FunctionNotFound(_) | RegistryError::RevisionNotFound { .. } => StatusCode::NOT_FOUND,
+            RegistryError::NoEarlierRevision(_) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<ManifestError> for ApiError {
+    fn from(e: ManifestError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        let status = match &e {
+            HostError::FunctionNotFound(_) => StatusCode::NOT_FOUND,
+            HostError::Manifest(_) | HostError::NameMismatch { .. } | HostError::InvalidComponent(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            HostError::Registry(_) => {
+                let HostError::Registry(r) = e else { unreachable!() };
+                return r.into();
+            }
+            HostError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            HostError::Guest(GuestError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            HostError::Guest(GuestError::NotFound(_)) => StatusCode::NOT_FOUND,
+            HostError::Busy { .. } => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1);
+            }
+            HostError::Guest(GuestError::Internal(_)) | HostError::Trap { .. } | HostError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}

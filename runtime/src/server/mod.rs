@@ -1,0 +1,63 @@
+//! The HTTP server: axum routes only (invoke, admin, health). Handlers translate HTTP to host
+//! calls and host errors to [`ApiError`]s; they hold no logic of their own.
+
+mod admin;
+mod error;
+mod health;
+mod invoke;
+mod readiness;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{any, get, post};
+
+pub use error::ApiError;
+pub use readiness::Readiness;
+
+use crate::config::RuntimeConfig;
+use crate::host::Host;
+
+/// Slack for multipart framing and the manifest on top of the component size limit.
+const MULTIPART_OVERHEAD: usize = 1024 * 1024;
+
+/// State shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The WASM host.
+    pub host: Arc<Host>,
+    /// The runtime settings.
+    pub config: Arc<RuntimeConfig>,
+    /// Whether `/readyz` is green.
+    pub readiness: Arc<Readiness>,
+}
+
+/// All routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` (the admin
+/// API's loopback check needs the peer address).
+pub fn router(state: AppState) -> Router {
+    let upload_limit = state.config.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD);
+    let admin = Router::new()
+        .route("/functions", get(admin::list))
+        .route(
+            "/functions/{name}",
+            post(admin::deploy).layer(DefaultBodyLimit::max(upload_limit)).get(admin::get).delete(admin::delete),
+        )
+        .route("/functions/{name}/revisions", get(admin::revisions))
+        .route("/functions/{name}/rollback", post(admin::rollback))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::auth));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/fn/{name}", any(invoke::invoke_root))
+        .route("/fn/{name}/", any(invoke::invoke_root))
+        .route("/fn/{name}/{*path}", any(invoke::invoke_path))
+        .nest("/admin", admin)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+

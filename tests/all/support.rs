@@ -1,0 +1,229 @@
+//! Test support: builds the guest components once, runs real runtime processes, deploys.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built guest components.
+pub struct Guests {
+    pub testbed: Vec<u8>,
+    pub wrong_world: Vec<u8>,
+}
+
+/// Builds `tests/guests` for wasm32-wasip2 once per test binary.
+pub fn guests() -> &'static Guests {
+    static GUESTS: OnceLock<Guests> = OnceLock::new();
+    GUESTS.get_or_init(|| {
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
+        let status = cargo()
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(repo().join("tests/guests/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("running cargo to build the guest fixtures");
+        assert!(status.success(), "building tests/guests failed");
+        let out = target_dir.join("wasm32-wasip2/release");
+        Guests {
+            testbed: std::fs::read(out.join("testbed.wasm")).expect("testbed.wasm"),
+            wrong_world: std::fs::read(out.join("wrong-world.wasm")).expect("wrong-world.wasm"),
+        }
+    })
+}
+
+/// A cargo command with the outer test build's target dir removed, so nested builds never
+/// wait on (or pollute) the outer build's lock.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.env_remove("CARGO_TARGET_DIR");
+    cmd
+}
+
+/// The `fn` CLI with the outer build's target dir removed.
+pub fn fn_cli() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fn"));
+    cmd.env_remove("CARGO_TARGET_DIR").env_remove("SLMFN_TOKEN").env_remove("SLMFN_URL");
+    cmd
+}
+
+/// A running runtime process (`fn serve`), killed on drop.
+pub struct Runtime {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub token: Option<String>,
+}
+
+/// How to start a runtime.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub token: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl Runtime {
+    /// Starts a runtime on a fresh data dir and waits until it is ready.
+    pub fn start(data_dir: &Path, options: Options) -> Result<Runtime> {
+        let mut rt = Self::spawn(data_dir, &options)?;
+        rt.wait_ready()?;
+        Ok(rt)
+    }
+
+    /// Starts a runtime and returns once it listens (not necessarily ready).
+    pub fn spawn(data_dir: &Path, options: &Options) -> Result<Runtime> {
+        let mut cmd = fn_cli();
+        cmd.args(["serve", "--bind", "127.0.0.1", "--port", "0", "--drain-secs", "20", "--data-dir"])
+            .arg(data_dir)
+            .args(&options.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = &options.token {
+            cmd.env("SLMFN_TOKEN", t);
+        }
+        let mut child = cmd.spawn().context("spawning fn serve")?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (logs, tx) = (logs.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.split("addr=").nth(1).filter(|_| line.contains("listening")) {
+                        let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_string());
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        drop(tx);
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("runtime did not start listening; logs:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        Ok(Runtime {
+            child,
+            url: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+            logs,
+            token: options.token.clone(),
+        })
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        for _ in 0..600 {
+            if let Ok(r) = reqwest::blocking::get(format!("{}/readyz", self.url)) {
+                if r.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("runtime exited with {status}; logs:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("runtime never became ready; logs:\n{}", self.log_text())
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM and wait for exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> Result<bool> {
+        signal(&self.child, "TERM")?;
+        let status = self.child.wait()?;
+        Ok(status.success())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// An HTTP client.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Deploys over the admin API; returns status and JSON body.
+    pub async fn deploy(&self, name: &str, manifest: &str, component: &[u8]) -> Result<(u16, serde_json::Value)> {
+        let form = reqwest::multipart::Form::new()
+            .text("manifest", manifest.to_string())
+            .part("component", reqwest::multipart::Part::bytes(component.to_vec()).file_name("c.wasm"));
+        let resp = self
+            .auth(self.client().post(format!("{}/admin/functions/{name}", self.url)))
+            .multipart(form)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// GET an admin path; returns status and JSON.
+    pub async fn admin_get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        let resp = self.auth(self.client().get(format!("{}/admin{path}", self.url))).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// Invokes `/fn/{name}{path}` with a POST body; returns status and body text.
+    pub async fn invoke(&self, name: &str, path: &str, body: &str) -> Result<(u16, String)> {
+        let resp = self.client().post(format!("{}/fn/{name}{path}", self.url)).body(body.to_string()).send().await?;
+        Ok((resp.status().as_u16(), resp.text().await?))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by name (`TERM`, `KILL`) to a child.
+pub fn signal(child: &Child, name: &str) -> Result<()> {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status()?;
+    anyhow::ensure!(status.success(), "kill -{name} failed");
+    Ok(())
+}
+
+/// A testbed manifest.
+pub fn testbed_manifest(name: &str, version: &str, limits: &str) -> String {
+    format!("name = \"{name}\"\n[limits]\n{limits}\n[env]\nVERSION = \"{version}\"\n")
+}
+
+impl Runtime {
+    /// SIGKILL and reap, keeping the handle (for loops that replace it).
+    pub fn kill9_in_place(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
