@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::support::{Options, Runtime, guests, testbed_manifest};
 
 async fn current_version(rt: &Runtime) -> String {

@@ -1,7 +1,7 @@
 //! Test support: builds the guest components once, runs real runtime processes, deploys.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -60,7 +60,6 @@ pub fn fn_cli() -> Command {
 pub struct Runtime {
     pub child: Child,
     pub url: String,
-    pub data_dir: PathBuf,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub token: Option<String>,
 }
@@ -122,7 +121,6 @@ impl Runtime {
         Ok(Runtime {
             child,
             url: format!("http://{addr}"),
-            data_dir: data_dir.to_path_buf(),
             logs,
             token: options.token.clone(),
         })

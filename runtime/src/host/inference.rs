@@ -9,6 +9,7 @@ use crate::host::bindings::slmfn::agent::inference::{
 use crate::host::state::HostState;
 
 /// A streaming generation. Uninhabited until the model pool exists: `chat-stream` never creates one.
+#[allow(unreachable_pub)] // bindgen re-exports it from the generated module
 pub enum CompletionStream {}
 
 fn unavailable() -> Error {

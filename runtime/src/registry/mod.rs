@@ -185,7 +185,7 @@ impl Registry {
             Some(f)
         })?;
         // 3. Durable before the caller acknowledges the deploy.
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(record)
     }
 
@@ -220,7 +220,7 @@ impl Registry {
         if updated.is_none() {
             return Err(RegistryError::FunctionNotFound(name.to_string()));
         }
-        self.db.flush_async().await?;
+        self.flush().await?;
         self.revision(name, target)
     }
 
@@ -229,13 +229,13 @@ impl Registry {
         let function = self.function(name)?;
         // The commit point: once the function record is gone the rest is garbage.
         self.functions.remove(name)?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         for rev in &function.revisions {
             self.revisions.remove(revision_key(name, rev))?;
         }
         self.db.drop_tree(kv_tree_name(name))?;
         self.sweep()?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -303,9 +303,13 @@ impl Registry {
         Ok(self.db.open_tree(kv_tree_name(name))?)
     }
 
-    /// Flushes everything (on shutdown).
+    /// Flushes everything to disk. sled's `flush_async` can stall when several databases share
+    /// its background pool, so the blocking flush runs on tokio's blocking pool instead.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| RegistryError::Storage(sled::Error::ReportableBug(e.to_string())))??;
         Ok(())
     }
 

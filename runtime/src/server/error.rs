@@ -87,7 +87,6 @@ impl From<HostError> for ApiError {
             HostError::Guest(GuestError::Internal(_)) | HostError::Trap { .. } | HostError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }

@@ -7,7 +7,6 @@ mod health;
 mod invoke;
 mod readiness;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;

@@ -1,0 +1,320 @@
+//! GGUF files: the header, typed metadata, and reading tensors.
+//!
+//! # Memory mapping
+//!
+//! Candle 0.11 cannot map GGUF weights on the CPU: `QStorage::Cpu` owns a `Vec` of quantized
+//! blocks and `QStorage::from_data` copies the bytes into it (`as_t_slice(data).to_vec()`), so
+//! every tensor is read into owned memory whatever the reader is. Mapping the file would only
+//! replace `read` syscalls by page faults and save nothing, so we read through a `BufReader` and
+//! keep no `unsafe` here. The resident size of a loaded model is the file size (quantized
+//! weights), plus the `f32` copies used for dense prefill when enabled; see
+//! [`ModelMetadata::weights_bytes`].
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+
+use crate::error::{Error, Result};
+
+/// Architectures whose weights we can run (the `general.architecture` key).
+pub const SUPPORTED_ARCHITECTURES: &str = "llama";
+
+/// What the GGUF header says about a model, plus what loading it will cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelMetadata {
+    /// `general.architecture`, e.g. `llama`.
+    pub architecture: String,
+    /// `general.name`, when present.
+    pub name: Option<String>,
+    /// The context window we serve: the trained window, or less when configured.
+    pub context_length: usize,
+    /// `{arch}.context_length`: the window the model was trained with.
+    pub trained_context_length: usize,
+    /// Number of token ids the model can produce.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub embedding_length: usize,
+    /// Transformer blocks.
+    pub block_count: usize,
+    /// Attention heads.
+    pub head_count: usize,
+    /// Key/value heads (fewer than `head_count` with grouped-query attention).
+    pub head_count_kv: usize,
+    /// Dimensions of each head that get rotary embeddings.
+    pub rope_dimension: usize,
+    /// Base of the rotary frequencies.
+    pub rope_freq_base: f64,
+    /// Epsilon of the RMS norms.
+    pub rms_norm_eps: f64,
+    /// `tokenizer.ggml.bos_token_id`.
+    pub bos_token_id: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`.
+    pub eos_token_id: Option<u32>,
+    /// The dominant weight format of the matrices (e.g. `Q4_1`).
+    pub weight_format: String,
+    /// Size of the file on disk.
+    pub file_bytes: u64,
+    /// Estimated resident bytes of the loaded weights (shared by every session), including
+    /// `dense_bytes`.
+    pub weights_bytes: u64,
+    /// Of `weights_bytes`, the `f32` copies of the matrices used to process prompts (0 when
+    /// dense prefill is off).
+    pub dense_bytes: u64,
+    /// Bytes of KV cache one token of context costs a session (`f32` keys and values).
+    pub kv_bytes_per_token: u64,
+}
+
+impl ModelMetadata {
+    /// Resident bytes of one session whose KV cache holds a full context window.
+    pub fn session_bytes(&self) -> u64 {
+        self.kv_bytes_per_token * self.context_length as u64
+    }
+}
+
+/// An opened GGUF file whose header (metadata and tensor directory) has been parsed.
+pub struct GgufFile {
+    path: PathBuf,
+    reader: BufReader<File>,
+    file_bytes: u64,
+    content: Content,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("metadata_keys", &self.content.metadata.len())
+            .field("tensors", &self.content.tensor_infos.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Opens `path` and parses the header. Reads no tensor data.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let io_err = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io_err)?;
+        let file_bytes = file.metadata().map_err(io_err)?.len();
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader).map_err(|e| Error::invalid_model(&path, e))?;
+        Ok(Self {
+            path,
+            reader,
+            file_bytes,
+            content,
+        })
+    }
+
+    /// The file this header came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw header, for keys this module has no accessor for.
+    pub fn content(&self) -> &Content {
+        &self.content
+    }
+
+    /// A metadata value, if present.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    /// A string metadata value, if present and a string.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        match self.get(key)? {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer metadata value of any width and signedness, if present and non-negative.
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(value_to_u64)
+    }
+
+    /// A boolean metadata value, if present and a bool.
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        match self.get(key)? {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// A required integer value, as an `InvalidModel` error when missing.
+    fn require_usize(&self, key: &str) -> Result<usize> {
+        self.get_u64(key)
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::invalid_model(&self.path, format!("missing metadata `{key}`")))
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Result<&str> {
+        self.get_str("general.architecture").ok_or_else(|| {
+            Error::invalid_model(&self.path, "missing metadata `general.architecture`")
+        })
+    }
+
+    /// Fails with `UnsupportedArchitecture` unless we can run this file's architecture.
+    pub fn ensure_supported(&self) -> Result<()> {
+        let arch = self.architecture()?;
+        if SUPPORTED_ARCHITECTURES.split(", ").any(|a| a == arch) {
+            Ok(())
+        } else {
+            Err(Error::UnsupportedArchitecture {
+                architecture: arch.to_string(),
+                supported: SUPPORTED_ARCHITECTURES,
+            })
+        }
+    }
+
+    /// Reads the typed metadata. `context_limit` caps the served context window;
+    /// `dense_prefill` says whether the estimate includes `f32` copies of the matrices.
+    pub fn metadata(
+        &self,
+        context_limit: Option<usize>,
+        dense_prefill: bool,
+    ) -> Result<ModelMetadata> {
+        let arch = self.architecture()?.to_string();
+        let key = |k: &str| format!("{arch}.{k}");
+        let trained_context_length = self.require_usize(&key("context_length"))?;
+        let embedding_length = self.require_usize(&key("embedding_length"))?;
+        let block_count = self.require_usize(&key("block_count"))?;
+        let head_count = self.require_usize(&key("attention.head_count"))?;
+        let head_count_kv = self
+            .get_u64(&key("attention.head_count_kv"))
+            .map_or(head_count, |v| v as usize);
+        if head_count == 0
+            || head_count_kv == 0
+            || !embedding_length.is_multiple_of(head_count)
+            || !head_count.is_multiple_of(head_count_kv)
+        {
+            return Err(Error::invalid_model(
+                &self.path,
+                format!(
+                    "inconsistent attention shape: {embedding_length} dims, {head_count} heads, \
+                     {head_count_kv} kv heads"
+                ),
+            ));
+        }
+        let head_dim = embedding_length / head_count;
+        let rope_dimension = self
+            .get_u64(&key("rope.dimension_count"))
+            .map_or(head_dim, |v| v as usize);
+        let vocab_size = match self.get_u64(&key("vocab_size")) {
+            Some(v) => v as usize,
+            None => match self.get("tokenizer.ggml.tokens") {
+                Some(Value::Array(tokens)) => tokens.len(),
+                _ => {
+                    return Err(Error::invalid_model(
+                        &self.path,
+                        "missing vocab size and `tokenizer.ggml.tokens`",
+                    ));
+                }
+            },
+        };
+        let context_length = match context_limit {
+            Some(limit) => trained_context_length.min(limit),
+            None => trained_context_length,
+        };
+        let f32_of = |k: &str| match self.get(k) {
+            Some(Value::F32(v)) => Some(*v as f64),
+            Some(Value::F64(v)) => Some(*v),
+            _ => None,
+        };
+        let (quantized_bytes, dense_bytes, weight_format) = self.estimate_weights();
+        let dense_bytes = if dense_prefill { dense_bytes } else { 0 };
+        // cos and sin tables: one row per position, rope_dimension / 2 frequencies, f32.
+        let rope_bytes = 2 * context_length as u64 * (rope_dimension as u64 / 2) * 4;
+        Ok(ModelMetadata {
+            name: self.get_str("general.name").map(str::to_string),
+            architecture: arch.clone(),
+            context_length,
+            trained_context_length,
+            vocab_size,
+            embedding_length,
+            block_count,
+            head_count,
+            head_count_kv,
+            rope_dimension,
+            rope_freq_base: f32_of(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rms_norm_eps: f32_of(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+            bos_token_id: self
+                .get_u64("tokenizer.ggml.bos_token_id")
+                .map(|v| v as u32),
+            eos_token_id: self
+                .get_u64("tokenizer.ggml.eos_token_id")
+                .map(|v| v as u32),
+            weight_format,
+            file_bytes: self.file_bytes,
+            weights_bytes: quantized_bytes + dense_bytes + rope_bytes,
+            dense_bytes,
+            kv_bytes_per_token: (2 * block_count * head_count_kv * head_dim * 4) as u64,
+        })
+    }
+
+    /// Resident bytes of the weights as `llama` keeps them (quantized tensors as stored,
+    /// `f16`/`bf16` ones widened to `f32`), the bytes of `f32` copies of the quantized matrices
+    /// for dense prefill, and the format holding most of the weight bytes.
+    fn estimate_weights(&self) -> (u64, u64, String) {
+        let mut bytes = 0u64;
+        let mut dense = 0u64;
+        let mut by_format: Vec<(GgmlDType, u64)> = Vec::new();
+        let tied_output = !self.has_tensor("output.weight");
+        for (name, info) in &self.content.tensor_infos {
+            let elems = info.shape.elem_count() as u64;
+            let dtype = info.ggml_dtype;
+            let stored = elems / dtype.block_size() as u64 * dtype.type_size() as u64;
+            match by_format.iter_mut().find(|(d, _)| *d == dtype) {
+                Some((_, n)) => *n += stored,
+                None => by_format.push((dtype, stored)),
+            }
+            let float = matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+            bytes += if float { elems * 4 } else { stored };
+            let is_matrix = info.shape.rank() == 2 && (name != "token_embd.weight" || tied_output);
+            if is_matrix && !float {
+                dense += elems * 4;
+            }
+        }
+        let format = by_format
+            .iter()
+            .max_by_key(|(_, n)| *n)
+            .map_or_else(|| "unknown".to_string(), |(d, _)| format!("{d:?}"));
+        (bytes, dense, format)
+    }
+
+    /// Whether the file holds a tensor of this name.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Reads one tensor (in its stored format) onto `device`.
+    pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        self.content
+            .tensor(&mut self.reader, name, device)
+            .map_err(|e| Error::invalid_model(&self.path, format!("tensor `{name}`: {e}")))
+    }
+}
+
+/// Any integer value (the writers of GGUF files disagree on widths) as `u64`.
+pub(crate) fn value_to_u64(v: &Value) -> Option<u64> {
+    match *v {
+        Value::U8(v) => Some(v.into()),
+        Value::U16(v) => Some(v.into()),
+        Value::U32(v) => Some(v.into()),
+        Value::U64(v) => Some(v),
+        Value::I8(v) => u64::try_from(v).ok(),
+        Value::I16(v) => u64::try_from(v).ok(),
+        Value::I32(v) => u64::try_from(v).ok(),
+        Value::I64(v) => u64::try_from(v).ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,66 @@
+//! # slmfn-models
+//!
+//! The model core of slmfn: loads quantized GGUF language models with candle, builds their
+//! tokenizer and chat template from the GGUF metadata, samples tokens and streams text. It knows
+//! nothing of HTTP or WebAssembly; the runtime's adapters translate to and from it.
+//!
+//! # Layout
+//!
+//! - [`gguf`]: the GGUF header, typed [`ModelMetadata`], reading tensors.
+//! - [`tokenizer`]: the byte-level BPE [`Tokenizer`] rebuilt from `tokenizer.ggml.*` metadata.
+//! - [`template`]: the [`ChatTemplate`] from `tokenizer.chat_template` (minijinja), ChatML fallback.
+//! - [`sampler`]: [`SamplingParams`] and the [`Sampler`] (temperature, top-k, top-p, repeat
+//!   penalty, seed).
+//! - `stop`: stop strings over streamed text (holds back partial matches).
+//! - `llama`: the llama forward pass over shared weights and a per-session KV cache (dense
+//!   prefill, quantized generation).
+//! - [`model`]: a loaded [`Model`] (weights shared behind an `Arc`).
+//! - [`session`]: a [`Session`] owns a KV cache and runs the generation loop into a
+//!   [`Completion`].
+//! - [`pool`]: the warm [`ModelPool`]: specs, single-flight loads, per-model worker threads
+//!   each owning a session, bounded queues, keep-alive, LRU eviction under a memory budget.
+//! - [`error`]: the [`Error`] enum and its policy.
+//! - `testing` (feature `test-util`): a tiny random llama written as a real GGUF file.
+//!
+//! Data flows one way: `ModelPool` → `Model` (gguf → tokenizer, template, weights) → `Session`
+//! (sampler, stop) → `Completion`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use slmfn_models::{CancelToken, Message, Model, SamplingParams};
+//!
+//! let model = Model::load("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! let prompt = model.encode_chat(&[Message::user("What is the capital of France?")])?;
+//! let mut session = model.session();
+//! let completion = session.generate(
+//!     &prompt,
+//!     &SamplingParams::greedy(64),
+//!     &CancelToken::new(),
+//!     |chunk| print!("{chunk}"),
+//! )?;
+//! println!("\n{:?} after {} tokens", completion.finish_reason, completion.usage.completion_tokens);
+//! # Ok::<(), slmfn_models::Error>(())
+//! ```
+
+pub mod error;
+pub mod gguf;
+mod llama;
+pub mod model;
+pub mod pool;
+pub mod sampler;
+pub mod session;
+mod stop;
+pub mod template;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use gguf::ModelMetadata;
+pub use model::{LoadOptions, Model};
+pub use pool::{Job, KeepAlive, ModelPool, ModelSpec, ModelState, ModelStatus, PoolConfig, Prompt};
+pub use sampler::{Sampler, SamplingParams};
+pub use session::{CancelToken, Completion, FinishReason, Session, Usage};
+pub use template::{ChatTemplate, Message};
+pub use tokenizer::Tokenizer;

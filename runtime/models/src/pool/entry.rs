@@ -1,0 +1,289 @@
+//! One model of the pool: its state machine, bounded queue and worker threads (the actors).
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::loader::{self, LoadFailure};
+use super::{ChunkFn, Job, ModelSpec, ModelState, ModelStatus, Prompt, Shared};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::sampler::SamplingParams;
+use crate::session::{CancelToken, Completion, Session};
+
+/// Where the model is.
+pub(super) enum Phase {
+    Unloaded,
+    Loading,
+    Loaded(Model),
+}
+
+/// Everything about a model that changes, behind one mutex.
+pub(super) struct State {
+    pub(super) phase: Phase,
+    /// Jobs no worker has taken yet.
+    pub(super) queue: VecDeque<Job>,
+    /// Jobs running on a worker.
+    pub(super) busy: usize,
+    /// Bumped at every unload: workers of an older generation exit.
+    pub(super) generation: u64,
+    /// When the model last became idle (or was loaded); the keep-alive clock and LRU order.
+    pub(super) idle_since: Instant,
+    /// Bytes reserved in the pool's budget.
+    pub(super) reserved: u64,
+    pub(super) attempts: u64,
+    pub(super) loads: u64,
+    pub(super) unloads: u64,
+    pub(super) last_load_duration: Option<Duration>,
+    /// The failure of load attempt number `.0`.
+    pub(super) last_error: Option<(u64, LoadFailure)>,
+    pub(super) shutdown: bool,
+}
+
+impl State {
+    /// Loaded with nothing running or waiting: may be unloaded.
+    pub(super) fn is_idle_loaded(&self) -> bool {
+        matches!(self.phase, Phase::Loaded(_)) && self.busy == 0 && self.queue.is_empty()
+    }
+}
+
+/// Moves an unloaded model to `Loading`; the caller starts the (single) loader thread for the
+/// returned attempt once it has released the lock.
+fn start_load(st: &mut State) -> u64 {
+    st.phase = Phase::Loading;
+    st.attempts += 1;
+    st.attempts
+}
+
+pub(crate) struct Entry {
+    pub(super) spec: ModelSpec,
+    state: Mutex<State>,
+    /// Signals queue and phase changes to workers and `load` waiters.
+    changed: Condvar,
+}
+
+impl Entry {
+    pub(super) fn new(spec: ModelSpec) -> Self {
+        Self {
+            spec,
+            state: Mutex::new(State {
+                phase: Phase::Unloaded,
+                queue: VecDeque::new(),
+                busy: 0,
+                generation: 0,
+                idle_since: Instant::now(),
+                reserved: 0,
+                attempts: 0,
+                loads: 0,
+                unloads: 0,
+                last_load_duration: None,
+                last_error: None,
+                shutdown: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic while holding it, and none of our critical sections
+        // calls user code; keep serving with the state as it is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Admission control, then queueing; starts a load when cold.
+    pub(super) fn submit(self: &Arc<Self>, shared: &Arc<Shared>, job: Job) -> Result<()> {
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(Error::ShuttingDown(self.spec.name.clone()));
+        }
+        if st.busy + st.queue.len() >= self.spec.parallel + self.spec.queue_depth {
+            drop(st);
+            shared.count(|c| c.rejected += 1);
+            return Err(Error::Overloaded {
+                model: self.spec.name.clone(),
+                retry_after: shared.config.retry_after,
+            });
+        }
+        st.queue.push_back(job);
+        let hit = matches!(st.phase, Phase::Loaded(_));
+        let load = matches!(st.phase, Phase::Unloaded).then(|| start_load(&mut st));
+        drop(st);
+        if let Some(attempt) = load {
+            loader::spawn(shared.clone(), self.clone(), attempt);
+        }
+        shared.count(|c| if hit { c.hits += 1 } else { c.misses += 1 });
+        self.notify();
+        Ok(())
+    }
+
+    /// Loads the model if needed and waits for the outcome.
+    pub(super) fn load_and_wait(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<()> {
+        let mut st = self.lock();
+        let loads_before = st.loads;
+        let attempt = match st.phase {
+            Phase::Loaded(_) => return Ok(()),
+            Phase::Loading => st.attempts,
+            Phase::Unloaded => {
+                let attempt = start_load(&mut st);
+                drop(st);
+                loader::spawn(shared.clone(), self.clone(), attempt);
+                st = self.lock();
+                attempt
+            }
+        };
+        loop {
+            if st.shutdown {
+                return Err(Error::ShuttingDown(self.spec.name.clone()));
+            }
+            match (&st.phase, &st.last_error) {
+                (Phase::Loaded(_), _) => return Ok(()),
+                (Phase::Unloaded, Some((a, failure))) if *a == attempt => {
+                    return Err(failure.to_error(&self.spec.name));
+                }
+                // Loaded and already unloaded again (keep-alive 0): the load happened.
+                (Phase::Unloaded, _) if st.loads > loads_before => return Ok(()),
+                _ => {}
+            }
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The loaded model, if any.
+    pub(super) fn loaded_model(&self) -> Option<Model> {
+        match &self.lock().phase {
+            Phase::Loaded(model) => Some(model.clone()),
+            _ => None,
+        }
+    }
+
+    pub(super) fn status(&self) -> ModelStatus {
+        let st = self.lock();
+        let state = match st.phase {
+            Phase::Unloaded => ModelState::Unloaded,
+            Phase::Loading => ModelState::Loading,
+            Phase::Loaded(_) if st.busy > 0 || !st.queue.is_empty() => ModelState::Busy,
+            Phase::Loaded(_) => ModelState::Idle,
+        };
+        ModelStatus {
+            name: self.spec.name.clone(),
+            state,
+            memory_bytes: st.reserved,
+            busy_sessions: st.busy,
+            parallel: self.spec.parallel,
+            queued: st.queue.len(),
+            loads: st.loads,
+            unloads: st.unloads,
+            last_load_duration: st.last_load_duration,
+            last_error: st
+                .last_error
+                .as_ref()
+                .map(|(_, f)| f.to_error(&self.spec.name).to_string()),
+        }
+    }
+
+    /// Fails queued jobs with `ShuttingDown` and lets the workers exit after their current job.
+    pub(super) fn shutdown(&self) {
+        let jobs: Vec<Job> = {
+            let mut st = self.lock();
+            st.shutdown = true;
+            st.queue.drain(..).collect()
+        };
+        self.notify();
+        for job in jobs {
+            (job.on_done)(Err(Error::ShuttingDown(self.spec.name.clone())));
+        }
+    }
+
+    /// Starts the worker threads of a freshly loaded model. Returns false if the OS refused.
+    pub(super) fn spawn_workers(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        model: &Model,
+        generation: u64,
+    ) -> bool {
+        for i in 0..self.spec.parallel {
+            let (entry, shared, model) = (self.clone(), shared.clone(), model.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("slmfn-{}-{i}", self.spec.name))
+                .spawn(move || entry.work(&shared, model, generation));
+            if spawned.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A worker: owns one session, takes jobs until its generation is unloaded.
+    fn work(&self, shared: &Shared, model: Model, generation: u64) {
+        let mut session = model.session();
+        loop {
+            let job = {
+                let mut st = self.lock();
+                loop {
+                    if st.shutdown || st.generation != generation {
+                        return;
+                    }
+                    if let Some(job) = st.queue.pop_front() {
+                        st.busy += 1;
+                        break job;
+                    }
+                    st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let on_done = job.on_done;
+            let result = self.run(
+                &mut session,
+                job.prompt,
+                job.params,
+                job.cancel,
+                job.on_chunk,
+            );
+            // Free the session before reporting, so that a caller who submits again as soon as
+            // it has its answer finds the model idle (not overloaded, not busy).
+            let mut st = self.lock();
+            st.busy -= 1;
+            let idle = st.busy == 0 && st.queue.is_empty();
+            if idle {
+                st.idle_since = Instant::now();
+            }
+            drop(st);
+            if idle {
+                shared.reaper.wake();
+            }
+            on_done(result);
+        }
+    }
+
+    fn run(
+        &self,
+        session: &mut Session,
+        prompt: Prompt,
+        params: Option<SamplingParams>,
+        cancel: CancelToken,
+        mut on_chunk: ChunkFn,
+    ) -> Result<Completion> {
+        let params = params.unwrap_or_else(|| self.spec.defaults.clone());
+        // A panic is a bug (ours or the caller's callback): report it to this caller and keep
+        // the worker serving, rather than leaving the model busy for ever.
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let model = session.model().clone();
+            let tokens = match prompt {
+                Prompt::Chat(messages) => model.encode_chat(&messages)?,
+                Prompt::Text(text) => model.encode_prompt(&text)?,
+                Prompt::Tokens(tokens) => tokens,
+            };
+            session.generate(&tokens, &params, &cancel, |chunk| on_chunk(chunk))
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::Internal(format!(
+                "generation on model `{}` panicked",
+                self.spec.name
+            )))
+        })
+    }
+}

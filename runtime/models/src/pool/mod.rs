@@ -1,0 +1,417 @@
+//! The warm model pool: every model the process may serve, loaded on demand and shared by all
+//! callers.
+//!
+//! - **Specs.** Each model has a [`ModelSpec`]: file, context window, default sampling,
+//!   [`KeepAlive`], `preload`, `parallel` sessions and `queue_depth`.
+//! - **Single-flight loading.** The first request for a cold model starts one load on a loader
+//!   thread; requests arriving meanwhile queue behind it. Weights are shared by all sessions.
+//! - **Actors.** A loaded model runs `parallel` worker threads, each owning one [`Session`]
+//!   (weights shared, KV cache private). Requests wait in a bounded per-model queue; a request
+//!   that finds `parallel` running and `queue_depth` waiting gets [`Error::Overloaded`] at once.
+//!   Generation never runs on the caller's thread: [`ModelPool::submit`] only enqueues, so async
+//!   callers may call it from an executor thread. The queue is a `VecDeque` under the model's
+//!   mutex with a condition variable rather than an `mpsc` channel: admission has to count
+//!   running and waiting requests together (also while the model is still loading, before any
+//!   worker exists), and shutdown and failed loads must hand every queued request its error.
+//! - **Memory budget.** A model reserves its weights plus the KV caches of its sessions at full
+//!   context before loading. When the budget is short, idle models are unloaded least recently
+//!   used first; a model with running or queued requests is never evicted. If evicting every
+//!   idle model is not enough, the load fails with [`Error::OutOfMemory`].
+//! - **Keep-alive.** An idle model unloads after its `keep_alive` (`0`: right after use;
+//!   [`KeepAlive::Forever`]: only when evicted for memory). A reaper thread does it.
+//!
+//! Lock order: the pool's memory lock before any model's state lock; never the reverse.
+//!
+//! [`Session`]: crate::Session
+
+mod entry;
+mod loader;
+mod reaper;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sampler::SamplingParams;
+use crate::session::{CancelToken, Completion};
+use crate::template::Message;
+use entry::Entry;
+
+/// How long an idle model stays loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeepAlive {
+    /// Unload after this much idle time (`Duration::ZERO`: as soon as it is idle).
+    For(Duration),
+    /// Stay loaded until evicted to make room for another model.
+    Forever,
+}
+
+impl Default for KeepAlive {
+    /// Five minutes, Ollama's default.
+    fn default() -> Self {
+        Self::For(Duration::from_secs(300))
+    }
+}
+
+/// One model the pool can serve.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    /// The name callers use.
+    pub name: String,
+    /// The GGUF file (already fetched and verified by the caller).
+    pub path: PathBuf,
+    /// Cap on the context window (`None`: the model's trained window).
+    pub context_length: Option<usize>,
+    /// `f32` copies of the matrices for fast, exact prompt processing (see
+    /// [`crate::LoadOptions::dense_prefill`]).
+    pub dense_prefill: bool,
+    /// Sampling for requests that bring none.
+    pub defaults: SamplingParams,
+    /// How long the model stays loaded when idle.
+    pub keep_alive: KeepAlive,
+    /// Load at [`ModelPool::preload`] (before the process reports ready).
+    pub preload: bool,
+    /// Concurrent sessions (worker threads); each holds a KV cache.
+    pub parallel: usize,
+    /// Requests that may wait when all sessions are busy.
+    pub queue_depth: usize,
+}
+
+impl ModelSpec {
+    /// A spec with defaults: one session, a queue of 8, five minutes of keep-alive.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            context_length: None,
+            dense_prefill: true,
+            defaults: SamplingParams::default(),
+            keep_alive: KeepAlive::default(),
+            preload: false,
+            parallel: 1,
+            queue_depth: 8,
+        }
+    }
+}
+
+/// Pool-wide settings.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Bytes all loaded models together may use (weights plus full-context KV caches).
+    pub memory_budget: u64,
+    /// The `Retry-After` hint of [`Error::Overloaded`].
+    pub retry_after: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            memory_budget: 8 << 30,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What to generate from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<Message>),
+    /// Raw text to continue (special-token text is not parsed).
+    Text(String),
+    /// Token ids as is.
+    Tokens(Vec<u32>),
+}
+
+/// Called with each streamed chunk of text, on a worker thread.
+pub type ChunkFn = Box<dyn FnMut(&str) + Send>;
+/// Called once with the outcome, on a worker or loader thread.
+pub type DoneFn = Box<dyn FnOnce(Result<Completion>) + Send>;
+
+/// A generation request.
+pub struct Job {
+    /// The input.
+    pub prompt: Prompt,
+    /// Sampling; `None` takes the model's defaults.
+    pub params: Option<SamplingParams>,
+    /// Set it to stop the generation (caller gone, deadline passed); queued jobs that are
+    /// cancelled finish without running.
+    pub cancel: CancelToken,
+    /// Receives the streamed text.
+    pub on_chunk: ChunkFn,
+    /// Receives the completion or the error. Always called exactly once after a successful
+    /// [`ModelPool::submit`].
+    pub on_done: DoneFn,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("prompt", &self.prompt)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a model is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    /// Not in memory.
+    Unloaded,
+    /// A load is in progress.
+    Loading,
+    /// Loaded, no request running or queued.
+    Idle,
+    /// Loaded and serving.
+    Busy,
+}
+
+/// A snapshot of one model for admin listings and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    /// The model's name.
+    pub name: String,
+    /// Its state.
+    pub state: ModelState,
+    /// Bytes reserved in the budget (0 when unloaded).
+    pub memory_bytes: u64,
+    /// Sessions running a request.
+    pub busy_sessions: usize,
+    /// Sessions configured.
+    pub parallel: usize,
+    /// Requests waiting for a session.
+    pub queued: usize,
+    /// Loads completed since the pool started.
+    pub loads: u64,
+    /// Unloads (keep-alive, eviction or admin) since the pool started.
+    pub unloads: u64,
+    /// How long the last successful load took.
+    pub last_load_duration: Option<Duration>,
+    /// Why the last load failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// Pool-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStats {
+    /// Bytes reserved by loaded (or loading) models.
+    pub memory_used: u64,
+    /// The budget.
+    pub memory_budget: u64,
+    /// Requests that found their model loaded.
+    pub hits: u64,
+    /// Requests that had to wait for a load.
+    pub misses: u64,
+    /// Idle models unloaded to make room.
+    pub evictions: u64,
+    /// Requests refused with `Overloaded`.
+    pub rejected: u64,
+}
+
+/// The pool. Cheap to clone; the last clone dropped shuts the workers down.
+#[derive(Clone)]
+pub struct ModelPool {
+    handle: Arc<Handle>,
+}
+
+/// Owner of the shared state: dropping it (with the last `ModelPool`) shuts everything down.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+    }
+}
+
+/// State shared by the pool handles, loader, worker and reaper threads.
+pub(crate) struct Shared {
+    config: PoolConfig,
+    entries: HashMap<String, Arc<Entry>>,
+    /// Bytes reserved by models; also the lock taken before any entry's to evict.
+    memory: std::sync::Mutex<u64>,
+    counters: std::sync::Mutex<PoolStats>,
+    reaper: reaper::Reaper,
+}
+
+impl std::fmt::Debug for ModelPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelPool")
+            .field(
+                "models",
+                &self.handle.shared.entries.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelPool {
+    /// A pool serving `specs`. Loads nothing; see [`Self::preload`].
+    pub fn new(config: PoolConfig, specs: Vec<ModelSpec>) -> Result<Self> {
+        let mut entries = HashMap::new();
+        for spec in specs {
+            if spec.parallel == 0 {
+                return Err(Error::InvalidInput(format!(
+                    "model `{}`: parallel must be at least 1",
+                    spec.name
+                )));
+            }
+            spec.defaults.validate().map_err(|e| {
+                Error::InvalidInput(format!("model `{}` default sampling: {e}", spec.name))
+            })?;
+            let name = spec.name.clone();
+            if entries
+                .insert(name.clone(), Arc::new(Entry::new(spec)))
+                .is_some()
+            {
+                return Err(Error::InvalidInput(format!(
+                    "model `{name}` is listed twice"
+                )));
+            }
+        }
+        let shared = Arc::new(Shared {
+            counters: std::sync::Mutex::new(PoolStats {
+                memory_budget: config.memory_budget,
+                ..PoolStats::default()
+            }),
+            config,
+            entries,
+            memory: std::sync::Mutex::new(0),
+            reaper: reaper::Reaper::default(),
+        });
+        reaper::start(&shared);
+        Ok(Self {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    fn entry(&self, model: &str) -> Result<&Arc<Entry>> {
+        self.shared()
+            .entries
+            .get(model)
+            .ok_or_else(|| Error::ModelNotFound(model.to_string()))
+    }
+
+    /// Queues `job` on `model`, starting a load if the model is cold. Never blocks on a load or
+    /// a generation: safe to call from an async executor. Errors (`ModelNotFound`,
+    /// `Overloaded`) are returned here and `job.on_done` is then not called; every later
+    /// outcome, load failures included, goes to `job.on_done`.
+    pub fn submit(&self, model: &str, job: Job) -> Result<()> {
+        let entry = self.entry(model)?;
+        entry.submit(self.shared(), job)
+    }
+
+    /// Submits a job and waits for its completion: a blocking convenience over
+    /// [`Self::submit`] (do not call it on an async executor thread).
+    pub fn generate(
+        &self,
+        model: &str,
+        prompt: Prompt,
+        params: Option<SamplingParams>,
+        cancel: CancelToken,
+        on_chunk: impl FnMut(&str) + Send + 'static,
+    ) -> Result<Completion> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(
+            model,
+            Job {
+                prompt,
+                params,
+                cancel,
+                on_chunk: Box::new(on_chunk),
+                on_done: Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            },
+        )?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::ShuttingDown(model.to_string())))
+    }
+
+    /// Loads `model` if needed and waits until it is ready (admin "load", readiness).
+    pub fn load(&self, model: &str) -> Result<()> {
+        let entry = self.entry(model)?;
+        entry.load_and_wait(self.shared())
+    }
+
+    /// Loads every model marked `preload`, in turn. The process is ready when this returns Ok.
+    pub fn preload(&self) -> Result<()> {
+        let mut names: Vec<&String> = self
+            .shared()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.spec.preload)
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        for name in names {
+            self.load(name)?;
+        }
+        Ok(())
+    }
+
+    /// Unloads `model` now if it is idle. Returns whether it was unloaded (false: not loaded, or
+    /// in use).
+    pub fn unload(&self, model: &str) -> Result<bool> {
+        let entry = self.entry(model)?;
+        Ok(loader::unload_if_idle(self.shared(), entry, |_| true))
+    }
+
+    /// The spec of `model`.
+    pub fn spec(&self, model: &str) -> Result<&ModelSpec> {
+        Ok(&self.entry(model)?.spec)
+    }
+
+    /// A loaded `model`'s handle (tokenizer, template, metadata), if it is loaded.
+    pub fn loaded(&self, model: &str) -> Result<Option<crate::Model>> {
+        Ok(self.entry(model)?.loaded_model())
+    }
+
+    /// Every model's status, sorted by name.
+    pub fn status(&self) -> Vec<ModelStatus> {
+        let mut all: Vec<ModelStatus> =
+            self.shared().entries.values().map(|e| e.status()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Pool-wide counters.
+    pub fn stats(&self) -> PoolStats {
+        let mut stats = *self.shared().counters.lock().expect("counters lock");
+        stats.memory_used = *self.shared().memory.lock().expect("memory lock");
+        stats
+    }
+}
+
+impl Shared {
+    fn count(&self, f: impl FnOnce(&mut PoolStats)) {
+        f(&mut self.counters.lock().expect("counters lock"));
+    }
+
+    /// Stops the reaper and every worker; queued jobs get `ShuttingDown`.
+    fn shutdown(&self) {
+        self.reaper.stop();
+        for entry in self.entries.values() {
+            entry.shutdown();
+        }
+    }
+}
+
+/// How long until `instant + keep_alive` (None: never).
+fn expires_in(since: Instant, keep_alive: KeepAlive, now: Instant) -> Option<Duration> {
+    match keep_alive {
+        KeepAlive::Forever => None,
+        KeepAlive::For(d) => Some((since + d).saturating_duration_since(now)),
+    }
+}

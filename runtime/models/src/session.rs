@@ -1,0 +1,311 @@
+//! Sessions: one generation at a time over a model's shared weights, with a private KV cache.
+//!
+//! The generation loop runs on the calling thread and blocks it; callers on an async runtime run
+//! it on a dedicated thread (see [`crate::pool`]). Between tokens it checks a [`CancelToken`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::llama::{LlamaCache, Phase};
+use crate::model::Model;
+use crate::sampler::{Sampler, SamplingParams};
+use crate::stop::{StopMatcher, StopScan};
+use crate::tokenizer::Utf8Stream;
+
+/// Prompt tokens per forward pass during prefill. Attention scores cost
+/// `heads x chunk x context x 4` bytes: with SmolLM2 (9 heads) a 512-token chunk against a full
+/// 4096-token window is 75 MB, where one 4096-token pass would need 600 MB. Larger chunks gain
+/// little once the matrix products are this wide.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its turn (EOS or another end-of-generation token) or a stop string matched.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// The [`CancelToken`] was triggered (caller gone, deadline passed).
+    Cancelled,
+}
+
+/// Token counts and timings of one generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens the model generated, excluding the end-of-generation token (which is not text).
+    /// Tokens of a matched stop string are counted: they were computed.
+    pub completion_tokens: usize,
+    /// Time to process the prompt (prefill).
+    pub prompt_duration: Duration,
+    /// Time from the start of the call to the first sampled token.
+    pub time_to_first_token: Duration,
+    /// Time of the whole call.
+    pub duration: Duration,
+}
+
+impl Usage {
+    /// Prefill throughput.
+    pub fn prompt_tokens_per_second(&self) -> f64 {
+        rate(self.prompt_tokens, self.prompt_duration)
+    }
+
+    /// Decode throughput: tokens after the first, over the time after the first.
+    pub fn generation_tokens_per_second(&self) -> f64 {
+        rate(
+            self.completion_tokens.saturating_sub(1),
+            self.duration.saturating_sub(self.time_to_first_token),
+        )
+    }
+}
+
+fn rate(tokens: usize, time: Duration) -> f64 {
+    if time.is_zero() {
+        0.0
+    } else {
+        tokens as f64 / time.as_secs_f64()
+    }
+}
+
+/// The result of [`Session::generate`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The generated text: exactly the concatenation of the streamed chunks.
+    pub text: String,
+    /// Why generation ended.
+    pub finish_reason: FinishReason,
+    /// Counts and timings.
+    pub usage: Usage,
+    /// The generated token ids (end-of-generation tokens only with `ignore_eos`).
+    pub tokens: Vec<u32>,
+}
+
+/// Stops a generation between two tokens: when [`Self::cancel`] is called (caller gone) or
+/// when its deadline passes. Clones share the flag and the deadline.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken {
+    flag: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl CancelToken {
+    /// A token that is not cancelled and has no deadline.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A token that also cancels itself at `deadline` (a per-invocation inference budget).
+    pub fn with_deadline(deadline: Instant) -> Self {
+        Self {
+            flag: Arc::default(),
+            deadline: Some(deadline),
+        }
+    }
+
+    /// Asks every generation watching this token to stop.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Self::cancel`] was called or the deadline passed.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::Relaxed) || self.deadline_passed()
+    }
+
+    /// Whether the deadline passed: lets a caller report a `Cancelled` completion as a timeout.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// A generation context over a [`Model`]: the shared weights plus this session's KV cache.
+pub struct Session {
+    model: Model,
+    cache: LlamaCache,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("model", &self.model.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(model: Model) -> Self {
+        let cache = model.new_cache();
+        Self { model, cache }
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Generates a completion of `prompt`, calling `on_chunk` with each new piece of text as
+    /// soon as it is known not to be part of a stop string (always complete UTF-8, never
+    /// empty). Blocks the calling thread.
+    ///
+    /// Errors: `InvalidInput` for an empty prompt, unknown token ids or bad sampling params;
+    /// `ContextLengthExceeded` when `prompt.len() + params.max_tokens` exceeds the context
+    /// window; `Inference` when candle fails. Cancellation is not an error: the completion so far
+    /// comes back with [`FinishReason::Cancelled`].
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        cancel: &CancelToken,
+        mut on_chunk: impl FnMut(&str),
+    ) -> Result<Completion> {
+        let started = Instant::now();
+        let model = self.model.clone();
+        let metadata = model.metadata();
+        let tokenizer = model.tokenizer();
+        if prompt.is_empty() {
+            return Err(Error::InvalidInput("the prompt is empty".into()));
+        }
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= metadata.vocab_size) {
+            return Err(Error::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                metadata.vocab_size
+            )));
+        }
+        let mut sampler = Sampler::new(params)?;
+        if prompt.len() + params.max_tokens > metadata.context_length {
+            return Err(Error::ContextLengthExceeded {
+                prompt_tokens: prompt.len(),
+                max_tokens: params.max_tokens,
+                context_length: metadata.context_length,
+            });
+        }
+        self.cache.reset();
+
+        let mut out = Output::new(&params.stop, &mut on_chunk);
+        let mut usage = Usage {
+            prompt_tokens: prompt.len(),
+            ..Usage::default()
+        };
+        let finish = |out: Output<'_>, reason, usage: Usage| Completion {
+            text: out.text,
+            finish_reason: reason,
+            usage: Usage {
+                duration: started.elapsed(),
+                ..usage
+            },
+            tokens: out.tokens,
+        };
+
+        let mut logits = None;
+        for chunk in prompt.chunks(PREFILL_CHUNK) {
+            if cancel.is_cancelled() {
+                usage.prompt_duration = started.elapsed();
+                return Ok(finish(out, FinishReason::Cancelled, usage));
+            }
+            logits = Some(model.forward(&mut self.cache, chunk, Phase::Prompt)?);
+        }
+        let mut logits = logits.expect("the prompt is not empty");
+        usage.prompt_duration = started.elapsed();
+
+        let mut history = Vec::with_capacity(prompt.len() + params.max_tokens);
+        history.extend_from_slice(prompt);
+        let reason = loop {
+            let token = sampler.sample(&mut logits, &history);
+            if history.len() == prompt.len() {
+                usage.time_to_first_token = started.elapsed();
+            }
+            if !params.ignore_eos && tokenizer.is_end_of_generation(token) {
+                break FinishReason::Stop;
+            }
+            history.push(token);
+            usage.completion_tokens += 1;
+            if out.push_token(token, tokenizer.token_bytes(token)) {
+                break FinishReason::Stop;
+            }
+            if usage.completion_tokens == params.max_tokens {
+                break FinishReason::Length;
+            }
+            if cancel.is_cancelled() {
+                break FinishReason::Cancelled;
+            }
+            logits = model.forward(&mut self.cache, &[token], Phase::Generate)?;
+        };
+        let reason = if out.finish() {
+            FinishReason::Stop
+        } else {
+            reason
+        };
+        Ok(finish(out, reason, usage))
+    }
+}
+
+/// The text side of a generation: bytes → UTF-8 → stop strings → chunks.
+struct Output<'a> {
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    on_chunk: &'a mut dyn FnMut(&str),
+    text: String,
+    tokens: Vec<u32>,
+    stopped: bool,
+}
+
+impl<'a> Output<'a> {
+    fn new(stops: &[String], on_chunk: &'a mut dyn FnMut(&str)) -> Self {
+        Self {
+            utf8: Utf8Stream::default(),
+            stops: StopMatcher::new(stops),
+            on_chunk,
+            text: String::new(),
+            tokens: Vec::new(),
+            stopped: false,
+        }
+    }
+
+    /// Adds a generated token; true when a stop string completed.
+    fn push_token(&mut self, token: u32, bytes: &[u8]) -> bool {
+        self.tokens.push(token);
+        let text = self.utf8.push(bytes);
+        self.push_text(&text)
+    }
+
+    fn push_text(&mut self, text: &str) -> bool {
+        if text.is_empty() || self.stopped {
+            return self.stopped;
+        }
+        match self.stops.push(text) {
+            StopScan::Continue(safe) => self.emit(&safe),
+            StopScan::Stopped(safe) => {
+                self.emit(&safe);
+                self.stopped = true;
+            }
+        }
+        self.stopped
+    }
+
+    /// Flushes held text at the end; true when that completed a stop string.
+    fn finish(&mut self) -> bool {
+        if self.stopped {
+            return true;
+        }
+        let tail = self.utf8.finish();
+        if self.push_text(&tail) {
+            return true;
+        }
+        let held = self.stops.finish();
+        self.emit(&held);
+        false
+    }
+
+    fn emit(&mut self, text: &str) {
+        if !text.is_empty() {
+            self.text.push_str(text);
+            (self.on_chunk)(text);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Test fixture for the runtime's end-to-end tests: one route per behaviour under test.
+//!
+//! Routes (the path after `/fn/{name}`; any method):
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/echo` | 200, the request body as-is, no headers |
+//! | `/request` | 200 JSON `{"method", "path", "query", "headers": [[name, value]...], "body_len"}` |
+//! | `/status?code=N` | status N, header `x-testbed: status`, body `status N` |
+//! | `/loop` | never answers: spins forever (deadline, fuel and epoch tests) |
+//! | `/alloc` | allocates and touches 1 MiB blocks until memory runs out (trap) |
+//! | `/panic` | panics with `testbed panic` (trap) |
+//! | `/overflow` | unbounded recursion until the stack overflows (trap) |
+//! | `/sleep?ms=N` | sleeps N ms, then 200 JSON `{"slept_ms": N}` |
+//! | `/env?key=K` | 200 text: the value of env var K; 404 when unset |
+//! | `/version` | 200 text: env var `VERSION` (redeploy tests); 404 when unset |
+//! | `/kv/incr?key=K` | 200 JSON number: the counter K after adding 1 |
+//! | `/kv/get?key=K` | 200, the raw value of K; 404 when absent |
+//! | `/kv/set?key=K` | 204 after storing the request body under K |
+//! | `/log?msg=M` | writes `stdout M` to stdout and `INFO stderr M` to stderr, then 204 |
+//! | `/error/bad` | guest error `bad-request("bad input")` (400) |
+//! | `/error/internal` | guest error `internal("it broke")` (500) |
+//! | anything else | guest error `not-found` (404) |
+//!
+//! Missing or malformed query parameters are `bad-request` (400).
+//!
+//! Events: `on_event` answers a reply event with id `{id}-reply`, source `/testbed`, type
+//! `{type}.reply`, and the incoming data and `datacontenttype`; an event of type
+//! `testbed.error` gets the guest error `bad-request("bad event")`.
+
+use std::hint::black_box;
+
+use serde_json::json;
+use slmfn_sdk::{CloudEvent, Error, Request, Response, export_agent, kv, log};
+
+fn handle(req: Request) -> Result<Response, Error> {
+    match req.path.as_str() {
+        "/echo" => Ok(Response::new(200, req.body)),
+        "/request" => describe(&req),
+        "/status" => {
+            let code = param::<u16>(&req, "code")?;
+            Ok(Response::new(code, format!("status {code}")).with_header("x-testbed", "status"))
+        }
+        "/loop" => spin(),
+        "/alloc" => exhaust_memory(),
+        "/panic" => panic!("testbed panic"),
+        "/overflow" => {
+            let depth = recurse(0);
+            Err(Error::internal(format!("recursion ended at depth {depth}")))
+        }
+        "/sleep" => {
+            let ms = param::<u64>(&req, "ms")?;
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Response::json(&json!({ "slept_ms": ms }))
+        }
+        "/env" => env(&param::<String>(&req, "key")?),
+        "/version" => env("VERSION"),
+        "/kv/incr" => Response::json(&kv::increment(&param::<String>(&req, "key")?, 1)?),
+        "/kv/get" => {
+            let key = param::<String>(&req, "key")?;
+            match kv::get(&key)? {
+                Some(value) => Ok(Response::new(200, value)),
+                None => Err(Error::not_found(format!("no key {key:?}"))),
+            }
+        }
+        "/kv/set" => {
+            kv::set(&param::<String>(&req, "key")?, &req.body)?;
+            Ok(Response::new(204, Vec::new()))
+        }
+        "/log" => {
+            let msg = param::<String>(&req, "msg")?;
+            println!("stdout {msg}");
+            log::info(format_args!("stderr {msg}"));
+            Ok(Response::new(204, Vec::new()))
+        }
+        "/error/bad" => Err(Error::bad_request("bad input")),
+        "/error/internal" => Err(Error::internal("it broke")),
+        path => Err(Error::not_found(format!("testbed has no route {path}"))),
+    }
+}
+
+fn on_event(event: CloudEvent) -> Result<Option<CloudEvent>, Error> {
+    if event.type_ == "testbed.error" {
+        return Err(Error::bad_request("bad event"));
+    }
+    let mut reply = CloudEvent::new(
+        format!("{}-reply", event.id),
+        "/testbed",
+        format!("{}.reply", event.type_),
+    );
+    reply.datacontenttype = event.datacontenttype;
+    reply.data = event.data;
+    Ok(Some(reply))
+}
+
+export_agent!(handle, on_event = on_event);
+
+/// A query parameter parsed as `T`; absent or malformed is a bad request.
+fn param<T: std::str::FromStr>(req: &Request, name: &str) -> Result<T, Error> {
+    let raw = req
+        .query_param(name)
+        .ok_or_else(|| Error::bad_request(format!("missing query parameter {name}")))?;
+    raw.parse()
+        .map_err(|_| Error::bad_request(format!("malformed query parameter {name}={raw}")))
+}
+
+fn describe(req: &Request) -> Result<Response, Error> {
+    let headers: Vec<_> = req
+        .headers
+        .iter()
+        .map(|(name, value)| [name.clone(), String::from_utf8_lossy(value).into_owned()])
+        .collect();
+    Response::json(&json!({
+        "method": req.method,
+        "path": req.path,
+        "query": req.query,
+        "headers": headers,
+        "body_len": req.body.len(),
+    }))
+}
+
+fn env(key: &str) -> Result<Response, Error> {
+    std::env::var(key)
+        .map(Response::text)
+        .map_err(|_| Error::not_found(format!("no env var {key}")))
+}
+
+/// Busy loop; `black_box` keeps the optimiser from proving it side-effect free.
+fn spin() -> ! {
+    let mut i = 0u64;
+    loop {
+        i = black_box(i.wrapping_add(1));
+    }
+}
+
+/// Grows the heap 1 MiB at a time until an allocation fails, which aborts (a trap). Every
+/// page is written so that the memory is really committed, not just reserved.
+fn exhaust_memory() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = vec![0u8; 1 << 20];
+        for page in block.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        blocks.push(black_box(block));
+    }
+}
+
+/// Recursion that never ends in practice. The call goes through a `black_box`ed function
+/// pointer and its result is used after the call, so neither inlining nor tail calls nor
+/// LLVM's accumulator transformation can turn it into a loop.
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return depth;
+    }
+    let next: fn(u64) -> u64 = black_box(recurse);
+    next(depth + 1).wrapping_mul(31).wrapping_add(depth)
+}
