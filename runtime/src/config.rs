@@ -67,6 +67,54 @@ pub struct RuntimeConfig {
     /// CloudEvents sink (set by a Knative SinkBinding) for `events.emit`.
     #[arg(long, env = "K_SINK")]
     pub k_sink: Option<String>,
+
+    #[command(flatten)]
+    pub models: ModelsConfig,
+}
+
+/// The warm model pool's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelsConfig {
+    /// A model to serve, as `NAME=PATH` of a GGUF file; repeatable (env: comma-separated).
+    #[arg(long = "model", env = "SLMFN_MODELS", value_delimiter = ',', value_parser = parse_model_arg)]
+    pub models: Vec<(String, PathBuf)>,
+
+    /// Models to load before `/readyz` turns green; repeatable (env: comma-separated).
+    #[arg(long = "preload", env = "SLMFN_PRELOAD", value_delimiter = ',')]
+    pub preload: Vec<String>,
+
+    /// The model agents and API calls get when they name none (default: the first `--model`).
+    #[arg(long, env = "SLMFN_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
+
+    /// Memory all loaded models together may use, in MiB (default 8192).
+    #[arg(long, env = "SLMFN_MODELS_MEMORY_MB", default_value_t = 8192)]
+    pub models_memory_mb: u64,
+
+    /// Concurrent generation sessions per model (each holds a KV cache; default 1: on a
+    /// small CPU one session already uses every core).
+    #[arg(long, env = "SLMFN_MODEL_PARALLEL", default_value_t = 1)]
+    pub model_parallel: usize,
+
+    /// Requests that may wait per model beyond the running sessions; more get `overloaded`
+    /// (HTTP 429). Default 16.
+    #[arg(long, env = "SLMFN_MODEL_QUEUE_DEPTH", default_value_t = 16)]
+    pub model_queue_depth: usize,
+
+    /// How long an idle model stays loaded: seconds, `0` (unload when idle) or `forever`.
+    /// Default 300.
+    #[arg(long, env = "SLMFN_MODEL_KEEP_ALIVE", default_value = "300")]
+    pub model_keep_alive: String,
+}
+
+fn parse_model_arg(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--model takes NAME=PATH (a GGUF file), got {s:?}"))?;
+    if name.is_empty() || path.is_empty() {
+        return Err(format!("--model takes NAME=PATH (a GGUF file), got {s:?}"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
 }
 
 /// Log output format.
@@ -95,7 +143,11 @@ impl RuntimeConfig {
             "listen={} data_dir={} admin_auth={} max_upload={}B k_service={} k_revision={}",
             self.listen_addr(),
             self.data_dir.display(),
-            if self.token.is_some() { "token" } else { "loopback-only" },
+            if self.token.is_some() {
+                "token"
+            } else {
+                "loopback-only"
+            },
             self.max_upload_bytes,
             self.k_service.as_deref().unwrap_or("-"),
             self.k_revision.as_deref().unwrap_or("-"),

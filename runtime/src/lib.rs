@@ -9,7 +9,9 @@
 //! - [`manifest`]: the function manifest (`fn.toml`) and name rules.
 //! - [`registry`]: functions and immutable revisions in sled; the current pointer; kv namespaces.
 //! - [`host`]: the wasmtime engine, precompiled components, per-request stores, WIT host impls.
+//! - [`inference`]: the async face of the warm model pool (`slmfn-models`) for the adapters.
 //! - [`server`]: axum routes only (invoke, admin, health); translates HTTP to host calls.
+//! - [`models`]: builds the warm model pool from the configuration.
 //! - [`logging`]: tracing subscriber setup.
 //! - `serve`: the process lifecycle (start, ready, drain on SIGTERM).
 //!
@@ -17,9 +19,11 @@
 
 pub mod config;
 pub mod host;
+pub mod inference;
+pub mod manifest;
+pub mod models;
 pub mod registry;
 pub mod server;
-pub mod manifest;
 
 pub use config::RuntimeConfig;
 pub use manifest::Manifest;

@@ -88,6 +88,13 @@ pub struct ModelsSection {
     /// Model used when a call names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// Cap on generated tokens per call (a call asking for more gets this many).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Cap on the time one call may spend generating, in milliseconds (the invocation
+    /// deadline applies too); past it the call fails with `timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_inference_ms: Option<u64>,
 }
 
 /// `[tools]`: the tool allow-list.
@@ -158,7 +165,12 @@ impl Manifest {
         let l = &self.limits;
         check_range("timeout_ms", l.timeout_ms, 1, MAX_TIMEOUT_MS)?;
         check_range("memory_mb", l.memory_mb.into(), 1, MAX_MEMORY_MB.into())?;
-        check_range("max_concurrency", l.max_concurrency.into(), 1, MAX_CONCURRENCY.into())?;
+        check_range(
+            "max_concurrency",
+            l.max_concurrency.into(),
+            1,
+            MAX_CONCURRENCY.into(),
+        )?;
         for key in self.env.keys() {
             if key.is_empty() || key.contains(['=', '\0']) {
                 return Err(ManifestError::EnvKey(key.clone()));
@@ -172,7 +184,11 @@ fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), 
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(ManifestError::Limit { key, value, range: format!("{min}..={max}") })
+        Err(ManifestError::Limit {
+            key,
+            value,
+            range: format!("{min}..={max}"),
+        })
     }
 }
 
@@ -183,7 +199,10 @@ pub fn validate_name(name: &str) -> Result<(), ManifestError> {
         Some("it is empty")
     } else if name.len() > 63 {
         Some("it is longer than 63 characters")
-    } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         Some("it contains characters other than lowercase letters, digits and '-'")
     } else if !name.as_bytes()[0].is_ascii_lowercase() {
         Some("it does not start with a lowercase letter")
@@ -193,7 +212,10 @@ pub fn validate_name(name: &str) -> Result<(), ManifestError> {
         None
     };
     match reason {
-        Some(reason) => Err(ManifestError::InvalidName { name: name.to_string(), reason }),
+        Some(reason) => Err(ManifestError::InvalidName {
+            name: name.to_string(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
@@ -207,7 +229,16 @@ mod tests {
         for ok in ["hello", "a", "support-desk", "a1-b2", &"a".repeat(63)] {
             validate_name(ok).unwrap();
         }
-        for bad in ["", "Hello", "1abc", "abc-", "a_b", "a.b", "héllo", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Hello",
+            "1abc",
+            "abc-",
+            "a_b",
+            "a.b",
+            "héllo",
+            &"a".repeat(64),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
     }

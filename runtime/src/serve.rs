@@ -22,6 +22,9 @@ pub enum ServeError {
     /// The host could not start.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// The models configuration is unusable.
+    #[error(transparent)]
+    Models(#[from] crate::models::ModelsConfigError),
     /// The port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -43,27 +46,50 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
     let registry = tokio::task::spawn_blocking(move || Registry::open(&dir))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let host = Host::new(registry.clone(), config.k_sink.clone())?;
+    let inference = crate::models::build(&config.models)?;
+    let host = Host::new(registry.clone(), config.k_sink.clone(), inference.clone())?;
     let addr = config.listen_addr();
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening");
 
     let readiness = Arc::new(Readiness::not_ready("loading functions"));
-    let state = AppState { host: host.clone(), config: Arc::new(config), readiness: readiness.clone() };
+    let state = AppState {
+        host: host.clone(),
+        config: Arc::new(config),
+        readiness: readiness.clone(),
+    };
     let loader = {
         let (host, readiness) = (host.clone(), readiness.clone());
         tokio::spawn(async move {
-            match host.load_all().await {
-                Ok(n) => {
-                    tracing::info!(functions = n, "functions loaded; ready");
-                    readiness.set_ready();
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "loading functions failed");
-                    readiness.set_not_ready(format!("loading functions failed: {e}"));
+            if let Err(e) = host.load_all().await {
+                tracing::error!(error = %e, "loading functions failed");
+                readiness.set_not_ready(format!("loading functions failed: {e}"));
+                return;
+            }
+            if let Some(inference) = inference {
+                readiness.set_not_ready("loading preloaded models");
+                let pool = inference.pool().clone();
+                let started = std::time::Instant::now();
+                match tokio::task::spawn_blocking(move || pool.preload()).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(secs = started.elapsed().as_secs_f64(), "preloaded models")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "preloading models failed");
+                        readiness.set_not_ready(format!("preloading models failed: {e}"));
+                        return;
+                    }
+                    Err(e) => {
+                        readiness.set_not_ready(format!("preloading models failed: {e}"));
+                        return;
+                    }
                 }
             }
+            tracing::info!("ready");
+            readiness.set_ready();
         })
     };
 

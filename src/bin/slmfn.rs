@@ -16,7 +16,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     slmfn_runtime::logging::init(cli.config.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

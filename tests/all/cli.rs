@@ -3,7 +3,11 @@
 use crate::support::{Options, Runtime, fn_cli, repo};
 
 fn run_fn(rt: &Runtime, args: &[&str]) -> (bool, String, String) {
-    let out = fn_cli().args(args).env("SLMFN_URL", &rt.url).output().expect("running fn");
+    let out = fn_cli()
+        .args(args)
+        .env("SLMFN_URL", &rt.url)
+        .output()
+        .expect("running fn");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -34,7 +38,10 @@ fn hello_deploy_invoke_restart_keeps_kv() {
     let (ok, out, _) = run_fn(&rt, &["list"]);
     assert!(ok && out.contains("hello"), "{out}");
 
-    assert!(rt.terminate().unwrap(), "runtime did not exit cleanly on SIGTERM");
+    assert!(
+        rt.terminate().unwrap(),
+        "runtime did not exit cleanly on SIGTERM"
+    );
     let rt = Runtime::start(dir.path(), Options::default()).unwrap();
     let (ok, out, err) = run_fn(&rt, &["invoke", "hello", "--data", "{}"]);
     assert!(ok, "invoke after restart failed: {out}\n{err}");
@@ -55,8 +62,16 @@ fn hello_deploy_invoke_restart_keeps_kv() {
 #[test]
 fn new_scaffold_builds_deploys_and_answers() {
     let work = tempfile::tempdir().unwrap();
-    let out = fn_cli().args(["new", "my-agent"]).current_dir(work.path()).output().unwrap();
-    assert!(out.status.success(), "fn new: {}", String::from_utf8_lossy(&out.stderr));
+    let out = fn_cli()
+        .args(["new", "my-agent"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fn new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = work.path().join("my-agent");
     assert!(dir.join("fn.toml").exists() && dir.join("src/lib.rs").exists());
 
@@ -69,10 +84,18 @@ fn new_scaffold_builds_deploys_and_answers() {
     assert!(!out.trim().is_empty());
 
     // `fn new` refuses bad names and existing directories.
-    let out = fn_cli().args(["new", "Bad_Name"]).current_dir(work.path()).output().unwrap();
+    let out = fn_cli()
+        .args(["new", "Bad_Name"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid function name"));
-    let out = fn_cli().args(["new", "my-agent"]).current_dir(work.path()).output().unwrap();
+    let out = fn_cli()
+        .args(["new", "my-agent"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -83,19 +106,39 @@ fn rollback_with_the_cli() {
     let g = crate::support::guests();
     let tokio = tokio::runtime::Runtime::new().unwrap();
     for v in ["1", "2"] {
-        let (s, _) = tokio.block_on(rt.deploy("tb", &crate::support::testbed_manifest("tb", v, ""), &g.testbed)).unwrap();
+        let (s, _) = tokio
+            .block_on(rt.deploy(
+                "tb",
+                &crate::support::testbed_manifest("tb", v, ""),
+                &g.testbed,
+            ))
+            .unwrap();
         assert_eq!(s, 201);
     }
-    assert_eq!(tokio.block_on(rt.invoke("tb", "/version", "")).unwrap(), (200, "2".into()));
+    assert_eq!(
+        tokio.block_on(rt.invoke("tb", "/version", "")).unwrap(),
+        (200, "2".into())
+    );
     let (ok, out, err) = run_fn(&rt, &["rollback", "tb"]);
     assert!(ok, "{out}{err}");
-    assert_eq!(tokio.block_on(rt.invoke("tb", "/version", "")).unwrap(), (200, "1".into()));
+    assert_eq!(
+        tokio.block_on(rt.invoke("tb", "/version", "")).unwrap(),
+        (200, "1".into())
+    );
     let (ok, out, _) = run_fn(&rt, &["revisions", "tb"]);
     assert!(ok);
-    let (_, revs) = tokio.block_on(rt.admin_get("/functions/tb/revisions")).unwrap();
-    let second = revs["revisions"][1]["revision"].as_str().unwrap().to_string();
+    let (_, revs) = tokio
+        .block_on(rt.admin_get("/functions/tb/revisions"))
+        .unwrap();
+    let second = revs["revisions"][1]["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(out.contains(&second), "{out}");
     let (ok, _, err) = run_fn(&rt, &["rollback", "tb", &second]);
     assert!(ok, "{err}");
-    assert_eq!(tokio.block_on(rt.invoke("tb", "/version", "")).unwrap(), (200, "2".into()));
+    assert_eq!(
+        tokio.block_on(rt.invoke("tb", "/version", "")).unwrap(),
+        (200, "2".into())
+    );
 }

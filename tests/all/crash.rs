@@ -17,8 +17,15 @@ async fn current_version(rt: &Runtime) -> String {
 async fn kill9_during_deploys_leaves_previous_revision_and_readable_store() {
     let dir = tempfile::tempdir().unwrap();
     let g = guests();
-    let mut rt = tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap();
-    assert_eq!(rt.deploy("tb", &testbed_manifest("tb", "base", ""), &g.testbed).await.unwrap().0, 201);
+    let mut rt =
+        tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap();
+    assert_eq!(
+        rt.deploy("tb", &testbed_manifest("tb", "base", ""), &g.testbed)
+            .await
+            .unwrap()
+            .0,
+        201
+    );
     let mut acknowledged = vec!["base".to_string()];
     // Kill at spread-out moments: mid-upload, during compile, during commit, after the answer.
     for round in 0..8u64 {
@@ -31,14 +38,19 @@ async fn kill9_during_deploys_leaves_previous_revision_and_readable_store() {
                 // Stream the upload slowly so early kills land mid-upload.
                 let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
                     bytes.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-                let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks).then(|c| async {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    c
-                }));
+                let body =
+                    reqwest::Body::wrap_stream(futures::stream::iter(chunks).then(|c| async {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        c
+                    }));
                 let form = reqwest::multipart::Form::new()
                     .text("manifest", manifest)
                     .part("component", reqwest::multipart::Part::stream(body));
-                let r = reqwest::Client::new().post(format!("{url}/admin/functions/tb")).multipart(form).send().await;
+                let r = reqwest::Client::new()
+                    .post(format!("{url}/admin/functions/tb"))
+                    .multipart(form)
+                    .send()
+                    .await;
                 r.map(|r| r.status().as_u16()).ok()
             })
         };
@@ -48,7 +60,8 @@ async fn kill9_during_deploys_leaves_previous_revision_and_readable_store() {
         if status == Some(201) {
             acknowledged.push(version.clone());
         }
-        rt = tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap();
+        rt =
+            tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap();
         let (s, list) = rt.admin_get("/functions").await.unwrap();
         assert_eq!(s, 200, "store must stay readable: {list}");
         let serving = current_version(&rt).await;
@@ -68,12 +81,17 @@ async fn acknowledged_deploy_survives_immediate_kill9() {
     let dir = tempfile::tempdir().unwrap();
     let g = guests();
     for round in 0..3 {
-        let rt = tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap();
+        let rt =
+            tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap();
         let version = format!("acked-{round}");
-        let (s, v) = rt.deploy("tb", &testbed_manifest("tb", &version, ""), &g.testbed).await.unwrap();
+        let (s, v) = rt
+            .deploy("tb", &testbed_manifest("tb", &version, ""), &g.testbed)
+            .await
+            .unwrap();
         assert_eq!(s, 201, "{v}");
         tokio::task::block_in_place(|| rt.kill9());
-        let rt = tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap();
+        let rt =
+            tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap();
         assert_eq!(current_version(&rt).await, version);
         tokio::task::block_in_place(|| rt.kill9());
     }

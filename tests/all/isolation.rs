@@ -7,13 +7,23 @@ use crate::support::{Options, Runtime, guests, testbed_manifest};
 async fn start(limits: &str) -> Arc<Runtime> {
     let dir = tempfile::tempdir().unwrap().keep();
     let rt = tokio::task::block_in_place(|| Runtime::start(&dir, Options::default())).unwrap();
-    let (s, v) = rt.deploy("tb", &testbed_manifest("tb", "1", limits), &guests().testbed).await.unwrap();
+    let (s, v) = rt
+        .deploy(
+            "tb",
+            &testbed_manifest("tb", "1", limits),
+            &guests().testbed,
+        )
+        .await
+        .unwrap();
     assert_eq!(s, 201, "{v}");
     Arc::new(rt)
 }
 
 fn error_of(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body).unwrap()["error"].as_str().unwrap().to_string()
+    serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,12 +35,20 @@ async fn runaway_guest_stops_at_its_deadline_and_others_keep_serving() {
     };
     // While it spins, other requests are served.
     for i in 0..5 {
-        assert_eq!(rt.invoke("tb", "/echo", &format!("ping {i}")).await.unwrap(), (200, format!("ping {i}")));
+        assert_eq!(
+            rt.invoke("tb", "/echo", &format!("ping {i}"))
+                .await
+                .unwrap(),
+            (200, format!("ping {i}"))
+        );
     }
     let (status, body) = looping.await.unwrap();
     assert_eq!(status, 504, "{body}");
     assert!(error_of(&body).contains("deadline"), "{body}");
-    assert_eq!(rt.invoke("tb", "/echo", "after").await.unwrap(), (200, "after".into()));
+    assert_eq!(
+        rt.invoke("tb", "/echo", "after").await.unwrap(),
+        (200, "after".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +57,10 @@ async fn guest_allocating_past_its_memory_limit_fails_only_its_request() {
     let (status, body) = rt.invoke("tb", "/alloc", "").await.unwrap();
     assert_eq!(status, 500, "{body}");
     assert!(error_of(&body).contains("trapped"), "{body}");
-    assert_eq!(rt.invoke("tb", "/echo", "ok").await.unwrap(), (200, "ok".into()));
+    assert_eq!(
+        rt.invoke("tb", "/echo", "ok").await.unwrap(),
+        (200, "ok".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,11 +68,17 @@ async fn panic_and_stack_overflow_fail_only_their_request() {
     let rt = start("").await;
     let (status, body) = rt.invoke("tb", "/panic", "").await.unwrap();
     assert_eq!(status, 500, "{body}");
-    assert!(error_of(&body).contains("testbed panic"), "the panic message should reach the client: {body}");
+    assert!(
+        error_of(&body).contains("testbed panic"),
+        "the panic message should reach the client: {body}"
+    );
     let (status, body) = rt.invoke("tb", "/overflow", "").await.unwrap();
     assert_eq!(status, 500, "{body}");
     assert!(error_of(&body).contains("trapped"), "{body}");
-    assert_eq!(rt.invoke("tb", "/echo", "still here").await.unwrap(), (200, "still here".into()));
+    assert_eq!(
+        rt.invoke("tb", "/echo", "still here").await.unwrap(),
+        (200, "still here".into())
+    );
     // Typed guest errors map to their statuses.
     assert_eq!(rt.invoke("tb", "/error/bad", "").await.unwrap().0, 400);
     assert_eq!(rt.invoke("tb", "/error/internal", "").await.unwrap().0, 500);
@@ -63,12 +90,22 @@ async fn healthz_answers_while_every_slot_is_busy() {
     let mut loops = Vec::new();
     for _ in 0..2 {
         let rt = rt.clone();
-        loops.push(tokio::spawn(async move { rt.invoke("tb", "/loop", "").await.unwrap() }));
+        loops.push(tokio::spawn(async move {
+            rt.invoke("tb", "/loop", "").await.unwrap()
+        }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let r = rt.client().get(format!("{}/healthz", rt.url)).send().await.unwrap();
+    let r = rt
+        .client()
+        .get(format!("{}/healthz", rt.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(loops.iter().all(|l| !l.is_finished()), "the slots should still be busy");
+    assert!(
+        loops.iter().all(|l| !l.is_finished()),
+        "the slots should still be busy"
+    );
     for l in loops {
         assert_eq!(l.await.unwrap().0, 504);
     }

@@ -10,15 +10,30 @@ use crate::support::{Options, Runtime, guests, testbed_manifest};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocations_in_flight_survive_redeploys() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = Arc::new(tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap());
+    let rt = Arc::new(
+        tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap(),
+    );
     let g = guests();
-    assert_eq!(rt.deploy("tb", &testbed_manifest("tb", "0", ""), &g.testbed).await.unwrap().0, 201);
+    assert_eq!(
+        rt.deploy("tb", &testbed_manifest("tb", "0", ""), &g.testbed)
+            .await
+            .unwrap()
+            .0,
+        201
+    );
     let redeploys = {
         let rt = rt.clone();
         tokio::spawn(async move {
             for v in 1..=3 {
                 tokio::time::sleep(Duration::from_millis(150)).await;
-                let (s, body) = rt.deploy("tb", &testbed_manifest("tb", &v.to_string(), ""), &g.testbed).await.unwrap();
+                let (s, body) = rt
+                    .deploy(
+                        "tb",
+                        &testbed_manifest("tb", &v.to_string(), ""),
+                        &g.testbed,
+                    )
+                    .await
+                    .unwrap();
                 assert_eq!(s, 201, "{body}");
             }
         })
@@ -27,7 +42,10 @@ async fn invocations_in_flight_survive_redeploys() {
         .map(|i| {
             let rt = rt.clone();
             async move {
-                let (s, body) = rt.invoke("tb", "/echo", &format!("request {i}")).await.unwrap();
+                let (s, body) = rt
+                    .invoke("tb", "/echo", &format!("request {i}"))
+                    .await
+                    .unwrap();
                 (i, s, body)
             }
         })
@@ -39,7 +57,10 @@ async fn invocations_in_flight_survive_redeploys() {
     for (i, s, body) in results {
         assert_eq!((s, body.as_str()), (200, format!("request {i}").as_str()));
     }
-    assert_eq!(rt.invoke("tb", "/version", "").await.unwrap(), (200, "3".into()));
+    assert_eq!(
+        rt.invoke("tb", "/version", "").await.unwrap(),
+        (200, "3".into())
+    );
 }
 
 #[test]
@@ -47,14 +68,23 @@ fn sigterm_lets_in_flight_requests_finish() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::start(dir.path(), Options::default()).unwrap();
     let tokio = tokio::runtime::Runtime::new().unwrap();
-    assert_eq!(tokio.block_on(rt.deploy("tb", &testbed_manifest("tb", "1", ""), &guests().testbed)).unwrap().0, 201);
+    assert_eq!(
+        tokio
+            .block_on(rt.deploy("tb", &testbed_manifest("tb", "1", ""), &guests().testbed))
+            .unwrap()
+            .0,
+        201
+    );
     let url = format!("{}/fn/tb/sleep?ms=1500", rt.url);
     let in_flight = std::thread::spawn(move || {
         let r = reqwest::blocking::Client::new().post(url).send().unwrap();
         (r.status().as_u16(), r.text().unwrap())
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(rt.terminate().unwrap(), "runtime should exit cleanly after draining");
+    assert!(
+        rt.terminate().unwrap(),
+        "runtime should exit cleanly after draining"
+    );
     let (status, body) = in_flight.join().unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("1500"), "{body}");

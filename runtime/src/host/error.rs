@@ -68,6 +68,8 @@ pub enum GuestError {
     NotFound(String),
     /// Any other failure inside the function.
     Internal(String),
+    /// A capacity limit was hit; retry after this many milliseconds.
+    Overloaded(u32),
 }
 
 impl std::fmt::Display for GuestError {
@@ -76,6 +78,7 @@ impl std::fmt::Display for GuestError {
             GuestError::BadRequest(m) | GuestError::NotFound(m) | GuestError::Internal(m) => {
                 f.write_str(m)
             }
+            GuestError::Overloaded(ms) => write!(f, "overloaded; retry after {ms} ms"),
         }
     }
 }

@@ -1,53 +1,264 @@
-//! `slmfn:agent/inference`: linked so agents built against the full contract load, answering
-//! `unavailable` until the warm model pool is wired in (an honest error, never a fake result).
+//! `slmfn:agent/inference`: a thin adapter from the WIT interface to [`crate::inference`].
+//!
+//! It enforces the manifest's model allow-list and budgets, fills defaults, and maps types and
+//! errors; the pool does the work on its own threads.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slmfn_models::{
+    Completion as ModelCompletion, FinishReason, Message as ModelMessage, Prompt, SamplingParams,
+};
 use wasmtime::component::Resource;
 
 use crate::host::bindings::slmfn::agent::inference::{
-    self, Completion, Error, HostCompletionStream, Message, Params,
+    self, Completion, Error, HostCompletionStream, Message, Params, ResponseFormat, Usage,
 };
 use crate::host::state::HostState;
+use crate::inference::{Generation, Inference, ModelError};
+use crate::manifest::ModelsSection;
 
-/// A streaming generation. Uninhabited until the model pool exists: `chat-stream` never creates one.
+/// The inference capability of one invocation.
+pub(crate) struct InferenceCtx {
+    /// The runtime's inference service; `None` when no model pool is configured.
+    pub(crate) service: Option<Arc<Inference>>,
+    /// The manifest's `[models]` section (allow-list, default, budgets).
+    pub(crate) models: Arc<ModelsSection>,
+    /// The invocation's deadline: generation stops there.
+    pub(crate) deadline: Instant,
+}
+
+/// A streaming generation held in the guest's resource table.
 #[allow(unreachable_pub)] // bindgen re-exports it from the generated module
-pub enum CompletionStream {}
+pub struct CompletionStream {
+    generation: Generation,
+    started: Instant,
+}
 
-fn unavailable() -> Error {
-    Error::Unavailable("inference is not available in this runtime: no model pool is configured".into())
+impl InferenceCtx {
+    fn service(&self) -> Result<&Arc<Inference>, Error> {
+        self.service.as_ref().ok_or_else(|| {
+            Error::Unavailable(
+                "inference is not available: this runtime has no models configured".into(),
+            )
+        })
+    }
+
+    /// The model a call uses: the one it names, else the manifest's default, else the only
+    /// allowed one. It must be on the manifest's allow-list.
+    fn resolve_model(&self, requested: Option<String>) -> Result<String, Error> {
+        let allowed = &self.models.allowed;
+        let model = requested
+            .or_else(|| self.models.default.clone())
+            .or_else(|| (allowed.len() == 1).then(|| allowed[0].clone()))
+            .ok_or_else(|| {
+                Error::ModelNotFound(if allowed.is_empty() {
+                    "this function may use no model: add `[models] allowed = [\"smollm2\"]` to fn.toml".into()
+                } else {
+                    "no model named and fn.toml sets no `[models] default`".into()
+                })
+            })?;
+        if !allowed.iter().any(|m| *m == model) {
+            return Err(Error::ModelNotFound(format!(
+                "model {model:?} is not allowed for this function (add it to `[models] allowed` in fn.toml)"
+            )));
+        }
+        if !self.service()?.has_model(&model) {
+            return Err(Error::ModelNotFound(format!(
+                "model {model:?} is not configured in this runtime"
+            )));
+        }
+        Ok(model)
+    }
+
+    /// Sampling for a call: the model's defaults, overridden by the call, capped by the manifest.
+    fn sampling(&self, model: &str, params: &Params) -> Result<SamplingParams, Error> {
+        let mut s = self.service()?.defaults(model).map_err(map_error)?;
+        if let Some(v) = params.max_tokens {
+            s.max_tokens = v as usize;
+        }
+        if let Some(cap) = self.models.max_tokens {
+            s.max_tokens = s.max_tokens.min(cap as usize);
+        }
+        if let Some(v) = params.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = params.top_p {
+            s.top_p = v;
+        }
+        if let Some(v) = params.top_k {
+            s.top_k = v as usize;
+        }
+        if let Some(v) = params.repeat_penalty {
+            s.repeat_penalty = v;
+        }
+        if params.seed.is_some() {
+            s.seed = params.seed;
+        }
+        s.stop.extend(params.stop.iter().cloned());
+        match &params.response_format {
+            None | Some(ResponseFormat::Text) => {}
+            Some(_) => {
+                return Err(Error::InvalidInput(
+                    "constrained decoding (response-format json / json-schema / grammar) is not available in this runtime yet"
+                        .into(),
+                ));
+            }
+        }
+        s.validate().map_err(map_error)?;
+        Ok(s)
+    }
+
+    /// When generation must stop: the invocation deadline or the manifest's inference budget.
+    fn generation_deadline(&self) -> Instant {
+        match self.models.max_inference_ms {
+            Some(ms) => self
+                .deadline
+                .min(Instant::now() + Duration::from_millis(ms)),
+            None => self.deadline,
+        }
+    }
+
+    fn start(&self, prompt: Prompt, params: Params) -> Result<Generation, Error> {
+        let model = self.resolve_model(params.model.clone())?;
+        let sampling = self.sampling(&model, &params)?;
+        self.service()?
+            .start(&model, prompt, sampling, Some(self.generation_deadline()))
+            .map_err(map_error)
+    }
+
+    async fn complete(&self, prompt: Prompt, params: Params) -> Result<Completion, Error> {
+        let started = Instant::now();
+        let mut generation = self.start(prompt, params)?;
+        let result = generation.finish().await;
+        finish(result, &generation, started)
+    }
+}
+
+fn finish(
+    result: Result<ModelCompletion, ModelError>,
+    generation: &Generation,
+    started: Instant,
+) -> Result<Completion, Error> {
+    let completion = result.map_err(map_error)?;
+    if completion.finish_reason == FinishReason::Cancelled && generation.deadline_passed() {
+        return Err(Error::Timeout);
+    }
+    tracing::debug!(
+        prompt_tokens = completion.usage.prompt_tokens,
+        completion_tokens = completion.usage.completion_tokens,
+        "inference done"
+    );
+    Ok(Completion {
+        text: completion.text,
+        finish_reason: match completion.finish_reason {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+        .into(),
+        usage: Usage {
+            prompt_tokens: saturate(completion.usage.prompt_tokens),
+            completion_tokens: saturate(completion.usage.completion_tokens),
+            duration_ms: saturate(started.elapsed().as_millis() as usize),
+        },
+    })
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn map_error(e: ModelError) -> Error {
+    match e {
+        ModelError::ModelNotFound(m) => Error::ModelNotFound(m),
+        ModelError::Overloaded { retry_after, .. } => {
+            Error::Overloaded(saturate(retry_after.as_millis() as usize).max(1))
+        }
+        e @ (ModelError::InvalidInput(_) | ModelError::Tokenizer(_) | ModelError::Template(_)) => {
+            Error::InvalidInput(e.to_string())
+        }
+        e @ ModelError::ContextLengthExceeded { .. } => Error::ContextLengthExceeded(e.to_string()),
+        e @ ModelError::ShuttingDown(_) => Error::Unavailable(e.to_string()),
+        e => Error::Runtime(e.to_string()),
+    }
+}
+
+fn messages(messages: Vec<Message>) -> Result<Prompt, Error> {
+    let converted = messages
+        .into_iter()
+        .map(|m| match m.role.as_str() {
+            "system" | "user" | "assistant" | "tool" => Ok(ModelMessage {
+                role: m.role,
+                content: m.content,
+            }),
+            other => Err(Error::InvalidInput(format!(
+                "unknown message role {other:?} (use system, user, assistant or tool)"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if converted.is_empty() {
+        return Err(Error::InvalidInput(
+            "chat needs at least one message".into(),
+        ));
+    }
+    Ok(Prompt::Chat(converted))
 }
 
 impl inference::Host for HostState {
-    async fn chat(&mut self, _messages: Vec<Message>, _params: Params) -> Result<Completion, Error> {
-        Err(unavailable())
+    async fn chat(&mut self, msgs: Vec<Message>, params: Params) -> Result<Completion, Error> {
+        self.inference.complete(messages(msgs)?, params).await
     }
 
-    async fn generate(&mut self, _prompt: String, _params: Params) -> Result<Completion, Error> {
-        Err(unavailable())
+    async fn generate(&mut self, prompt: String, params: Params) -> Result<Completion, Error> {
+        self.inference.complete(Prompt::Text(prompt), params).await
     }
 
     async fn chat_stream(
         &mut self,
-        _messages: Vec<Message>,
-        _params: Params,
+        msgs: Vec<Message>,
+        params: Params,
     ) -> Result<Resource<CompletionStream>, Error> {
-        Err(unavailable())
+        let generation = self.inference.start(messages(msgs)?, params)?;
+        self.table
+            .push(CompletionStream {
+                generation,
+                started: Instant::now(),
+            })
+            .map_err(|e| Error::Runtime(format!("cannot hold the stream: {e}")))
     }
 
-    async fn embed(&mut self, _texts: Vec<String>, _model: Option<String>) -> Result<Vec<Vec<f32>>, Error> {
-        Err(unavailable())
+    async fn embed(
+        &mut self,
+        _texts: Vec<String>,
+        _model: Option<String>,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        Err(Error::Unavailable(
+            "embedding models are not available in this runtime yet".into(),
+        ))
     }
 }
 
 impl HostCompletionStream for HostState {
-    async fn next(&mut self, _stream: Resource<CompletionStream>) -> Result<Option<String>, Error> {
-        Err(unavailable())
+    async fn next(&mut self, stream: Resource<CompletionStream>) -> Result<Option<String>, Error> {
+        let stream = self
+            .table
+            .get_mut(&stream)
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        Ok(stream.generation.next_chunk().await)
     }
 
-    async fn finish(&mut self, _stream: Resource<CompletionStream>) -> Result<Completion, Error> {
-        Err(unavailable())
+    async fn finish(&mut self, stream: Resource<CompletionStream>) -> Result<Completion, Error> {
+        let stream = self
+            .table
+            .get_mut(&stream)
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let result = stream.generation.finish().await;
+        finish(result, &stream.generation, stream.started)
     }
 
     async fn drop(&mut self, stream: Resource<CompletionStream>) -> wasmtime::Result<()> {
+        // Dropping the generation cancels it if it is still running.
         self.table.delete(stream)?;
         Ok(())
     }

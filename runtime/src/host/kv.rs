@@ -19,7 +19,10 @@ fn io(e: sled::Error) -> Error {
 
 fn check_key(key: &str) -> Result<(), Error> {
     if key.len() > MAX_KEY_BYTES {
-        return Err(Error::TooLarge(format!("key of {} bytes exceeds {MAX_KEY_BYTES}", key.len())));
+        return Err(Error::TooLarge(format!(
+            "key of {} bytes exceeds {MAX_KEY_BYTES}",
+            key.len()
+        )));
     }
     Ok(())
 }
@@ -53,7 +56,10 @@ impl kv::Host for HostState {
             .tree
             .scan_prefix(prefix)
             .keys()
-            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()).map_err(io))
+            .map(|k| {
+                k.map(|k| String::from_utf8_lossy(&k).into_owned())
+                    .map_err(io)
+            })
             .collect()
     }
 
@@ -78,9 +84,13 @@ impl kv::Host for HostState {
             })
             .map_err(io)?;
         if bad {
-            return Err(Error::Io(format!("key {key:?} holds a value that is not an 8-byte counter")));
+            return Err(Error::Io(format!(
+                "key {key:?} holds a value that is not an 8-byte counter"
+            )));
         }
         let bytes = new.expect("update_and_fetch always stores a value here");
-        Ok(i64::from_le_bytes(<[u8; 8]>::try_from(bytes.as_ref()).expect("8 bytes")))
+        Ok(i64::from_le_bytes(
+            <[u8; 8]>::try_from(bytes.as_ref()).expect("8 bytes"),
+        ))
     }
 }

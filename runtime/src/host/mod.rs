@@ -31,11 +31,12 @@ use wasmtime_wasi::WasiCtxBuilder;
 pub use bindings::slmfn::agent::types::{Request, Response};
 pub use error::{GuestError, HostError, Result};
 
-use bindings::{Agent, AgentPre};
 use bindings::slmfn::agent::types::Error as WitGuestError;
+use bindings::{Agent, AgentPre};
 use output::{GuestOutput, Stream};
 use state::HostState;
 
+use crate::inference::Inference;
 use crate::manifest::Manifest;
 use crate::registry::{NewRevision, Registry, RevisionRecord, sha256_hex};
 
@@ -47,6 +48,7 @@ struct LoadedRevision {
     slots: Arc<Semaphore>,
     env: Vec<(String, String)>,
     tools_allowed: Arc<[String]>,
+    models: Arc<crate::manifest::ModelsSection>,
 }
 
 /// The host. Process-lifetime state, shared as `Arc<Host>`.
@@ -62,18 +64,25 @@ pub struct Host {
     /// Bounds concurrent compilations to the cores.
     compile_permits: Semaphore,
     sink: Option<Arc<str>>,
+    inference: Option<Arc<Inference>>,
     guests: Option<tokio::runtime::Runtime>,
     _epoch: engine::EpochTicker,
 }
 
 impl Host {
-    /// Builds the engine and linker. Loads nothing yet: see [`Host::load_all`].
-    pub fn new(registry: Registry, sink: Option<String>) -> Result<Arc<Self>> {
+    /// Builds the engine and linker. Loads nothing yet: see [`Host::load_all`]. Without an
+    /// inference service, the WIT `inference` calls answer `unavailable`.
+    pub fn new(
+        registry: Registry,
+        sink: Option<String>,
+        inference: Option<Arc<Inference>>,
+    ) -> Result<Arc<Self>> {
         let internal = |e: wasmtime::Error| HostError::Internal(format!("{e:#}"));
         let engine = engine::new_engine().map_err(internal)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
-        Agent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(internal)?;
+        Agent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(internal)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let guests = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cores)
@@ -91,6 +100,7 @@ impl Host {
             commit_lock: Mutex::new(()),
             compile_permits: Semaphore::new(cores),
             sink: sink.map(Into::into),
+            inference,
             guests: Some(guests),
         }))
     }
@@ -119,11 +129,19 @@ impl Host {
 
     /// Validates, precompiles and stores a new revision, then makes it current. On any error
     /// nothing changes: the previous revision keeps serving.
-    pub async fn deploy(&self, name: &str, manifest_text: &str, component: &[u8]) -> Result<RevisionRecord> {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        manifest_text: &str,
+        component: &[u8],
+    ) -> Result<RevisionRecord> {
         crate::manifest::validate_name(name)?;
         let manifest = Manifest::parse(manifest_text)?;
         if manifest.name != name {
-            return Err(HostError::NameMismatch { manifest: manifest.name, path: name.to_string() });
+            return Err(HostError::NameMismatch {
+                manifest: manifest.name,
+                path: name.to_string(),
+            });
         }
         component::check_binary(component)?;
         let sha = sha256_hex(component);
@@ -166,14 +184,20 @@ impl Host {
     pub async fn delete(&self, name: &str) -> Result<()> {
         let _guard = self.commit_lock.lock().await;
         self.registry.delete(name).await?;
-        self.loaded.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.loaded
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         tracing::info!(function = name, "deleted");
         Ok(())
     }
 
     /// Whether the function is loaded and serving.
     pub fn is_loaded(&self, name: &str) -> bool {
-        self.loaded.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
     }
 
     /// Calls the function's `handle` on a fresh instance, on the guest runtime.
@@ -186,7 +210,10 @@ impl Host {
             .cloned()
             .ok_or_else(|| HostError::FunctionNotFound(name.to_string()))?;
         let host = self.clone();
-        let guests = self.guests.as_ref().expect("guest runtime lives as long as the host");
+        let guests = self
+            .guests
+            .as_ref()
+            .expect("guest runtime lives as long as the host");
         let task = AbortOnDrop(guests.spawn(async move { host.run(loaded, request).await }));
         task.await
     }
@@ -196,24 +223,36 @@ impl Host {
         let function = manifest.name.as_str();
         let timeout = Duration::from_millis(manifest.limits.timeout_ms);
         let deadline = Instant::now() + timeout;
-        let deadline_error =
-            || HostError::DeadlineExceeded { function: function.to_string(), timeout_ms: manifest.limits.timeout_ms };
+        let deadline_error = || HostError::DeadlineExceeded {
+            function: function.to_string(),
+            timeout_ms: manifest.limits.timeout_ms,
+        };
         let _permit = tokio::time::timeout(timeout, loaded.slots.clone().acquire_owned())
             .await
-            .map_err(|_| HostError::Busy { function: function.to_string(), limit: manifest.limits.max_concurrency })?
+            .map_err(|_| HostError::Busy {
+                function: function.to_string(),
+                limit: manifest.limits.max_concurrency,
+            })?
             .map_err(|_| HostError::Internal("instance slots closed".into()))?;
         let invocation: Arc<str> = Uuid::now_v7().to_string().into();
         let stderr = GuestOutput::new(function.into(), invocation.clone(), Stream::Stderr);
-        let mut store = self.new_store(&loaded, invocation.clone(), stderr.clone())?;
+        let mut store = self.new_store(&loaded, invocation.clone(), stderr.clone(), deadline)?;
         store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
         });
         store.set_epoch_deadline(1);
         let span = tracing::info_span!("invoke", function, invocation = %invocation, revision = %loaded.record.revision);
         let _enter = span.enter();
         let call = async {
             let agent = loaded.pre.instantiate_async(&mut store).await?;
-            agent.slmfn_agent_handler().call_handle(&mut store, &request).await
+            agent
+                .slmfn_agent_handler()
+                .call_handle(&mut store, &request)
+                .await
         };
         match tokio::time::timeout_at(deadline.into(), call).await {
             Err(_) => Err(deadline_error()),
@@ -222,26 +261,46 @@ impl Host {
                 WitGuestError::BadRequest(m) => GuestError::BadRequest(m),
                 WitGuestError::NotFound(m) => GuestError::NotFound(m),
                 WitGuestError::Internal(m) => GuestError::Internal(m),
+                WitGuestError::Overloaded(ms) => GuestError::Overloaded(ms),
             })),
             Ok(Err(e)) => {
                 if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     return Err(deadline_error());
                 }
                 tracing::warn!(error = ?e, "guest trapped");
-                let trap = e.downcast_ref::<Trap>().map_or_else(|| format!("{e:#}"), |t| t.to_string());
+                let trap = e
+                    .downcast_ref::<Trap>()
+                    .map_or_else(|| format!("{e:#}"), |t| t.to_string());
                 let tail = stderr.tail();
-                let message = if tail.is_empty() { trap } else { format!("{trap}; guest stderr: {tail}") };
-                Err(HostError::Trap { function: function.to_string(), message })
+                let message = if tail.is_empty() {
+                    trap
+                } else {
+                    format!("{trap}; guest stderr: {tail}")
+                };
+                Err(HostError::Trap {
+                    function: function.to_string(),
+                    message,
+                })
             }
         }
     }
 
-    fn new_store(&self, loaded: &LoadedRevision, invocation: Arc<str>, stderr: GuestOutput) -> Result<Store<HostState>> {
+    fn new_store(
+        &self,
+        loaded: &LoadedRevision,
+        invocation: Arc<str>,
+        stderr: GuestOutput,
+        deadline: Instant,
+    ) -> Result<Store<HostState>> {
         let manifest = &loaded.record.manifest;
         let function: Arc<str> = manifest.name.as_str().into();
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(&loaded.env)
-            .stdout(GuestOutput::new(function.clone(), invocation, Stream::Stdout))
+            .stdout(GuestOutput::new(
+                function.clone(),
+                invocation,
+                Stream::Stdout,
+            ))
             .stderr(stderr);
         let state = HostState {
             wasi: wasi.build(),
@@ -249,7 +308,14 @@ impl Host {
             limits: StoreLimitsBuilder::new()
                 .memory_size(manifest.limits.memory_mb as usize * 1024 * 1024)
                 .build(),
-            kv: kv::KvCtx { tree: self.registry.kv(&manifest.name)? },
+            kv: kv::KvCtx {
+                tree: self.registry.kv(&manifest.name)?,
+            },
+            inference: inference::InferenceCtx {
+                service: self.inference.clone(),
+                models: loaded.models.clone(),
+                deadline,
+            },
             tools_allowed: loaded.tools_allowed.clone(),
             sink: self.sink.clone(),
         };
@@ -263,7 +329,9 @@ impl Host {
         let record = self.registry.revision(name, revision)?;
         let sha = record.component_sha256.clone();
         let bytes = self.registry.component(&sha)?.ok_or_else(|| {
-            HostError::Internal(format!("component {sha} of {name}/{revision} is missing from the registry"))
+            HostError::Internal(format!(
+                "component {sha} of {name}/{revision} is missing from the registry"
+            ))
         })?;
         let component = self.compile_cached(&sha, &bytes).await?;
         let pre = component::pre_instantiate(&self.linker, &component)?;
@@ -272,25 +340,36 @@ impl Host {
 
     /// The component for `bytes`: from the cached artifact when usable, else compiled off the
     /// async workers and the artifact cached.
-    async fn compile_cached(&self, sha: &str, bytes: &[u8]) -> Result<wasmtime::component::Component> {
+    async fn compile_cached(
+        &self,
+        sha: &str,
+        bytes: &[u8],
+    ) -> Result<wasmtime::component::Component> {
         if let Some(artifact) = self.registry.artifact(sha, &self.engine_key)? {
             let engine = self.engine.clone();
-            let loaded = tokio::task::spawn_blocking(move || component::deserialize(&engine, &artifact))
-                .await
-                .map_err(|e| HostError::Internal(e.to_string()))?;
+            let loaded =
+                tokio::task::spawn_blocking(move || component::deserialize(&engine, &artifact))
+                    .await
+                    .map_err(|e| HostError::Internal(e.to_string()))?;
             if let Some(c) = loaded {
                 return Ok(c);
             }
         }
-        let _permit = self.compile_permits.acquire().await.map_err(|e| HostError::Internal(e.to_string()))?;
+        let _permit = self
+            .compile_permits
+            .acquire()
+            .await
+            .map_err(|e| HostError::Internal(e.to_string()))?;
         let engine = self.engine.clone();
         let owned = bytes.to_vec();
         let artifact = tokio::task::spawn_blocking(move || component::precompile(&engine, &owned))
             .await
             .map_err(|e| HostError::Internal(e.to_string()))??;
-        let component = component::deserialize(&self.engine, &artifact)
-            .ok_or_else(|| HostError::Internal("freshly precompiled artifact does not load".into()))?;
-        self.registry.put_artifact(sha, &self.engine_key, &artifact)?;
+        let component = component::deserialize(&self.engine, &artifact).ok_or_else(|| {
+            HostError::Internal("freshly precompiled artifact does not load".into())
+        })?;
+        self.registry
+            .put_artifact(sha, &self.engine_key, &artifact)?;
         Ok(component)
     }
 
@@ -298,8 +377,14 @@ impl Host {
         let limits = &record.manifest.limits;
         LoadedRevision {
             slots: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
-            env: record.manifest.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: record
+                .manifest
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             tools_allowed: record.manifest.tools.allowed.clone().into(),
+            models: Arc::new(record.manifest.models.clone()),
             pre,
             record,
         }
@@ -307,7 +392,10 @@ impl Host {
 
     fn install(&self, loaded: LoadedRevision) {
         let name = loaded.record.function.clone();
-        self.loaded.write().unwrap_or_else(|e| e.into_inner()).insert(name, Arc::new(loaded));
+        self.loaded
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, Arc::new(loaded));
     }
 }
 
@@ -332,7 +420,10 @@ impl<T> Drop for AbortOnDrop<T> {
 impl<T> std::future::Future for AbortOnDrop<Result<T>> {
     type Output = Result<T>;
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.0).poll(cx).map(|r| match r {
             Ok(r) => r,
             Err(e) => Err(HostError::Internal(format!("guest task failed: {e}"))),

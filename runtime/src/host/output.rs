@@ -35,7 +35,12 @@ pub(crate) struct GuestOutput {
 
 impl GuestOutput {
     pub(crate) fn new(function: Arc<str>, invocation: Arc<str>, stream: Stream) -> Self {
-        Self { function, invocation, stream, tail: Arc::default() }
+        Self {
+            function,
+            invocation,
+            stream,
+            tail: Arc::default(),
+        }
     }
 
     /// The last bytes written (stderr tail), as text.
@@ -56,7 +61,10 @@ impl IsTerminal for GuestOutput {
 
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter { out: self.clone(), line: Vec::new() })
+        Box::new(LineWriter {
+            out: self.clone(),
+            line: Vec::new(),
+        })
     }
 }
 
@@ -71,15 +79,23 @@ impl LineWriter {
         let text = text.trim_end_matches(['\r', '\n']);
         let (function, invocation) = (&*self.out.function, &*self.out.invocation);
         match self.out.stream {
-            Stream::Stdout => tracing::info!(target: "guest", function, invocation, stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::warn!(target: "guest", function, invocation, stream = "stderr", "{text}"),
+            Stream::Stdout => {
+                tracing::info!(target: "guest", function, invocation, stream = "stdout", "{text}")
+            }
+            Stream::Stderr => {
+                tracing::warn!(target: "guest", function, invocation, stream = "stderr", "{text}")
+            }
         }
         self.line.clear();
     }
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if matches!(self.out.stream, Stream::Stderr) {
             let mut tail = self.out.tail.lock().unwrap_or_else(|e| e.into_inner());
             tail.extend(buf.iter().copied());

@@ -6,6 +6,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::host::inference::InferenceCtx;
 use crate::host::kv::KvCtx;
 
 /// The data of one invocation's `Store`.
@@ -15,6 +16,7 @@ pub(crate) struct HostState {
     /// Memory and instance limits from the manifest.
     pub(crate) limits: StoreLimits,
     pub(crate) kv: KvCtx,
+    pub(crate) inference: InferenceCtx,
     /// Tool patterns the manifest grants.
     pub(crate) tools_allowed: Arc<[String]>,
     /// The CloudEvents sink (`K_SINK`), if any.
@@ -23,7 +25,10 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

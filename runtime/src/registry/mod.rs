@@ -101,12 +101,20 @@ impl Registry {
     /// Opens (or creates) the registry in `dir` and sweeps revisions left by interrupted
     /// deploys. Fails fast with [`RegistryError::Locked`] if another process holds `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir.join("registry")).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                RegistryError::Locked { path: dir.display().to_string() }
-            }
-            other => RegistryError::Storage(other),
-        })?;
+        let db = sled::Config::new()
+            .path(dir.join("registry"))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    RegistryError::Locked {
+                        path: dir.display().to_string(),
+                    }
+                }
+                other => RegistryError::Storage(other),
+            })?;
         let registry = Self {
             functions: db.open_tree("functions")?,
             revisions: db.open_tree("revisions")?,
@@ -166,9 +174,11 @@ impl Registry {
         };
         // 1. New keys only: invisible until the function record points at them.
         if !self.components.contains_key(new.component_sha256)? {
-            self.components.insert(new.component_sha256, new.component)?;
+            self.components
+                .insert(new.component_sha256, new.component)?;
         }
-        self.revisions.insert(revision_key(name, &record.revision), encode(&record))?;
+        self.revisions
+            .insert(revision_key(name, &record.revision), encode(&record))?;
         // 2. The commit point: one key, compare-and-swap so concurrent deploys all land.
         let revision = record.revision;
         let updated_at = record.created_at.clone();
@@ -202,7 +212,10 @@ impl Registry {
                 });
             }
             None => {
-                let pos = function.revisions.iter().position(|r| *r == function.current);
+                let pos = function
+                    .revisions
+                    .iter()
+                    .position(|r| *r == function.current);
                 match pos {
                     Some(p) if p > 0 => function.revisions[p - 1],
                     _ => return Err(RegistryError::NoEarlierRevision(name.to_string())),
@@ -249,11 +262,13 @@ impl Registry {
 
     /// All functions, sorted by name.
     pub fn list_functions(&self) -> Result<Vec<FunctionRecord>> {
-        self.functions.iter().map(|item| {
-            let (k, v) = item?;
-            decode(&k, &v)
-        })
-        .collect()
+        self.functions
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect()
     }
 
     /// One revision of a function.
@@ -271,7 +286,11 @@ impl Registry {
     /// The revisions of a function, oldest first.
     pub fn revisions(&self, name: &str) -> Result<Vec<RevisionRecord>> {
         let function = self.function(name)?;
-        function.revisions.iter().map(|r| self.revision(name, *r)).collect()
+        function
+            .revisions
+            .iter()
+            .map(|r| self.revision(name, *r))
+            .collect()
     }
 
     /// The component bytes with this sha256.
@@ -286,7 +305,8 @@ impl Registry {
 
     /// Caches a precompiled artifact (not flushed: it can always be rebuilt).
     pub fn put_artifact(&self, sha256: &str, engine_hash: &str, artifact: &[u8]) -> Result<()> {
-        self.artifacts.insert(artifact_key(sha256, engine_hash), artifact)?;
+        self.artifacts
+            .insert(artifact_key(sha256, engine_hash), artifact)?;
         Ok(())
     }
 
@@ -320,7 +340,10 @@ impl Registry {
     ) -> Result<Option<FunctionRecord>> {
         let mut decode_error = None;
         let result = self.functions.update_and_fetch(name, |old| {
-            let current = match old.map(|v| decode::<FunctionRecord>(name.as_bytes(), v)).transpose() {
+            let current = match old
+                .map(|v| decode::<FunctionRecord>(name.as_bytes(), v))
+                .transpose()
+            {
                 Ok(c) => c,
                 Err(e) => {
                     decode_error = Some(e);

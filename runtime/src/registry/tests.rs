@@ -1,7 +1,11 @@
 use super::*;
 
 fn new_rev<'a>(manifest: &'a Manifest, bytes: &'a [u8], sha: &'a str) -> NewRevision<'a> {
-    NewRevision { manifest, component: bytes, component_sha256: sha }
+    NewRevision {
+        manifest,
+        component: bytes,
+        component_sha256: sha,
+    }
 }
 
 #[tokio::test]
@@ -23,7 +27,10 @@ async fn deploy_rollback_delete_and_reopen() {
         assert_eq!(reg.artifact(&sa, "e1").unwrap().unwrap().as_ref(), b"art");
         let back = reg.rollback("hello", None).await.unwrap();
         assert_eq!(back.revision, r1.revision);
-        assert!(matches!(reg.rollback("hello", None).await, Err(RegistryError::NoEarlierRevision(_))));
+        assert!(matches!(
+            reg.rollback("hello", None).await,
+            Err(RegistryError::NoEarlierRevision(_))
+        ));
         reg.kv("hello").unwrap().insert("k", "v").unwrap();
     }
     // Survives a reopen.
@@ -38,7 +45,10 @@ async fn deploy_rollback_delete_and_reopen() {
         Err(RegistryError::RevisionNotFound { .. })
     ));
     reg.delete("hello").await.unwrap();
-    assert!(matches!(reg.function("hello"), Err(RegistryError::FunctionNotFound(_))));
+    assert!(matches!(
+        reg.function("hello"),
+        Err(RegistryError::FunctionNotFound(_))
+    ));
     assert!(reg.component(&sa).unwrap().is_none());
     assert!(reg.artifact(&sa, "e1").unwrap().is_none());
     assert!(reg.kv("hello").unwrap().is_empty());
@@ -55,7 +65,10 @@ async fn concurrent_commits_all_recorded_one_current() {
             let m = Manifest::new("f");
             let bytes = format!("component-{i}").into_bytes();
             let sha = sha256_hex(&bytes);
-            reg.commit_revision(new_rev(&m, &bytes, &sha)).await.unwrap().revision
+            reg.commit_revision(new_rev(&m, &bytes, &sha))
+                .await
+                .unwrap()
+                .revision
         }));
     }
     let mut ids = Vec::new();
@@ -84,7 +97,9 @@ async fn sweeps_unreferenced_revisions() {
             component_size: 1,
             manifest: Manifest::new("ghost"),
         };
-        reg.revisions.insert(revision_key("ghost", &rec.revision), encode(&rec)).unwrap();
+        reg.revisions
+            .insert(revision_key("ghost", &rec.revision), encode(&rec))
+            .unwrap();
         reg.components.insert("abc", b"x".as_slice()).unwrap();
         reg.db.flush().unwrap();
     }
@@ -99,6 +114,11 @@ fn second_open_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let _reg = Registry::open(dir.path()).unwrap();
     // sled's lock is per process too (flock on a new file descriptor conflicts).
-    let err = Registry::open(dir.path()).err().expect("second open must fail");
-    assert!(err.to_string().contains("in use by another slmfn runtime"), "{err}");
+    let err = Registry::open(dir.path())
+        .err()
+        .expect("second open must fail");
+    assert!(
+        err.to_string().contains("in use by another slmfn runtime"),
+        "{err}"
+    );
 }

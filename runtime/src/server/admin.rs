@@ -68,7 +68,10 @@ pub(super) async fn deploy(
     let part_error = |e: axum::extract::multipart::MultipartError| {
         let status = e.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("upload exceeds the limit of {} bytes", state.config.max_upload_bytes)
+            format!(
+                "upload exceeds the limit of {} bytes",
+                state.config.max_upload_bytes
+            )
         } else {
             format!("invalid multipart upload: {}", e.body_text())
         };
@@ -86,14 +89,26 @@ pub(super) async fn deploy(
             }
         }
     }
-    let manifest = manifest
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing multipart part `manifest` (the fn.toml text)"))?;
-    let component = component
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing multipart part `component` (the .wasm bytes)"))?;
+    let manifest = manifest.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing multipart part `manifest` (the fn.toml text)",
+        )
+    })?;
+    let component = component.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing multipart part `component` (the .wasm bytes)",
+        )
+    })?;
     if component.len() > state.config.max_upload_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("component of {} bytes exceeds the limit of {} bytes", component.len(), state.config.max_upload_bytes),
+            format!(
+                "component of {} bytes exceeds the limit of {} bytes",
+                component.len(),
+                state.config.max_upload_bytes
+            ),
         ));
     }
     let record = state.host.deploy(&name, &manifest, &component).await?;
@@ -110,19 +125,37 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
     Ok(Json(json!({ "functions": functions })))
 }
 
-pub(super) async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let registry = state.host.registry();
     let f = registry.function(&name)?;
-    Ok(Json(function_json(&f, &registry.revision(&name, f.current)?)))
+    Ok(Json(function_json(
+        &f,
+        &registry.revision(&name, f.current)?,
+    )))
 }
 
-pub(super) async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state.host.delete(&name).await?;
     Ok(Json(json!({ "deleted": name })))
 }
 
-pub(super) async fn revisions(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let revisions: Vec<Value> = state.host.registry().revisions(&name)?.iter().map(revision_json).collect();
+pub(super) async fn revisions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let revisions: Vec<Value> = state
+        .host
+        .registry()
+        .revisions(&name)?
+        .iter()
+        .map(revision_json)
+        .collect();
     Ok(Json(json!({ "revisions": revisions })))
 }
 
@@ -141,14 +174,21 @@ pub(super) async fn rollback(
         RollbackBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, format!("rollback body must be {{\"revision\": \"<uuid>\"}}: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("rollback body must be {{\"revision\": \"<uuid>\"}}: {e}"),
+            )
         })?
     };
     let revision = body
         .revision
         .map(|r| {
-            Uuid::parse_str(&r)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("revision {r:?} is not a uuid: {e}")))
+            Uuid::parse_str(&r).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("revision {r:?} is not a uuid: {e}"),
+                )
+            })
         })
         .transpose()?;
     let record = state.host.rollback(&name, revision).await?;

@@ -22,7 +22,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and a message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: None }
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// Adds `Retry-After` (seconds).
@@ -42,9 +46,15 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), error = %self.message, "request failed");
         }
-        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
         if let Some(s) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         response
     }
@@ -53,7 +63,9 @@ impl IntoResponse for ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let status = match &e {
-            RegistryError::FunctionNotFound(_) | RegistryError::RevisionNotFound { .. } => StatusCode::NOT_FOUND,
+            RegistryError::FunctionNotFound(_) | RegistryError::RevisionNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             RegistryError::NoEarlierRevision(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -71,22 +83,30 @@ impl From<HostError> for ApiError {
     fn from(e: HostError) -> Self {
         let status = match &e {
             HostError::FunctionNotFound(_) => StatusCode::NOT_FOUND,
-            HostError::Manifest(_) | HostError::NameMismatch { .. } | HostError::InvalidComponent(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            HostError::Manifest(_)
+            | HostError::NameMismatch { .. }
+            | HostError::InvalidComponent(_) => StatusCode::BAD_REQUEST,
             HostError::Registry(_) => {
-                let HostError::Registry(r) = e else { unreachable!() };
+                let HostError::Registry(r) = e else {
+                    unreachable!()
+                };
                 return r.into();
             }
             HostError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             HostError::Guest(GuestError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             HostError::Guest(GuestError::NotFound(_)) => StatusCode::NOT_FOUND,
+            HostError::Guest(GuestError::Overloaded(ms)) => {
+                let seconds = ms.div_ceil(1000).max(1);
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                    .retry_after(seconds);
+            }
             HostError::Busy { .. } => {
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1);
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .retry_after(1);
             }
-            HostError::Guest(GuestError::Internal(_)) | HostError::Trap { .. } | HostError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            HostError::Guest(GuestError::Internal(_))
+            | HostError::Trap { .. }
+            | HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }

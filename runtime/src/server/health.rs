@@ -15,8 +15,9 @@ pub(super) async fn healthz() -> &'static str {
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.readiness.reason() {
         None => (StatusCode::OK, Json(serde_json::json!({ "ready": true }))),
-        Some(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "ready": false, "reason": reason })))
-        }
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reason": reason })),
+        ),
     }
 }

@@ -18,7 +18,11 @@ const HOP_BY_HOP: [HeaderName; 5] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-pub(super) async fn invoke_root(state: State<AppState>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
+pub(super) async fn invoke_root(
+    state: State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
     invoke(state, name, String::new(), req).await
 }
 
@@ -30,14 +34,25 @@ pub(super) async fn invoke_path(
     invoke(state, name, path, req).await
 }
 
-async fn invoke(State(state): State<AppState>, name: String, path: String, req: Request) -> Result<Response, ApiError> {
+async fn invoke(
+    State(state): State<AppState>,
+    name: String,
+    path: String,
+    req: Request,
+) -> Result<Response, ApiError> {
     if !state.host.is_loaded(&name) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("function {name:?} not found")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("function {name:?} not found"),
+        ));
     }
     let (parts, body) = req.into_parts();
     let limit = state.config.max_body_bytes;
     let body = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
     })?;
     let headers = parts
         .headers
@@ -63,13 +78,19 @@ fn into_http(name: &str, response: host::Response) -> Result<Response, ApiError>
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("function {name:?} returned invalid HTTP status {}", response.status),
+                format!(
+                    "function {name:?} returned invalid HTTP status {}",
+                    response.status
+                ),
             )
         })?;
     let mut out = Response::new(Body::from(response.body));
     *out.status_mut() = status;
     for (k, v) in response.headers {
-        match (HeaderName::try_from(k.as_str()), HeaderValue::from_bytes(&v)) {
+        match (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::from_bytes(&v),
+        ) {
             (Ok(k), Ok(v)) if !HOP_BY_HOP.contains(&k) && k != header::CONTENT_LENGTH => {
                 out.headers_mut().append(k, v);
             }

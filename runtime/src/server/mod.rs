@@ -37,16 +37,25 @@ pub struct AppState {
 /// All routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` (the admin
 /// API's loopback check needs the peer address).
 pub fn router(state: AppState) -> Router {
-    let upload_limit = state.config.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD);
+    let upload_limit = state
+        .config
+        .max_upload_bytes
+        .saturating_add(MULTIPART_OVERHEAD);
     let admin = Router::new()
         .route("/functions", get(admin::list))
         .route(
             "/functions/{name}",
-            post(admin::deploy).layer(DefaultBodyLimit::max(upload_limit)).get(admin::get).delete(admin::delete),
+            post(admin::deploy)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(admin::get)
+                .delete(admin::delete),
         )
         .route("/functions/{name}/revisions", get(admin::revisions))
         .route("/functions/{name}/rollback", post(admin::rollback))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::auth));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::auth,
+        ));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -59,4 +68,3 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
-

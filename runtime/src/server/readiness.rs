@@ -12,7 +12,9 @@ pub struct Readiness {
 impl Readiness {
     /// Not ready, for `reason`.
     pub fn not_ready(reason: impl Into<String>) -> Self {
-        Self { reason: Mutex::new(Some(reason.into())) }
+        Self {
+            reason: Mutex::new(Some(reason.into())),
+        }
     }
 
     /// Marks ready.
@@ -27,6 +29,9 @@ impl Readiness {
 
     /// The reason it is not ready.
     pub fn reason(&self) -> Option<String> {
-        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

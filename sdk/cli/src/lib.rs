@@ -9,6 +9,8 @@
 //! fn serve &            # the runtime, on http://127.0.0.1:8080
 //! fn deploy
 //! fn invoke hello --data '{"x": 1}'
+//! fn models pull        # the default model (smollm2) into ~/.cache/slmfn/models
+//! fn models list
 //! ```
 //!
 //! # Layout
@@ -60,6 +62,7 @@ enum Command {
     Delete(commands::delete::DeleteCommand),
     Rollback(commands::rollback::RollbackCommand),
     Revisions(commands::revisions::RevisionsCommand),
+    Models(commands::models::ModelsCommand),
 }
 
 impl Command {
@@ -74,6 +77,7 @@ impl Command {
             Command::Delete(c) => c.run().await,
             Command::Rollback(c) => c.run().await,
             Command::Revisions(c) => c.run().await,
+            Command::Models(c) => c.run().await,
         }
     }
 }

@@ -44,6 +44,9 @@ pub enum Error {
     NotFound(String),
     /// Any other failure inside the function (HTTP 500).
     Internal(String),
+    /// A capacity limit was hit (a model's queue is full): the client should retry after
+    /// this many milliseconds (HTTP 429 with `Retry-After`).
+    Overloaded(u32),
 }
 
 impl Error {
@@ -62,12 +65,13 @@ impl Error {
         Self::Internal(message.into())
     }
 
-    /// The HTTP status the runtime answers with: 400, 404 or 500.
+    /// The HTTP status the runtime answers with: 400, 404, 500 or 429.
     pub fn status(&self) -> u16 {
         match self {
             Self::BadRequest(_) => 400,
             Self::NotFound(_) => 404,
             Self::Internal(_) => 500,
+            Self::Overloaded(_) => 429,
         }
     }
 
@@ -75,6 +79,7 @@ impl Error {
     pub fn message(&self) -> &str {
         match self {
             Self::BadRequest(m) | Self::NotFound(m) | Self::Internal(m) => m,
+            Self::Overloaded(_) => "overloaded, retry later",
         }
     }
 }
@@ -85,6 +90,7 @@ impl fmt::Display for Error {
             Self::BadRequest(_) => "bad request",
             Self::NotFound(_) => "not found",
             Self::Internal(_) => "internal error",
+            Self::Overloaded(_) => "overloaded",
         };
         write!(f, "{kind}: {}", self.message())
     }
@@ -98,6 +104,7 @@ impl From<Error> for types::Error {
             Error::BadRequest(m) => Self::BadRequest(m),
             Error::NotFound(m) => Self::NotFound(m),
             Error::Internal(m) => Self::Internal(m),
+            Error::Overloaded(ms) => Self::Overloaded(ms),
         }
     }
 }
@@ -108,6 +115,7 @@ impl From<types::Error> for Error {
             types::Error::BadRequest(m) => Self::BadRequest(m),
             types::Error::NotFound(m) => Self::NotFound(m),
             types::Error::Internal(m) => Self::Internal(m),
+            types::Error::Overloaded(ms) => Self::Overloaded(ms),
         }
     }
 }
@@ -127,7 +135,7 @@ impl From<inference::Error> for Error {
         use inference::Error as E;
         let message = match error {
             E::ModelNotFound(m) => format!("inference: model not found: {m}"),
-            E::Overloaded(ms) => format!("inference: model overloaded, retry after {ms} ms"),
+            E::Overloaded(ms) => return Self::Overloaded(ms),
             E::InvalidInput(m) => format!("inference: invalid input: {m}"),
             E::ContextLengthExceeded(m) => format!("inference: context length exceeded: {m}"),
             E::Timeout => "inference: time budget exhausted".to_owned(),

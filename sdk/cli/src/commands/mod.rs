@@ -6,6 +6,7 @@ pub(crate) mod delete;
 pub(crate) mod deploy;
 pub(crate) mod invoke;
 pub(crate) mod list;
+pub(crate) mod models;
 pub(crate) mod new;
 pub(crate) mod revisions;
 pub(crate) mod rollback;

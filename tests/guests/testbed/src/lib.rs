@@ -20,6 +20,7 @@
 //! | `/log?msg=M` | writes `stdout M` to stdout and `INFO stderr M` to stderr, then 204 |
 //! | `/error/bad` | guest error `bad-request("bad input")` (400) |
 //! | `/error/internal` | guest error `internal("it broke")` (500) |
+//! | `/chat` | body `{"prompt", "model"?, "max_tokens"?, "stream"?}`: greedy chat with the model; 200 JSON `{"text", "finish_reason", "chunks"}`; inference errors as the SDK maps them (overloaded: 429) |
 //! | anything else | guest error `not-found` (404) |
 //!
 //! Missing or malformed query parameters are `bad-request` (400).
@@ -31,6 +32,7 @@
 use std::hint::black_box;
 
 use serde_json::json;
+use slmfn_sdk::inference::{self, Message, Params};
 use slmfn_sdk::{CloudEvent, Error, Request, Response, export_agent, kv, log};
 
 fn handle(req: Request) -> Result<Response, Error> {
@@ -75,6 +77,7 @@ fn handle(req: Request) -> Result<Response, Error> {
         }
         "/error/bad" => Err(Error::bad_request("bad input")),
         "/error/internal" => Err(Error::internal("it broke")),
+        "/chat" => chat(&req),
         path => Err(Error::not_found(format!("testbed has no route {path}"))),
     }
 }
@@ -155,4 +158,28 @@ fn recurse(depth: u64) -> u64 {
     }
     let next: fn(u64) -> u64 = black_box(recurse);
     next(depth + 1).wrapping_mul(31).wrapping_add(depth)
+}
+
+/// Greedy chat through the runtime's model pool, whole or streamed.
+fn chat(req: &Request) -> Result<Response, Error> {
+    let body: serde_json::Value = req.json()?;
+    let prompt = body["prompt"].as_str().ok_or_else(|| Error::bad_request("missing `prompt`"))?;
+    let params = Params {
+        model: body["model"].as_str().map(str::to_owned),
+        max_tokens: body["max_tokens"].as_u64().map(|n| n as u32),
+        temperature: Some(0.0),
+        ..Params::default()
+    };
+    let messages = [Message::user(prompt)];
+    if body["stream"].as_bool() == Some(true) {
+        let stream = inference::chat_stream(&messages, &params)?;
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.next()? {
+            chunks.push(chunk);
+        }
+        let done = stream.finish()?;
+        return Response::json(&json!({ "text": done.text, "finish_reason": done.finish_reason, "chunks": chunks }));
+    }
+    let done = inference::chat_with(&messages, &params)?;
+    Response::json(&json!({ "text": done.text, "finish_reason": done.finish_reason, "chunks": [] }))
 }

@@ -1,0 +1,231 @@
+//! Agents calling models through the WIT `inference` interface: the real SmolLM2 end to end,
+//! and pool behaviour (allow-lists, overload, streaming) on a tiny model the test writes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::support::{Options, Runtime, fn_cli, guests, repo};
+
+/// The real default model, fetched by `scripts/fetch-model.sh` (the test command runs it).
+fn real_model() -> PathBuf {
+    let path = std::env::var("SLMFN_MODEL_PATH").expect(
+        "SLMFN_MODEL_PATH is not set: run the tests with ./scripts/test.sh (it fetches the model), \
+         or set it to SmolLM2-135M-Instruct.Q4_1.gguf",
+    );
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "SLMFN_MODEL_PATH {} is not a file",
+        path.display()
+    );
+    path
+}
+
+fn tiny_model(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("tiny.gguf");
+    slmfn_models::testing::TinyModel::default()
+        .write(&path)
+        .unwrap();
+    path
+}
+
+#[test]
+fn support_desk_answers_with_the_real_model_deterministically() {
+    let model = real_model();
+    let data = tempfile::tempdir().unwrap();
+    let opts = Options {
+        extra_args: vec![
+            "--model".into(),
+            format!("smollm2={}", model.display()),
+            "--preload".into(),
+            "smollm2".into(),
+        ],
+        ..Options::default()
+    };
+    let rt = Runtime::start(data.path(), opts).unwrap();
+    let desk = repo().join("functions/support-desk");
+    let out = fn_cli()
+        .args(["deploy", "--path"])
+        .arg(&desk)
+        .env("SLMFN_URL", &rt.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "deploy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let ask = || {
+        let out = fn_cli()
+            .args([
+                "invoke",
+                "support-desk",
+                "--data",
+                r#"{"question": "What is the capital of France?"}"#,
+            ])
+            .env("SLMFN_URL", &rt.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "invoke: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = ask();
+    let answer = first["answer"].as_str().unwrap();
+    assert!(
+        answer.contains("Paris"),
+        "answer should mention Paris: {answer:?}"
+    );
+    assert!(first["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let second = ask();
+    assert_eq!(
+        first["answer"], second["answer"],
+        "greedy decoding must be deterministic"
+    );
+}
+
+async fn tiny_runtime(extra: &[&str]) -> (Arc<Runtime>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut args = vec!["--model".to_string(), format!("tiny={}", model.display())];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let data = dir.path().join("data");
+    let rt = tokio::task::block_in_place(|| {
+        Runtime::start(
+            &data,
+            Options {
+                extra_args: args,
+                ..Options::default()
+            },
+        )
+    })
+    .unwrap();
+    (Arc::new(rt), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_streaming_and_errors_through_the_wit_interface() {
+    let (rt, _dir) = tiny_runtime(&[]).await;
+    let g = guests();
+    let allowed = "name = \"tb\"\n[models]\nallowed = [\"tiny\"]\n";
+    assert_eq!(rt.deploy("tb", allowed, &g.testbed).await.unwrap().0, 201);
+    let (s, body) = rt
+        .invoke("tb", "/chat", r#"{"prompt": "hello", "max_tokens": 8}"#)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{body}");
+    let whole: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Streaming yields the same greedy text, in chunks.
+    let (s, body) = rt
+        .invoke(
+            "tb",
+            "/chat",
+            r#"{"prompt": "hello", "max_tokens": 8, "stream": true}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{body}");
+    let streamed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(whole["text"], streamed["text"]);
+    let joined: String = streamed["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(joined, streamed["text"].as_str().unwrap());
+
+    // A model the manifest does not allow, and one the runtime does not have.
+    let (s, body) = rt
+        .invoke("tb", "/chat", r#"{"prompt": "hi", "model": "other"}"#)
+        .await
+        .unwrap();
+    assert_eq!(s, 500);
+    assert!(body.contains("not allowed for this function"), "{body}");
+    // Context overflow is a typed error, not a crash.
+    let (s, body) = rt
+        .invoke("tb", "/chat", r#"{"prompt": "hi", "max_tokens": 100000}"#)
+        .await
+        .unwrap();
+    assert_eq!(s, 500);
+    assert!(body.contains("context length exceeded"), "{body}");
+
+    // A function that may use no model.
+    assert_eq!(
+        rt.deploy("bare", "name = \"bare\"\n", &g.testbed)
+            .await
+            .unwrap()
+            .0,
+        201
+    );
+    let (s, body) = rt
+        .invoke("bare", "/chat", r#"{"prompt": "hi"}"#)
+        .await
+        .unwrap();
+    assert_eq!(s, 500);
+    assert!(body.contains("may use no model"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_queue_agents_get_429_with_retry_after() {
+    let (rt, _dir) = tiny_runtime(&["--model-parallel", "1", "--model-queue-depth", "1"]).await;
+    let manifest =
+        "name = \"tb\"\n[limits]\nmax_concurrency = 32\n[models]\nallowed = [\"tiny\"]\n";
+    assert_eq!(
+        rt.deploy("tb", manifest, &guests().testbed)
+            .await
+            .unwrap()
+            .0,
+        201
+    );
+    // Generations as long as the tiny model's context allows keep the one session busy; a
+    // burst of 8 calls then overflows the queue. Bursts repeat (bounded) in case one drains
+    // before the next call arrives.
+    let mut seen_overload = false;
+    for _round in 0..5 {
+        let mut calls = Vec::new();
+        for _ in 0..8 {
+            let rt = rt.clone();
+            calls.push(tokio::spawn(async move {
+                let r = rt
+                    .client()
+                    .post(format!("{}/fn/tb/chat", rt.url))
+                    .body(r#"{"prompt": "hello", "max_tokens": 64}"#)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    r.status().as_u16(),
+                    r.headers().get("retry-after").is_some(),
+                )
+            }));
+        }
+        let mut statuses = Vec::new();
+        for c in calls {
+            statuses.push(c.await.unwrap());
+        }
+        let ok = statuses.iter().filter(|(s, _)| *s == 200).count();
+        let overloaded = statuses
+            .iter()
+            .filter(|(s, retry)| *s == 429 && *retry)
+            .count();
+        assert!(ok >= 1, "the running call must complete: {statuses:?}");
+        assert_eq!(
+            ok + overloaded,
+            8,
+            "only 200 or 429 with Retry-After: {statuses:?}"
+        );
+        if overloaded > 0 {
+            seen_overload = true;
+            break;
+        }
+    }
+    assert!(
+        seen_overload,
+        "with one session and a queue of one, bursts of 8 must see 429"
+    );
+}
