@@ -60,6 +60,7 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
         host: host.clone(),
         config: Arc::new(config),
         readiness: readiness.clone(),
+        inference: inference.clone(),
     };
     let loader = {
         let (host, readiness) = (host.clone(), readiness.clone());

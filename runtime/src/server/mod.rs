@@ -32,6 +32,8 @@ pub struct AppState {
     pub config: Arc<RuntimeConfig>,
     /// Whether `/readyz` is green.
     pub readiness: Arc<Readiness>,
+    /// The model pool's async face; `None` when no model is configured.
+    pub inference: Option<Arc<crate::inference::Inference>>,
 }
 
 /// All routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` (the admin
