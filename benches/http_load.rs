@@ -120,7 +120,19 @@ async fn main() -> Result<()> {
         }
     }
     if let Some(out) = &args.out {
-        let report = json!({ "runs": runs, "servers": servers.map(|s| json!({
+        let settings = format!(
+            "--requests {} --secs {} --warmup {} --concurrency {} --rounds {}",
+            args.requests,
+            args.secs,
+            args.warmup,
+            args.concurrency
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            args.rounds,
+        );
+        let report = json!({ "args": settings, "runs": runs, "servers": servers.map(|s| json!({
             "label": s.label, "command": s.command,
         })) });
         std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;

@@ -29,6 +29,7 @@ use super::error::SourceError;
 use super::fetch::{self, PullOptions};
 use super::progress::{PullProgress, Stage};
 use super::{ModelSource, validate_model_name};
+use crate::pool::ModelSpec;
 
 /// Interrupted pulls older than this are removed by the next pull of the same model.
 const STALE_PARTIAL: Duration = Duration::from_secs(3600);
@@ -264,6 +265,11 @@ impl ModelCache {
     /// moved aside (`<file>.corrupt`), its sidecar removed, and the error names both digests.
     pub fn verify(&self, entry: &ModelEntry) -> Result<CachedModel, SourceError> {
         self.verify_with(entry, &mut ())
+    }
+
+    /// The pool's spec for `entry`, its file verified (see [`ModelCache::verify`]).
+    pub fn verified_spec(&self, entry: &ModelEntry) -> Result<ModelSpec, SourceError> {
+        Ok(entry.to_spec(self.verify(entry)?.path))
     }
 
     pub(super) fn verify_with(

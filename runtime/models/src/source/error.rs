@@ -74,16 +74,16 @@ pub enum SourceError {
         reason: String,
     },
 
-    /// A file operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    /// A file operation failed. (The OS error is part of the message, not a `source()`, so
+    /// that error chains do not print it twice.)
+    #[error("cannot {action} {}: {error}", path.display())]
     Io {
         /// What we were doing (`read`, `create`, `rename`...).
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// The model is not in the cache (or its sidecar is missing or unreadable, or it was pulled

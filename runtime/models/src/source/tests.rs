@@ -516,8 +516,9 @@ fn pulls_a_local_file_into_the_cache() {
     assert_eq!(fx.cache.list().unwrap(), vec![model.clone()]);
 
     // The spec the pool gets.
-    let spec = entry.to_spec(&model.path);
+    let spec = fx.cache.verified_spec(&entry).unwrap();
     assert_eq!(spec.path, model.path);
+    assert_eq!(spec.name, "tiny");
 
     // Forced: fetched again, same result.
     let forced = PullOptions {

@@ -202,7 +202,11 @@ impl ListCommand {
     fn run(self) -> anyhow::Result<()> {
         let rows = self.rows()?;
         if self.json {
-            return output::print_json(&serde_json::json!({ "models": rows }));
+            #[derive(Serialize)]
+            struct ListReport<'a> {
+                models: &'a [ListRow],
+            }
+            return output::print_json(&ListReport { models: &rows });
         }
         let table: Vec<Vec<String>> = rows
             .iter()

@@ -163,7 +163,9 @@ fn recurse(depth: u64) -> u64 {
 /// Greedy chat through the runtime's model pool, whole or streamed.
 fn chat(req: &Request) -> Result<Response, Error> {
     let body: serde_json::Value = req.json()?;
-    let prompt = body["prompt"].as_str().ok_or_else(|| Error::bad_request("missing `prompt`"))?;
+    let prompt = body["prompt"]
+        .as_str()
+        .ok_or_else(|| Error::bad_request("missing `prompt`"))?;
     let params = Params {
         model: body["model"].as_str().map(str::to_owned),
         max_tokens: body["max_tokens"].as_u64().map(|n| n as u32),
@@ -178,7 +180,9 @@ fn chat(req: &Request) -> Result<Response, Error> {
             chunks.push(chunk);
         }
         let done = stream.finish()?;
-        return Response::json(&json!({ "text": done.text, "finish_reason": done.finish_reason, "chunks": chunks }));
+        return Response::json(
+            &json!({ "text": done.text, "finish_reason": done.finish_reason, "chunks": chunks }),
+        );
     }
     let done = inference::chat_with(&messages, &params)?;
     Response::json(&json!({ "text": done.text, "finish_reason": done.finish_reason, "chunks": [] }))
