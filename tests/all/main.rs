@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod crash;
 mod deploy;
+mod host;
 mod inference;
 mod isolation;
 mod load;

@@ -110,6 +110,11 @@ impl Host {
         &self.registry
     }
 
+    /// The compatibility key under which this engine's precompiled artifacts are stored.
+    pub fn engine_key(&self) -> &str {
+        &self.engine_key
+    }
+
     /// Loads the current revision of every function (artifacts are deserialized, not compiled,
     /// unless the engine changed). A function that fails to load is logged and skipped.
     pub async fn load_all(&self) -> Result<usize> {

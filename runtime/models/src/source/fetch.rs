@@ -91,7 +91,10 @@ pub(super) fn pypi(
             member,
             candidates,
         },
-        SourceError::Wheel { reason, .. } => SourceError::Wheel { wheel: name, reason },
+        SourceError::Wheel { reason, .. } => SourceError::Wheel {
+            wheel: name,
+            reason,
+        },
         other => other,
     })
 }
