@@ -3,13 +3,17 @@
 //!
 //! The pool runs generation on its own worker threads and reports through callbacks; this
 //! module turns that into channels a tokio task can await, never blocking an async worker.
-//! Dropping a [`Generation`] cancels it (the caller went away).
+//! Dropping a [`Generation`] cancels it (the caller went away). Every generation that
+//! finishes is recorded in the service's [`GenerationMetrics`] (tokens, time to first token),
+//! whichever adapter started it.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use slmfn_models::{CancelToken, Completion, Job, ModelPool, Prompt, SamplingParams};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::GenerationMetrics;
 
 pub use slmfn_models::Error as ModelError;
 
@@ -18,6 +22,31 @@ pub struct Inference {
     pool: Arc<ModelPool>,
     /// The model used when neither the call nor the manifest names one.
     default_model: Option<String>,
+    /// Where finished generations are counted.
+    metrics: Arc<GenerationMetrics>,
+}
+
+/// A call's changes to a model's default sampling, shared by the adapters: each field set
+/// replaces the default, `stop` adds to the model's stop strings, `max_tokens_cap` bounds the
+/// result (a manifest budget).
+#[derive(Clone, Debug, Default)]
+pub struct SamplingOverrides {
+    /// Most tokens to generate.
+    pub max_tokens: Option<usize>,
+    /// An upper bound on `max_tokens`, whether defaulted or requested.
+    pub max_tokens_cap: Option<usize>,
+    /// Softmax temperature (`0`: greedy).
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    pub top_p: Option<f32>,
+    /// Keep only the k most likely tokens.
+    pub top_k: Option<usize>,
+    /// Penalty on recently seen tokens.
+    pub repeat_penalty: Option<f32>,
+    /// RNG seed.
+    pub seed: Option<u64>,
+    /// Extra stop strings.
+    pub stop: Vec<String>,
 }
 
 /// A generation in progress: its text chunks and its final result.
@@ -26,6 +55,8 @@ pub struct Generation {
     done: Option<oneshot::Receiver<Result<Completion, ModelError>>>,
     model: String,
     cancel: CancelToken,
+    metrics: Arc<GenerationMetrics>,
+    submitted: Instant,
 }
 
 impl Inference {
@@ -34,7 +65,13 @@ impl Inference {
         Self {
             pool,
             default_model,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The generation metrics (registered by [`crate::metrics::Metrics`]).
+    pub fn metrics(&self) -> &GenerationMetrics {
+        &self.metrics
     }
 
     /// The pool.
@@ -57,6 +94,40 @@ impl Inference {
         Ok(self.pool.spec(model)?.defaults.clone())
     }
 
+    /// The model's defaults with a call's overrides applied, validated (`InvalidInput` names
+    /// the offending field).
+    pub fn sampling(
+        &self,
+        model: &str,
+        overrides: &SamplingOverrides,
+    ) -> Result<SamplingParams, ModelError> {
+        let mut s = self.defaults(model)?;
+        if let Some(v) = overrides.max_tokens {
+            s.max_tokens = v;
+        }
+        if let Some(cap) = overrides.max_tokens_cap {
+            s.max_tokens = s.max_tokens.min(cap);
+        }
+        if let Some(v) = overrides.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = overrides.top_p {
+            s.top_p = v;
+        }
+        if let Some(v) = overrides.top_k {
+            s.top_k = v;
+        }
+        if let Some(v) = overrides.repeat_penalty {
+            s.repeat_penalty = v;
+        }
+        if overrides.seed.is_some() {
+            s.seed = overrides.seed;
+        }
+        s.stop.extend(overrides.stop.iter().cloned());
+        s.validate()?;
+        Ok(s)
+    }
+
     /// Queues a generation. Fails at once with `ModelNotFound` or `Overloaded`; later errors
     /// arrive through [`Generation::finish`]. The generation stops at `deadline`.
     pub fn start(
@@ -66,6 +137,7 @@ impl Inference {
         params: SamplingParams,
         deadline: Option<Instant>,
     ) -> Result<Generation, ModelError> {
+        let submitted = Instant::now();
         let cancel = deadline.map_or_else(CancelToken::new, CancelToken::with_deadline);
         let (chunk_tx, chunks) = mpsc::unbounded_channel();
         let (done_tx, done) = oneshot::channel();
@@ -88,6 +160,8 @@ impl Inference {
             done: Some(done),
             model: model.to_string(),
             cancel,
+            metrics: self.metrics.clone(),
+            submitted,
         })
     }
 }
@@ -103,8 +177,16 @@ impl Generation {
         let done = self.done.take().ok_or_else(|| {
             ModelError::InvalidInput("the generation's result was already taken".into())
         })?;
-        done.await
-            .unwrap_or_else(|_| Err(ModelError::ShuttingDown(self.model.clone())))
+        let result = done
+            .await
+            .unwrap_or_else(|_| Err(ModelError::ShuttingDown(self.model.clone())));
+        self.metrics.record_generation(
+            &self.model,
+            &result,
+            self.submitted.elapsed(),
+            self.deadline_passed(),
+        );
+        result
     }
 
     /// Whether the deadline given to [`Inference::start`] has passed.

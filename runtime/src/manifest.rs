@@ -64,8 +64,6 @@ pub struct Limits {
     pub memory_mb: u32,
     /// Instances of this function at once.
     pub max_concurrency: u32,
-    /// Fuel per invocation; 0 = unlimited.
-    pub fuel: u64,
 }
 
 impl Default for Limits {
@@ -74,7 +72,6 @@ impl Default for Limits {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             memory_mb: DEFAULT_MEMORY_MB,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
-            fuel: 0,
         }
     }
 }

@@ -1,4 +1,7 @@
-//! One `ApiError` for every route: a status and a JSON `{"error": message}` body.
+//! One `ApiError` for every route: a status and a JSON `{"error": message}` body; on the
+//! OpenAI-compatible routes the body takes OpenAI's shape instead,
+//! `{"error": {"message", "type", "param", "code"}}` (see [`ApiError::openai`]), because their
+//! clients parse it.
 //!
 //! Statuses follow the Knative eventing rules too: 4xx means "don't retry", 429/503 with
 //! `Retry-After` means "retry". Internal detail is logged once here, never sent to clients.
@@ -17,6 +20,15 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     retry_after: Option<u32>,
+    /// `Some` for OpenAI's error shape.
+    openai: Option<OpenAiDetail>,
+}
+
+/// The fields OpenAI clients read besides the message.
+#[derive(Debug)]
+struct OpenAiDetail {
+    code: Option<&'static str>,
+    param: Option<&'static str>,
 }
 
 impl ApiError {
@@ -26,7 +38,15 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            openai: None,
         }
+    }
+
+    /// Answers in OpenAI's error shape, with a machine-readable `code` (e.g. `model_not_found`)
+    /// and the request field at fault (`param`). The `type` follows from the status.
+    pub fn openai(mut self, code: Option<&'static str>, param: Option<&'static str>) -> Self {
+        self.openai = Some(OpenAiDetail { code, param });
+        self
     }
 
     /// Adds `Retry-After` (seconds).
@@ -46,17 +66,33 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), error = %self.message, "request failed");
         }
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let body = match &self.openai {
+            None => serde_json::json!({ "error": self.message }),
+            Some(detail) => serde_json::json!({ "error": {
+                "message": self.message,
+                "type": openai_type(self.status),
+                "param": detail.param,
+                "code": detail.code,
+            }}),
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         response
+    }
+}
+
+/// OpenAI's error `type` for a status.
+fn openai_type(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "authentication_error",
+        StatusCode::FORBIDDEN => "permission_error",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        s if s.is_server_error() => "server_error",
+        _ => "invalid_request_error",
     }
 }
 
