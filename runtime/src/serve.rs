@@ -26,12 +26,12 @@ pub enum ServeError {
     #[error(transparent)]
     Models(#[from] crate::models::ModelsConfigError),
     /// The port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already says it).
+        error: std::io::Error,
     },
     /// Serving failed.
     #[error("server error: {0}")]
@@ -51,7 +51,7 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
+        .map_err(|error| ServeError::Bind { addr, error })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening");
 

@@ -1,12 +1,10 @@
-//! `/admin/...`: deploy, list, get, delete, rollback, revisions. Protected by [`auth`].
-
-use std::net::SocketAddr;
+//! `/admin/...`: deploy, list, get, delete, rollback, revisions. Protected by
+//! [`super::auth::admin`].
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Multipart, Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -14,49 +12,6 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use crate::registry::{FunctionRecord, RevisionRecord};
-
-/// With a token configured: `Authorization: Bearer <token>` (401 missing, 403 wrong).
-/// Without one: loopback clients only (403 otherwise).
-pub(super) async fn auth(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    match &state.config.token {
-        Some(token) => {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match given {
-                None => {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "admin API needs `Authorization: Bearer <token>` (set SLMFN_TOKEN for the CLI)",
-                    ));
-                }
-                Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => {
-                    return Err(ApiError::new(StatusCode::FORBIDDEN, "admin token is wrong"));
-                }
-                Some(_) => {}
-            }
-        }
-        None if !peer.ip().is_loopback() => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "admin API without a token answers loopback clients only; start the runtime with SLMFN_TOKEN",
-            ));
-        }
-        None => {}
-    }
-    Ok(next.run(req).await)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 pub(super) async fn deploy(
     State(state): State<AppState>,
