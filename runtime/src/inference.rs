@@ -57,6 +57,8 @@ pub struct Generation {
     cancel: CancelToken,
     metrics: Arc<GenerationMetrics>,
     submitted: Instant,
+    /// The outcome was counted in `metrics` (else dropping counts a cancellation).
+    recorded: bool,
 }
 
 impl Inference {
@@ -162,6 +164,7 @@ impl Inference {
             cancel,
             metrics: self.metrics.clone(),
             submitted,
+            recorded: false,
         })
     }
 }
@@ -186,6 +189,7 @@ impl Generation {
             self.submitted.elapsed(),
             self.deadline_passed(),
         );
+        self.recorded = true;
         result
     }
 
@@ -199,5 +203,8 @@ impl Drop for Generation {
     fn drop(&mut self) {
         // Harmless once finished; stops the worker when the caller gave up early.
         self.cancel.cancel();
+        if !self.recorded {
+            self.metrics.record_cancelled(&self.model);
+        }
     }
 }

@@ -10,7 +10,9 @@
 //! - [`registry`]: functions and immutable revisions in sled; the current pointer; kv namespaces.
 //! - [`host`]: the wasmtime engine, precompiled components, per-request stores, WIT host impls.
 //! - [`inference`]: the async face of the warm model pool (`slmfn-models`) for the adapters.
-//! - [`server`]: axum routes only (invoke, admin, health); translates HTTP to host calls.
+//! - [`server`]: axum routes only (invoke, admin, health, the OpenAI-compatible `/v1` API,
+//!   `/metrics`); translates HTTP to host and inference calls.
+//! - [`metrics`]: Prometheus metrics (invocations, generations, the model pool).
 //! - [`models`]: builds the warm model pool from the configuration.
 //! - [`logging`]: tracing subscriber setup.
 //! - `serve`: the process lifecycle (start, ready, drain on SIGTERM).
@@ -21,6 +23,7 @@ pub mod config;
 pub mod host;
 pub mod inference;
 pub mod manifest;
+pub mod metrics;
 pub mod models;
 pub mod registry;
 pub mod server;

@@ -247,6 +247,17 @@ impl GenerationMetrics {
         }
     }
 
+    /// Records a generation whose caller went away before its outcome (a client that
+    /// disconnected, a guest that dropped its stream): it was cancelled.
+    pub fn record_cancelled(&self, model: &str) {
+        self.generations
+            .get_or_create(&OutcomeLabels {
+                model: model.to_string(),
+                outcome: "cancelled",
+            })
+            .inc();
+    }
+
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "prompt_tokens",
@@ -279,8 +290,13 @@ impl GenerationMetrics {
 }
 
 /// Reads the pool's own bookkeeping at scrape time.
-#[derive(Debug)]
 struct PoolCollector(Arc<Inference>);
+
+impl std::fmt::Debug for PoolCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PoolCollector").field(self.0.pool()).finish()
+    }
+}
 
 impl PoolCollector {
     fn state_name(state: ModelState) -> &'static str {
@@ -327,7 +343,7 @@ impl Collector for PoolCollector {
         emit(
             &mut encoder,
             "models_loaded",
-            "Models whose weights are in memory",
+            "Models whose weights are in memory.",
             None,
             &ConstGauge::new(loaded as i64),
         )?;
@@ -365,98 +381,98 @@ impl Collector for PoolCollector {
         emit(
             &mut encoder,
             "model_state",
-            "1 for the state each configured model is in (unloaded, loading, idle, busy)",
+            "1 for the state each configured model is in (unloaded, loading, idle, busy).",
             None,
             &state,
         )?;
         emit(
             &mut encoder,
             "model_memory",
-            "Bytes a model reserves in the pool's budget (weights plus full-context KV caches)",
+            "Bytes a model reserves in the pool's budget (weights plus full-context KV caches).",
             Some(&Unit::Bytes),
             &memory,
         )?;
         emit(
             &mut encoder,
             "model_sessions_busy",
-            "Sessions running a generation",
+            "Sessions running a generation.",
             None,
             &busy,
         )?;
         emit(
             &mut encoder,
             "model_sessions",
-            "Sessions configured (parallel generations)",
+            "Sessions configured (parallel generations).",
             None,
             &sessions,
         )?;
         emit(
             &mut encoder,
             "model_queue_depth",
-            "Requests waiting for a session",
+            "Requests waiting for a session.",
             None,
             &queued,
         )?;
         emit(
             &mut encoder,
             "model_loads",
-            "Completed model loads",
+            "Completed model loads.",
             None,
             &loads,
         )?;
         emit(
             &mut encoder,
             "model_unloads",
-            "Model unloads (keep-alive, eviction or admin)",
+            "Model unloads (keep-alive, eviction or admin).",
             None,
             &unloads,
         )?;
         emit(
             &mut encoder,
             "model_load_duration",
-            "How long the last successful load of a model took",
+            "How long the last successful load of a model took.",
             Some(&Unit::Seconds),
             &load_seconds,
         )?;
         emit(
             &mut encoder,
             "pool_memory_used",
-            "Bytes reserved by loaded and loading models",
+            "Bytes reserved by loaded and loading models.",
             Some(&Unit::Bytes),
             &ConstGauge::new(i64::try_from(stats.memory_used).unwrap_or(i64::MAX)),
         )?;
         emit(
             &mut encoder,
             "pool_memory_budget",
-            "Bytes all loaded models together may reserve",
+            "Bytes all loaded models together may reserve.",
             Some(&Unit::Bytes),
             &ConstGauge::new(i64::try_from(stats.memory_budget).unwrap_or(i64::MAX)),
         )?;
         emit(
             &mut encoder,
             "pool_hits",
-            "Requests that found their model loaded",
+            "Requests that found their model loaded.",
             None,
             &ConstCounter::new(stats.hits),
         )?;
         emit(
             &mut encoder,
             "pool_misses",
-            "Requests that had to wait for a model load",
+            "Requests that had to wait for a model load.",
             None,
             &ConstCounter::new(stats.misses),
         )?;
         emit(
             &mut encoder,
             "pool_evictions",
-            "Idle models unloaded to make room in the memory budget",
+            "Idle models unloaded to make room in the memory budget.",
             None,
             &ConstCounter::new(stats.evictions),
         )?;
         emit(
             &mut encoder,
             "pool_rejected",
-            "Requests refused because the model's queue was full (HTTP 429)",
+            "Requests refused because the model's queue was full (HTTP 429).",
             None,
             &ConstCounter::new(stats.rejected),
         )

@@ -59,14 +59,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), error = %self.message, "request failed");
-        }
-        let body = match &self.openai {
+    /// The JSON body (also sent as the last event of a stream that fails midway).
+    pub(super) fn body(&self) -> serde_json::Value {
+        match &self.openai {
             None => serde_json::json!({ "error": self.message }),
             Some(detail) => serde_json::json!({ "error": {
                 "message": self.message,
@@ -74,8 +70,16 @@ impl IntoResponse for ApiError {
                 "param": detail.param,
                 "code": detail.code,
             }}),
-        };
-        let mut response = (self.status, Json(body)).into_response();
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), error = %self.message, "request failed");
+        }
+        let mut response = (self.status, Json(self.body())).into_response();
         if let Some(s) = self.retry_after {
             response
                 .headers_mut()

@@ -1,10 +1,14 @@
-//! The HTTP server: axum routes only (invoke, admin, health). Handlers translate HTTP to host
-//! calls and host errors to [`ApiError`]s; they hold no logic of their own.
+//! The HTTP server: axum routes only (invoke, admin, health, the OpenAI-compatible API,
+//! metrics). Handlers translate HTTP to host calls and host errors to [`ApiError`]s; they hold
+//! no logic of their own.
 
 mod admin;
+mod auth;
 mod error;
 mod health;
 mod invoke;
+mod metrics;
+mod openai;
 mod readiness;
 
 use std::sync::Arc;
@@ -37,8 +41,10 @@ pub struct AppState {
 }
 
 /// All routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` (the admin
-/// API's loopback check needs the peer address).
+/// and OpenAI APIs' loopback check needs the peer address). The router owns the process's
+/// [`crate::metrics::Metrics`]: build it once.
 pub fn router(state: AppState) -> Router {
+    let metrics = Arc::new(crate::metrics::Metrics::new(state.inference.clone()));
     let upload_limit = state
         .config
         .max_upload_bytes
@@ -56,14 +62,22 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/{name}/rollback", post(admin::rollback))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            admin::auth,
+            auth::admin,
+        ));
+    let functions = Router::new()
+        .route("/fn/{name}", any(invoke::invoke_root))
+        .route("/fn/{name}/", any(invoke::invoke_root))
+        .route("/fn/{name}/{*path}", any(invoke::invoke_path))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), metrics.clone()),
+            metrics::count_invocations,
         ));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/fn/{name}", any(invoke::invoke_root))
-        .route("/fn/{name}/", any(invoke::invoke_root))
-        .route("/fn/{name}/{*path}", any(invoke::invoke_path))
+        .route("/metrics", get(metrics::scrape).with_state(metrics.clone()))
+        .merge(functions)
+        .merge(openai::routes(&state, metrics))
         .nest("/admin", admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::disable())

@@ -1,0 +1,297 @@
+//! The OpenAI-compatible API on the warm model pool: `POST /v1/chat/completions`,
+//! `POST /v1/completions` (both whole or streamed as server-sent events), `POST /v1/embeddings`,
+//! `GET /v1/models` and `GET /v1/models/{model}`. Official OpenAI clients work against it with
+//! `base_url = <runtime>/v1`.
+//!
+//! A thin adapter, like the WIT one in [`crate::host`]: it parses OpenAI's request shapes, fills
+//! in the model's defaults through [`Inference::sampling`], starts a [`Generation`] and maps the
+//! result and the errors back. The pool does the work on its own threads.
+//!
+//! # Policy
+//!
+//! - **Models.** `model` names a configured model; omitted or `"default"` means the runtime's
+//!   default model. There is no per-function allow-list here: the API is for operators and
+//!   their tools, so it is guarded like the admin API.
+//! - **Auth.** [`super::auth::openai`]: with `SLMFN_TOKEN`, `Authorization: Bearer <token>`
+//!   (the client's API key); without, loopback clients only.
+//! - **Errors** have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for
+//!   invalid or unsupported parameters (we refuse rather than silently ignore a parameter
+//!   that would change the answer: `n > 1`, JSON response formats, penalties, logprobs, tools),
+//!   404 for an unknown model, 413 for a body over [`MAX_BODY_BYTES`], 429 with `Retry-After`
+//!   when the model's queue is full, 503 when no model is configured, 504 when a generation
+//!   runs past [`GENERATION_TIMEOUT`]. Internal detail (paths, candle errors) goes to the log,
+//!   never into a body.
+//! - **Cancellation.** Dropping the [`Generation`] cancels it: a client that disconnects while
+//!   waiting for a whole completion, or in the middle of a stream, frees its session at the next
+//!   token.
+
+mod generate;
+mod models;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::routing::{any, get, post};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::inference::{Generation, Inference, ModelError};
+use crate::metrics::Metrics;
+
+/// Largest accepted request body. A long chat of a small model's context (8k tokens, about
+/// 32 KiB of text) fits many times over; more is a mistake or an attack.
+pub(super) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long one generation may run, queue and model load included: Knative's default request
+/// timeout, past which the answer has nowhere to go anyway.
+pub(super) const GENERATION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where generation runs, as reported by `/v1/models`. Only the CPU build exists so far; the
+/// `cuda` feature of the model crate is to report its device here.
+pub(super) const DEVICE: &str = "cpu";
+
+/// The `/v1` routes, guarded by [`super::auth::openai`] and counted in `metrics`.
+pub(super) fn routes(state: &AppState, metrics: Arc<Metrics>) -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(generate::chat))
+        .route("/v1/completions", post(generate::completions))
+        .route("/v1/embeddings", post(models::embeddings))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}", get(models::retrieve))
+        .route("/v1/{*rest}", any(no_route))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::auth::openai,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            super::metrics::count_openai_requests,
+        ))
+}
+
+async fn no_route() -> ApiError {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such OpenAI-compatible endpoint: this runtime serves /v1/chat/completions, \
+         /v1/completions, /v1/embeddings and /v1/models",
+        None,
+        None,
+    )
+}
+
+/// An error in OpenAI's shape.
+pub(super) fn error(
+    status: StatusCode,
+    message: impl Into<String>,
+    code: Option<&'static str>,
+    param: Option<&'static str>,
+) -> ApiError {
+    ApiError::new(status, message).openai(code, param)
+}
+
+/// A 400 for a request field.
+pub(super) fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
+    error(
+        StatusCode::BAD_REQUEST,
+        message,
+        Some("invalid_value"),
+        Some(param),
+    )
+}
+
+/// A 400 for a parameter this runtime cannot honour.
+pub(super) fn unsupported(param: &'static str, message: impl Into<String>) -> ApiError {
+    error(
+        StatusCode::BAD_REQUEST,
+        message,
+        Some("unsupported_parameter"),
+        Some(param),
+    )
+}
+
+/// The inference service, or 503 when the runtime has no models.
+pub(super) fn service(state: &AppState) -> Result<&Arc<Inference>, ApiError> {
+    state.inference.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no models are configured in this runtime (start it with --model NAME=PATH)",
+            Some("no_models"),
+            None,
+        )
+    })
+}
+
+/// The model a request uses: the one it names, or the runtime's default for none or
+/// `"default"`. Unknown names are 404.
+pub(super) fn resolve_model(
+    inference: &Inference,
+    requested: Option<&str>,
+) -> Result<String, ApiError> {
+    let model = match requested {
+        None | Some("default") => inference.default_model().ok_or_else(|| {
+            invalid(
+                "model",
+                "no model named and the runtime has no default model",
+            )
+        })?,
+        Some(m) => m,
+    };
+    if !inference.has_model(model) {
+        return Err(model_not_found(inference, model));
+    }
+    Ok(model.to_string())
+}
+
+fn model_not_found(inference: &Inference, model: &str) -> ApiError {
+    let configured: Vec<String> = inference
+        .pool()
+        .status()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "the model {model:?} does not exist (configured: {})",
+            configured.join(", ")
+        ),
+        Some("model_not_found"),
+        Some("model"),
+    )
+}
+
+/// Maps a model error to its HTTP answer (the same classes as the WIT adapter's errors).
+pub(super) fn model_error(e: ModelError) -> ApiError {
+    match e {
+        ModelError::ModelNotFound(m) => error(
+            StatusCode::NOT_FOUND,
+            format!("the model {m:?} does not exist"),
+            Some("model_not_found"),
+            Some("model"),
+        ),
+        ModelError::Overloaded { retry_after, .. } => {
+            let seconds = u32::try_from(retry_after.as_secs_f64().ceil() as u64)
+                .unwrap_or(u32::MAX)
+                .max(1);
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                e.to_string(),
+                Some("model_overloaded"),
+                None,
+            )
+            .retry_after(seconds)
+        }
+        e @ ModelError::ContextLengthExceeded { .. } => error(
+            StatusCode::BAD_REQUEST,
+            e.to_string(),
+            Some("context_length_exceeded"),
+            Some("messages"),
+        ),
+        e @ (ModelError::InvalidInput(_) | ModelError::Tokenizer(_) | ModelError::Template(_)) => {
+            error(
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+                Some("invalid_value"),
+                None,
+            )
+        }
+        e @ (ModelError::ShuttingDown(_) | ModelError::OutOfMemory { .. }) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+            Some("model_unavailable"),
+            None,
+        ),
+        ModelError::LoadFailed { model, reason } => {
+            tracing::error!(model, reason, "model load failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the model {model:?} failed to load; the runtime's log says why"),
+                Some("model_load_failed"),
+                None,
+            )
+        }
+        e => {
+            tracing::error!(error = %e, "inference failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "inference failed; the runtime's log says why",
+                None,
+                None,
+            )
+        }
+    }
+}
+
+/// A generation that stopped before its end: 504 when it ran past its deadline.
+pub(super) fn cancelled(generation: &Generation) -> ApiError {
+    if generation.deadline_passed() {
+        error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the generation did not finish within {} s",
+                GENERATION_TIMEOUT.as_secs()
+            ),
+            Some("timeout"),
+            None,
+        )
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the generation was cancelled",
+            Some("cancelled"),
+            None,
+        )
+    }
+}
+
+/// A JSON body parsed with OpenAI-shaped errors: 413 past [`MAX_BODY_BYTES`], 400 for bad JSON.
+/// Any `Content-Type` is accepted (curl users often forget it).
+pub(super) struct OpenAiJson<T>(pub(super) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|e| {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if too_large {
+                    error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
+                        Some("request_too_large"),
+                        None,
+                    )
+                } else {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the request body: {e}"),
+                        None,
+                        None,
+                    )
+                }
+            })?;
+        serde_json::from_slice(&bytes).map(OpenAiJson).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON body: {e}"),
+                Some("invalid_json"),
+                None,
+            )
+        })
+    }
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

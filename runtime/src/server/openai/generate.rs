@@ -1,0 +1,325 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: one generation each, answered whole
+//! or streamed as server-sent events (`data: {chunk}` lines, then `data: [DONE]`).
+//!
+//! A stream's headers go out only once the first text arrives (or the generation ends), so
+//! errors that come before any text — a context overflow, a failed load — still get their
+//! status. Errors after that arrive as a last `data: {"error": {...}}` event, which OpenAI's
+//! clients raise.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use slmfn_models::{Completion, FinishReason, Prompt, Usage};
+
+use super::wire::{ChatRequest, CompletionRequest, Sampling};
+use super::{
+    GENERATION_TIMEOUT, OpenAiJson, cancelled, model_error, resolve_model, service, unix_now,
+};
+use crate::inference::{Generation, ModelError};
+use crate::server::AppState;
+use crate::server::error::ApiError;
+
+/// Which endpoint: they differ only in their JSON shapes.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+/// What every response of one request carries.
+struct Answer {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+pub(in crate::server) async fn chat(
+    State(state): State<AppState>,
+    OpenAiJson(req): OpenAiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let prompt = req.check_unsupported().and_then(|()| req.prompt());
+    run(
+        &state,
+        Kind::Chat,
+        req.model.as_deref(),
+        prompt,
+        &req.sampling,
+        req.max_completion_tokens,
+    )
+    .await
+}
+
+pub(in crate::server) async fn completions(
+    State(state): State<AppState>,
+    OpenAiJson(req): OpenAiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let prompt = req.check_unsupported().and_then(|()| req.prompt());
+    run(
+        &state,
+        Kind::Text,
+        req.model.as_deref(),
+        prompt,
+        &req.sampling,
+        None,
+    )
+    .await
+}
+
+async fn run(
+    state: &AppState,
+    kind: Kind,
+    model: Option<&str>,
+    prompt: Result<Prompt, ApiError>,
+    sampling: &Sampling,
+    max_tokens: Option<u64>,
+) -> Result<Response, ApiError> {
+    // The model first: an unknown model is 404 whatever else is wrong.
+    let inference = service(state)?;
+    let model = resolve_model(inference, model)?;
+    let prompt = prompt?;
+    let overrides = sampling.overrides(max_tokens)?;
+    let params = inference
+        .sampling(&model, &overrides)
+        .map_err(model_error)?;
+    let generation = inference
+        .start(
+            &model,
+            prompt,
+            params,
+            Some(Instant::now() + GENERATION_TIMEOUT),
+        )
+        .map_err(model_error)?;
+    let answer = Answer {
+        kind,
+        id: format!(
+            "{}-{}",
+            match kind {
+                Kind::Chat => "chatcmpl",
+                Kind::Text => "cmpl",
+            },
+            uuid::Uuid::new_v4().simple()
+        ),
+        created: unix_now(),
+        model,
+    };
+    if sampling.stream() {
+        stream(answer, generation, sampling.include_usage()).await
+    } else {
+        whole(answer, generation).await
+    }
+}
+
+/// Waits for the whole completion. If the client goes away meanwhile, axum drops this future
+/// and with it the generation, which cancels it.
+async fn whole(answer: Answer, mut generation: Generation) -> Result<Response, ApiError> {
+    let completion = generation.finish().await.map_err(model_error)?;
+    let finish_reason = finish_reason(&completion, &generation)?;
+    let choice = match answer.kind {
+        Kind::Chat => json!({
+            "index": 0,
+            "message": { "role": "assistant", "content": completion.text, "refusal": null },
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }),
+        Kind::Text => json!({
+            "index": 0,
+            "text": completion.text,
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }),
+    };
+    Ok(Json(json!({
+        "id": answer.id,
+        "object": match answer.kind {
+            Kind::Chat => "chat.completion",
+            Kind::Text => "text_completion",
+        },
+        "created": answer.created,
+        "model": answer.model,
+        "system_fingerprint": null,
+        "choices": [choice],
+        "usage": usage(&completion.usage),
+    }))
+    .into_response())
+}
+
+/// OpenAI's `finish_reason`, or the error for a generation cut short.
+fn finish_reason(
+    completion: &Completion,
+    generation: &Generation,
+) -> Result<&'static str, ApiError> {
+    match completion.finish_reason {
+        FinishReason::Stop => Ok("stop"),
+        FinishReason::Length => Ok("length"),
+        FinishReason::Cancelled => Err(cancelled(generation)),
+    }
+}
+
+fn usage(usage: &Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    })
+}
+
+async fn stream(
+    answer: Answer,
+    mut generation: Generation,
+    include_usage: bool,
+) -> Result<Response, ApiError> {
+    let first = generation.next_chunk().await;
+    let mut streamer = Streamer {
+        answer,
+        generation,
+        include_usage,
+        queue: VecDeque::new(),
+        over: false,
+    };
+    if let Kind::Chat = streamer.answer.kind {
+        let role = streamer.chunk(json!({ "role": "assistant", "content": "" }), None);
+        streamer.queue.push_back(role);
+    }
+    match first {
+        Some(text) => {
+            let chunk = streamer.content(&text);
+            streamer.queue.push_back(chunk);
+        }
+        None => {
+            // Over before any text: errors still get their HTTP status.
+            let result = streamer.generation.finish().await;
+            let completion = result.map_err(model_error)?;
+            finish_reason(&completion, &streamer.generation)?;
+            streamer.end(Ok(completion));
+        }
+    }
+    let events = futures::stream::unfold(streamer, |mut s| async move {
+        let event = s.next_event().await?;
+        Some((Ok::<_, Infallible>(event), s))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The events of one streamed answer. It owns the generation: when the client disconnects,
+/// axum drops the body, this, and the generation, which cancels it.
+struct Streamer {
+    answer: Answer,
+    generation: Generation,
+    include_usage: bool,
+    /// Events ready to send.
+    queue: VecDeque<Event>,
+    /// The generation's outcome has been queued; nothing follows the queue.
+    over: bool,
+}
+
+impl Streamer {
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            if self.over {
+                return None;
+            }
+            match self.generation.next_chunk().await {
+                Some(text) if text.is_empty() => {}
+                Some(text) => {
+                    let chunk = self.content(&text);
+                    self.queue.push_back(chunk);
+                }
+                None => {
+                    let result = self.generation.finish().await;
+                    self.end(result);
+                }
+            }
+        }
+    }
+
+    /// Queues the last events: the finish chunk, the usage chunk if asked for, `[DONE]`; or
+    /// an error event.
+    fn end(&mut self, result: Result<Completion, ModelError>) {
+        self.over = true;
+        let completion = match result {
+            Ok(c) => c,
+            Err(e) => return self.queue.push_back(error_event(model_error(e))),
+        };
+        let reason = match finish_reason(&completion, &self.generation) {
+            Ok(r) => r,
+            Err(e) => return self.queue.push_back(error_event(e)),
+        };
+        let last = match self.answer.kind {
+            Kind::Chat => self.chunk(json!({}), Some(reason)),
+            Kind::Text => self.chunk(json!(""), Some(reason)),
+        };
+        self.queue.push_back(last);
+        if self.include_usage {
+            // OpenAI's shape: one more chunk, with no choices and the whole request's usage.
+            let mut body = self.envelope();
+            body["choices"] = json!([]);
+            body["usage"] = usage(&completion.usage);
+            self.queue.push_back(data(&body));
+        }
+        self.queue.push_back(Event::default().data("[DONE]"));
+    }
+
+    fn content(&self, text: &str) -> Event {
+        match self.answer.kind {
+            Kind::Chat => self.chunk(json!({ "content": text }), None),
+            Kind::Text => self.chunk(json!(text), None),
+        }
+    }
+
+    /// A chunk with one choice: a chat `delta` or a completion's `text`.
+    fn chunk(&self, content: Value, finish_reason: Option<&str>) -> Event {
+        let mut body = self.envelope();
+        body["choices"] = match self.answer.kind {
+            Kind::Chat => json!([{
+                "index": 0,
+                "delta": content,
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }]),
+            Kind::Text => json!([{
+                "index": 0,
+                "text": content,
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }]),
+        };
+        data(&body)
+    }
+
+    fn envelope(&self) -> Value {
+        json!({
+            "id": self.answer.id,
+            "object": match self.answer.kind {
+                Kind::Chat => "chat.completion.chunk",
+                Kind::Text => "text_completion",
+            },
+            "created": self.answer.created,
+            "model": self.answer.model,
+            "system_fingerprint": null,
+        })
+    }
+}
+
+fn data(body: &Value) -> Event {
+    Event::default().data(body.to_string())
+}
+
+/// An error after the stream started: OpenAI's error object as the last event.
+fn error_event(e: ApiError) -> Event {
+    if e.status().is_server_error() {
+        tracing::warn!(status = e.status().as_u16(), error = ?e, "stream failed");
+    }
+    data(&e.body())
+}

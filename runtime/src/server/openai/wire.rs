@@ -1,0 +1,334 @@
+//! OpenAI's request shapes and their translation to the pool's [`Prompt`] and
+//! [`SamplingOverrides`]. Responses are built as JSON in [`super::generate`].
+//!
+//! Unknown fields are ignored, as OpenAI's own server does, so newer clients keep working;
+//! known fields we cannot honour are refused (see [`Sampling::overrides`]).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use slmfn_models::{Message, Prompt};
+
+use super::{invalid, unsupported};
+use crate::inference::SamplingOverrides;
+use crate::server::error::ApiError;
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ChatRequest {
+    pub(super) model: Option<String>,
+    pub(super) messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    pub(super) sampling: Sampling,
+    pub(super) max_completion_tokens: Option<u64>,
+    pub(super) response_format: Option<ResponseFormat>,
+    pub(super) tools: Option<Vec<Value>>,
+    pub(super) tool_choice: Option<Value>,
+}
+
+/// `POST /v1/completions`.
+#[derive(Debug, Deserialize)]
+pub(super) struct CompletionRequest {
+    pub(super) model: Option<String>,
+    pub(super) prompt: Option<Value>,
+    #[serde(flatten)]
+    pub(super) sampling: Sampling,
+    pub(super) echo: Option<bool>,
+    pub(super) best_of: Option<u32>,
+    pub(super) suffix: Option<String>,
+}
+
+/// `POST /v1/embeddings`.
+#[derive(Debug, Deserialize)]
+pub(super) struct EmbeddingRequest {
+    pub(super) model: Option<String>,
+    pub(super) input: Option<Value>,
+}
+
+/// The sampling and streaming fields both generation endpoints share.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Sampling {
+    max_tokens: Option<u64>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<i64>,
+    stop: Option<Stop>,
+    n: Option<u32>,
+    pub(super) stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    /// Extensions most local servers (llama.cpp, vLLM, Ollama) accept.
+    top_k: Option<u32>,
+    repeat_penalty: Option<f32>,
+    /// Refused unless neutral: the sampler has no frequency or presence penalty.
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    logit_bias: Option<HashMap<String, f32>>,
+    /// Refused when set: no log-probabilities are reported.
+    logprobs: Option<Value>,
+    top_logprobs: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ChatMessage {
+    role: String,
+    content: Option<Content>,
+    tool_calls: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+impl Sampling {
+    /// Whether the answer is streamed.
+    pub(super) fn stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether a streamed answer ends with a usage chunk.
+    pub(super) fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The call's overrides of the model's defaults; `max_tokens` is the request's token
+    /// bound (chat's `max_completion_tokens` wins over the older `max_tokens`).
+    pub(super) fn overrides(&self, max_tokens: Option<u64>) -> Result<SamplingOverrides, ApiError> {
+        match self.n {
+            None | Some(1) => {}
+            Some(n) => {
+                return Err(unsupported(
+                    "n",
+                    format!("n = {n} is not supported: this runtime returns exactly one choice"),
+                ));
+            }
+        }
+        let neutral = |v: Option<f32>| v.is_none_or(|v| v == 0.0);
+        if !neutral(self.frequency_penalty) {
+            return Err(unsupported(
+                "frequency_penalty",
+                "frequency_penalty is not supported (use repeat_penalty)",
+            ));
+        }
+        if !neutral(self.presence_penalty) {
+            return Err(unsupported(
+                "presence_penalty",
+                "presence_penalty is not supported (use repeat_penalty)",
+            ));
+        }
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(unsupported("logit_bias", "logit_bias is not supported"));
+        }
+        let wants_logprobs = match &self.logprobs {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(_) => true,
+        };
+        if wants_logprobs || self.top_logprobs.is_some_and(|n| n > 0) {
+            return Err(unsupported("logprobs", "logprobs are not supported"));
+        }
+        let max_tokens = max_tokens
+            .or(self.max_tokens)
+            .map(|v| usize::try_from(v).unwrap_or(usize::MAX));
+        if max_tokens == Some(0) {
+            return Err(invalid("max_tokens", "max_tokens must be at least 1"));
+        }
+        Ok(SamplingOverrides {
+            max_tokens,
+            max_tokens_cap: None,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k.map(|k| k as usize),
+            repeat_penalty: self.repeat_penalty,
+            // OpenAI seeds are signed; any 64 bits seed the RNG.
+            seed: self.seed.map(|s| s as u64),
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s.clone()],
+                Some(Stop::Many(v)) => v.clone(),
+            },
+        })
+    }
+}
+
+impl ChatRequest {
+    /// Refuses what would change the answer's form: JSON modes and tools.
+    pub(super) fn check_unsupported(&self) -> Result<(), ApiError> {
+        if let Some(f) = &self.response_format
+            && f.kind != "text"
+        {
+            return Err(unsupported(
+                "response_format",
+                format!(
+                    "response_format {:?} is not supported: constrained decoding (json_object, \
+                     json_schema) is not available in this runtime yet; use \"text\"",
+                    f.kind
+                ),
+            ));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(unsupported("tools", "tool calling is not supported"));
+        }
+        match &self.tool_choice {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s == "none" || s == "auto" => {}
+            Some(_) => {
+                return Err(unsupported("tool_choice", "tool calling is not supported"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The conversation as the pool's prompt.
+    pub(super) fn prompt(&self) -> Result<Prompt, ApiError> {
+        if self.messages.is_empty() {
+            return Err(invalid("messages", "messages must not be empty"));
+        }
+        let messages = self
+            .messages
+            .iter()
+            .map(ChatMessage::to_model)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Prompt::Chat(messages))
+    }
+}
+
+impl ChatMessage {
+    fn to_model(&self) -> Result<Message, ApiError> {
+        let role = match self.role.as_str() {
+            // OpenAI's newer name for system instructions; chat templates know `system`.
+            "developer" | "system" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            "tool" => "tool",
+            other => {
+                return Err(invalid(
+                    "messages",
+                    format!(
+                        "unknown message role {other:?} (use system, developer, user, assistant or tool)"
+                    ),
+                ));
+            }
+        };
+        if self.tool_calls.as_ref().is_some_and(|c| !c.is_null()) {
+            return Err(unsupported(
+                "messages",
+                "messages with tool_calls are not supported",
+            ));
+        }
+        let content = match &self.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
+                let mut texts = Vec::with_capacity(parts.len());
+                for part in parts {
+                    match (part.kind.as_str(), &part.text) {
+                        ("text", Some(t)) => texts.push(t.as_str()),
+                        ("text", None) => {
+                            return Err(invalid("messages", "a text content part needs `text`"));
+                        }
+                        (other, _) => {
+                            return Err(unsupported(
+                                "messages",
+                                format!(
+                                    "content parts of type {other:?} are not supported (text only)"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                texts.join("\n")
+            }
+        };
+        Ok(Message {
+            role: role.to_string(),
+            content,
+        })
+    }
+}
+
+impl CompletionRequest {
+    /// Refuses what would change the answer's form.
+    pub(super) fn check_unsupported(&self) -> Result<(), ApiError> {
+        if self.echo == Some(true) {
+            return Err(unsupported("echo", "echo is not supported"));
+        }
+        if self.best_of.is_some_and(|b| b > 1) {
+            return Err(unsupported("best_of", "best_of > 1 is not supported"));
+        }
+        if self.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(unsupported(
+                "suffix",
+                "suffix (fill-in-the-middle) is not supported",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The prompt: a string or a list of token ids, alone or as a one-element list (OpenAI
+    /// also allows a batch of prompts; that is `n > 1` in disguise and refused).
+    pub(super) fn prompt(&self) -> Result<Prompt, ApiError> {
+        match &self.prompt {
+            None => Err(invalid("prompt", "prompt is required")),
+            Some(Value::Array(items)) if items.len() == 1 && !items[0].is_u64() => {
+                single_prompt(&items[0])
+            }
+            Some(Value::Array(items)) if items.len() > 1 && !items.iter().all(Value::is_u64) => {
+                Err(unsupported(
+                    "prompt",
+                    "a batch of prompts is not supported: send one prompt per request",
+                ))
+            }
+            Some(v) => single_prompt(v),
+        }
+    }
+}
+
+fn single_prompt(value: &Value) -> Result<Prompt, ApiError> {
+    match value {
+        Value::String(s) => Ok(Prompt::Text(s.clone())),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => items
+            .iter()
+            .map(|t| {
+                t.as_u64()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .ok_or_else(|| invalid("prompt", format!("token id {t} is out of range")))
+            })
+            .collect::<Result<Vec<u32>, _>>()
+            .map(Prompt::Tokens),
+        _ => Err(invalid(
+            "prompt",
+            "prompt must be a string or a list of token ids",
+        )),
+    }
+}
