@@ -29,7 +29,7 @@ echo "model: $model"
 
 step "Starting the runtime on 127.0.0.1:$port (data dir $data_dir, model preloaded)"
 "$fn" serve --bind 127.0.0.1 --port "$port" --data-dir "$data_dir" \
-    --model "smollm2=$model" --preload smollm2 &
+    --model smollm2 --preload smollm2 &
 runtime=$!
 trap 'kill "$runtime" 2>/dev/null; wait "$runtime" 2>/dev/null' EXIT
 export SLMFN_URL="http://127.0.0.1:$port"

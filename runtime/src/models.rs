@@ -1,9 +1,15 @@
-//! Builds the warm model pool from the runtime configuration.
+//! Builds the warm model pool from the runtime configuration: which models to serve (the
+//! `--model` flags, a models file, else the default model when it is cached), where their
+//! verified files are, and the pool settings.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use slmfn_models::{KeepAlive, ModelPool, ModelSpec, PoolConfig};
+use slmfn_models::source::{
+    Catalog, ModelCache, ModelEntry, ModelSource, ModelsConfig as ModelsFile, SourceError,
+};
+use slmfn_models::{ModelPool, ModelSpec, PoolConfig};
 
 use crate::config::ModelsConfig;
 use crate::inference::{Inference, ModelError};
@@ -15,34 +21,86 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelsConfigError {
-    /// A preloaded or default model is not configured.
-    #[error("{what} model {name:?} is not configured (configured: {configured})")]
+    /// A preloaded or default model is not served.
+    #[error("{what} model {name:?} is not served (served: {served})")]
     Unknown {
         /// `preload` or `default`.
         what: &'static str,
         /// The name.
         name: String,
-        /// The configured names.
-        configured: String,
+        /// The served names.
+        served: String,
     },
-    /// `--model-keep-alive` is not a number of seconds, `0` or `forever`.
-    #[error("invalid --model-keep-alive {0:?}: use seconds, 0 or forever")]
-    KeepAlive(String),
+    /// A source, name, file or cache problem (not pulled, digest mismatch, ...).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A local model file is missing.
+    #[error("model {name:?}: {path} does not exist")]
+    MissingFile {
+        /// The model.
+        name: String,
+        /// The path.
+        path: PathBuf,
+    },
     /// The pool refused the specs.
     #[error(transparent)]
     Pool(#[from] ModelError),
 }
 
-/// The inference service for `config`, or `None` when no model is configured.
+/// The inference service for `config`, or `None` when there is no model to serve.
+/// Blocking (reads sidecars, may hash files): call it off the async workers.
 pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConfigError> {
-    if config.models.is_empty() {
-        return Ok(None);
+    let catalog = Catalog::with_models_file(config.models_file.as_deref())?;
+    let cache = match &config.models_dir {
+        Some(dir) => ModelCache::new(dir),
+        None => ModelCache::from_env()?,
+    };
+    let keep_alive = slmfn_models::source::parse_keep_alive(&config.model_keep_alive)?;
+    let mut entries: Vec<ModelEntry> = Vec::new();
+    for arg in &config.models {
+        let mut entry = match arg.split_once('=') {
+            Some((name, source)) => {
+                let source: ModelSource = source.parse()?;
+                // A source the catalog pins keeps its digest under the new name.
+                let mut entry = catalog
+                    .resolve(&source.to_string())
+                    .unwrap_or_else(|_| ModelEntry::new(name, source));
+                entry.name = name.to_string();
+                entry
+            }
+            None => catalog.resolve(arg)?,
+        };
+        entry.keep_alive = keep_alive;
+        entry.parallel = config.model_parallel.max(1);
+        entry.queue_depth = config.model_queue_depth;
+        entries.push(entry);
     }
-    let names: Vec<&str> = config.models.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some(file) = &config.models_file {
+        for entry in ModelsFile::load(file)?.entries()? {
+            if !entries.iter().any(|e| e.name == entry.name) {
+                entries.push(entry);
+            }
+        }
+    }
+    if entries.is_empty() {
+        // No flags: serve the default model if it was pulled, else run without models.
+        match catalog.default_entry() {
+            Some(default) if cache.verify(default).is_ok() => entries.push(default.clone()),
+            Some(default) => {
+                tracing::info!(
+                    model = %default.name,
+                    "default model not in the cache; inference is unavailable (run `fn models pull`)"
+                );
+                return Ok(None);
+            }
+            None => return Ok(None),
+        }
+    }
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     let unknown = |what, name: &str| ModelsConfigError::Unknown {
         what,
         name: name.to_string(),
-        configured: names.join(", "),
+        served: names.join(", "),
     };
     for p in &config.preload {
         if !names.contains(&p.as_str()) {
@@ -54,25 +112,15 @@ pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConf
         Some(d) => d.clone(),
         None => names[0].to_string(),
     };
-    let keep_alive = match config.model_keep_alive.as_str() {
-        "forever" => KeepAlive::Forever,
-        s => KeepAlive::For(Duration::from_secs(
-            s.parse()
-                .map_err(|_| ModelsConfigError::KeepAlive(s.to_string()))?,
-        )),
-    };
-    let specs = config
-        .models
+    let specs = entries
         .iter()
-        .map(|(name, path)| {
-            let mut spec = ModelSpec::new(name.clone(), path.clone());
-            spec.keep_alive = keep_alive;
-            spec.preload = config.preload.contains(name);
-            spec.parallel = config.model_parallel.max(1);
-            spec.queue_depth = config.model_queue_depth;
-            spec
+        .map(|entry| {
+            let mut spec = spec_for(&cache, entry)?;
+            spec.preload |= config.preload.contains(&entry.name);
+            tracing::info!(model = %spec.name, path = %spec.path.display(), preload = spec.preload, "serving model");
+            Ok(spec)
         })
-        .collect();
+        .collect::<Result<Vec<_>, ModelsConfigError>>()?;
     let pool = ModelPool::new(
         PoolConfig {
             memory_budget: config.models_memory_mb << 20,
@@ -84,4 +132,21 @@ pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConf
         Arc::new(pool),
         Some(default),
     ))))
+}
+
+/// A local file is used in place (and must exist); other sources must be in the cache, their
+/// digest verified.
+fn spec_for(cache: &ModelCache, entry: &ModelEntry) -> Result<ModelSpec, ModelsConfigError> {
+    match &entry.source {
+        ModelSource::Local(path) if entry.sha256.is_none() => {
+            if !path.is_file() {
+                return Err(ModelsConfigError::MissingFile {
+                    name: entry.name.clone(),
+                    path: path.clone(),
+                });
+            }
+            Ok(entry.to_spec(path))
+        }
+        _ => Ok(cache.verified_spec(entry)?),
+    }
 }

@@ -46,7 +46,10 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
     let registry = tokio::task::spawn_blocking(move || Registry::open(&dir))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let inference = crate::models::build(&config.models)?;
+    let models = config.models.clone();
+    let inference = tokio::task::spawn_blocking(move || crate::models::build(&models))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
     let host = Host::new(registry.clone(), config.k_sink.clone(), inference.clone())?;
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
