@@ -121,6 +121,12 @@ pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConf
             Ok(spec)
         })
         .collect::<Result<Vec<_>, ModelsConfigError>>()?;
+    let device = slmfn_models::device::default_device();
+    tracing::info!(
+        device = %slmfn_models::device::describe(&device),
+        gpu_support = slmfn_models::device::gpu_support(),
+        "inference device"
+    );
     let pool = ModelPool::new(
         PoolConfig {
             memory_budget: config.models_memory_mb << 20,

@@ -22,6 +22,7 @@
 //! - [`source`]: where model files come from ([`ModelSource`]: local path, `hf://`,
 //!   `pypi://`), the [`Catalog`] of named, digest-pinned [`ModelEntry`]s (default `smollm2`),
 //!   and the [`ModelCache`] that pulls, verifies and keeps them.
+//! - [`device`]: CPU, or CUDA with the `cuda` feature.
 //! - [`error`]: the [`Error`] enum and its policy.
 //! - `testing` (feature `test-util`): a tiny random llama written as a real GGUF file.
 //!
@@ -46,6 +47,7 @@
 //! # Ok::<(), slmfn_models::Error>(())
 //! ```
 
+pub mod device;
 pub mod error;
 pub mod gguf;
 mod llama;

@@ -19,7 +19,7 @@ pub struct LoadOptions {
     /// Cap on the served context window (the model's own and candle's limits still apply).
     /// Smaller windows bound the KV cache a session may grow to.
     pub context_length: Option<usize>,
-    /// Where the weights live. CPU unless candle was built with a GPU feature.
+    /// Where the weights live: [`crate::device::default_device`] (CPU unless built with `cuda`).
     pub device: Device,
     /// Keep `f32` copies of the weight matrices to process prompts with dense matrix products:
     /// several times faster prefill and an exact first token (quantized kernels round the
@@ -32,7 +32,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             context_length: None,
-            device: Device::Cpu,
+            device: crate::device::default_device(),
             dense_prefill: true,
         }
     }
