@@ -13,3 +13,4 @@ mod host;
 mod inference;
 mod isolation;
 mod load;
+mod openai;

@@ -56,9 +56,10 @@ fn check(
                         "the {api} needs `Authorization: Bearer <token>` (set SLMFN_TOKEN for the CLI)"
                     ),
                 )),
-                Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => Err(
-                    ApiError::new(StatusCode::FORBIDDEN, format!("the {api} token is wrong")),
-                ),
+                Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the {api} token is wrong"),
+                )),
                 Some(_) => Ok(()),
             }
         }
