@@ -260,7 +260,16 @@ async fn start_wasmtime(program: &Path, dir: &Path) -> Result<Server> {
         Path::new(&component).exists(),
         "{component}: build the guests (benches/run.sh)"
     );
-    let args = ["serve".into(), "--addr".into(), addr.to_string(), component];
+    // `-S cli`: Rust's std for wasm32-wasip2 imports `wasi:cli/environment`, which is outside
+    // the `wasi:http/proxy` world that `wasmtime serve` links by default.
+    let args = [
+        "serve".into(),
+        "-S".into(),
+        "cli".into(),
+        "--addr".into(),
+        addr.to_string(),
+        component,
+    ];
     let child = Server::spawn("wasmtime serve", program, &args, &dir.join("wasmtime.log"))?;
     let mut server = Server {
         label: "wasmtime serve",

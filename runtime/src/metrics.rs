@@ -478,3 +478,55 @@ impl Collector for PoolCollector {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use slmfn_models::{Completion, FinishReason, Usage};
+
+    use super::*;
+
+    #[test]
+    fn generations_count_tokens_and_time_to_first_token_including_the_wait() {
+        let metrics = GenerationMetrics::default();
+        let completion = Completion {
+            text: "secret answer".into(),
+            finish_reason: FinishReason::Stop,
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 3,
+                prompt_duration: Duration::from_millis(20),
+                time_to_first_token: Duration::from_millis(30),
+                duration: Duration::from_millis(100),
+            },
+            tokens: vec![1, 2, 3],
+        };
+        // Submitted 1 s before the end, of which the session ran 100 ms: 900 ms waiting.
+        metrics.record_generation("m", &Ok(completion), Duration::from_secs(1), false);
+        metrics.record_generation(
+            "m",
+            &Err(ModelError::InvalidInput("x".into())),
+            Duration::ZERO,
+            false,
+        );
+        metrics.record_cancelled("m");
+        let mut registry = Registry::with_prefix("slmfn");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"slmfn_prompt_tokens_total{model="m"} 10"#,
+            r#"slmfn_completion_tokens_total{model="m"} 3"#,
+            r#"slmfn_generations_total{model="m",outcome="stop"} 1"#,
+            r#"slmfn_generations_total{model="m",outcome="error"} 1"#,
+            r#"slmfn_generations_total{model="m",outcome="cancelled"} 1"#,
+            r#"slmfn_time_to_first_token_seconds_sum{model="m"} 0.93"#,
+            r#"slmfn_time_to_first_token_seconds_bucket{le="1.0",model="m"} 1"#,
+            r#"slmfn_time_to_first_token_seconds_bucket{le="0.5",model="m"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("secret"));
+    }
+}

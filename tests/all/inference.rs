@@ -4,22 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::support::{Options, Runtime, fn_cli, guests, repo};
-
-/// The real default model, fetched by `scripts/fetch-model.sh` (the test command runs it).
-fn real_model() -> PathBuf {
-    let path = std::env::var("SLMFN_MODEL_PATH").expect(
-        "SLMFN_MODEL_PATH is not set: run the tests with ./scripts/test.sh (it fetches the model), \
-         or set it to SmolLM2-135M-Instruct.Q4_1.gguf",
-    );
-    let path = PathBuf::from(path);
-    assert!(
-        path.is_file(),
-        "SLMFN_MODEL_PATH {} is not a file",
-        path.display()
-    );
-    path
-}
+use crate::support::{Options, Runtime, fn_cli, guests, real_model, repo};
 
 fn tiny_model(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("tiny.gguf");

@@ -279,3 +279,18 @@ impl Runtime {
         let _ = self.child.wait();
     }
 }
+
+/// The real default model, fetched by `scripts/fetch-model.sh` (the test command runs it).
+pub fn real_model() -> std::path::PathBuf {
+    let path = std::env::var("SLMFN_MODEL_PATH").expect(
+        "SLMFN_MODEL_PATH is not set: run the tests with ./scripts/test.sh (it fetches the model), \
+         or set it to SmolLM2-135M-Instruct.Q4_1.gguf",
+    );
+    let path = std::path::PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "SLMFN_MODEL_PATH {} is not a file",
+        path.display()
+    );
+    path
+}

@@ -16,7 +16,9 @@ fn select() -> Device {
     #[cfg(feature = "cuda")]
     match Device::new_cuda(0) {
         Ok(device) => return device,
-        Err(e) => eprintln!("slmfn-models: built with CUDA but no GPU is usable ({e}); using the CPU"),
+        Err(e) => {
+            eprintln!("slmfn-models: built with CUDA but no GPU is usable ({e}); using the CPU")
+        }
     }
     Device::Cpu
 }
@@ -35,7 +37,11 @@ pub fn describe(device: &Device) -> String {
 
 /// Whether this build can use a GPU at all (the `cuda` feature).
 pub const fn gpu_support() -> &'static str {
-    if cfg!(feature = "cuda") { "cuda" } else { "none (CPU-only build; rebuild with --features cuda)" }
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else {
+        "none (CPU-only build; rebuild with --features cuda)"
+    }
 }
 
 #[cfg(test)]

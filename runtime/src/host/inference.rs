@@ -58,7 +58,7 @@ impl InferenceCtx {
                     "no model named and fn.toml sets no `[models] default`".into()
                 })
             })?;
-        if !allowed.iter().any(|m| *m == model) {
+        if !allowed.contains(&model) {
             return Err(Error::ModelNotFound(format!(
                 "model {model:?} is not allowed for this function (add it to `[models] allowed` in fn.toml)"
             )));

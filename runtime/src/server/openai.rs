@@ -51,9 +51,11 @@ pub(super) const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// timeout, past which the answer has nowhere to go anyway.
 pub(super) const GENERATION_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Where generation runs, as reported by `/v1/models`. Only the CPU build exists so far; the
-/// `cuda` feature of the model crate is to report its device here.
-pub(super) const DEVICE: &str = "cpu";
+/// Where generation runs, as reported by `/v1/models`: `cpu`, or `cuda:N` in a `cuda` build
+/// with a usable GPU.
+pub(super) fn device() -> String {
+    slmfn_models::device::describe(&slmfn_models::device::default_device())
+}
 
 /// The `/v1` routes, guarded by [`super::auth::openai`] and counted in `metrics`.
 pub(super) fn routes(state: &AppState, metrics: Arc<Metrics>) -> Router<AppState> {

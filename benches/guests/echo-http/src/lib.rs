@@ -1,7 +1,9 @@
 //! Benchmark guest: the `wasi:http/proxy` twin of `echo-agent`, 200 "hello" (text/plain) for
 //! every request, served by `wasmtime serve`.
 
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct Echo;
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use slmfn_models::{ModelState, ModelStatus};
 
 use super::wire::EmbeddingRequest;
-use super::{DEVICE, OpenAiJson, error, invalid, resolve_model};
+use super::{OpenAiJson, device, error, invalid, resolve_model};
 use crate::inference::Inference;
 use crate::server::AppState;
 use crate::server::error::ApiError;
@@ -73,7 +73,7 @@ fn model_json(inference: &Inference, s: &ModelStatus) -> Value {
             ModelState::Idle => "idle",
             ModelState::Busy => "busy",
         },
-        "device": DEVICE,
+        "device": device(),
         "memory_bytes": s.memory_bytes,
         "sessions": s.parallel,
         "sessions_busy": s.busy_sessions,

@@ -332,3 +332,66 @@ fn single_prompt(value: &Value) -> Result<Prompt, ApiError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn chat(body: Value) -> ChatRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn stop_is_a_string_or_a_list_and_newer_token_bound_wins() {
+        let req = chat(json!({"messages": [], "stop": "\n", "max_tokens": 5, "seed": -1}));
+        let o = req.sampling.overrides(None).unwrap();
+        assert_eq!(o.stop, vec!["\n"]);
+        assert_eq!(o.max_tokens, Some(5));
+        assert_eq!(o.seed, Some(u64::MAX));
+        let req = chat(json!({"messages": [], "stop": ["a", "b"], "max_tokens": 5,
+                              "max_completion_tokens": 7}));
+        let o = req.sampling.overrides(req.max_completion_tokens).unwrap();
+        assert_eq!(o.stop, vec!["a", "b"]);
+        assert_eq!(o.max_tokens, Some(7));
+    }
+
+    #[test]
+    fn messages_map_roles_and_join_text_parts() {
+        let req = chat(json!({"messages": [
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": null},
+        ]}));
+        let Prompt::Chat(messages) = req.prompt().unwrap() else {
+            panic!("a chat prompt")
+        };
+        let flat: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        assert_eq!(
+            flat,
+            [("system", "be brief"), ("user", "a\nb"), ("assistant", "")]
+        );
+    }
+
+    #[test]
+    fn completion_prompts_are_text_or_tokens_one_at_a_time() {
+        let prompt = |p: Value| {
+            serde_json::from_value::<CompletionRequest>(json!({ "prompt": p }))
+                .unwrap()
+                .prompt()
+        };
+        assert_eq!(prompt(json!("hi")).unwrap(), Prompt::Text("hi".into()));
+        assert_eq!(prompt(json!(["hi"])).unwrap(), Prompt::Text("hi".into()));
+        assert_eq!(prompt(json!([1, 2])).unwrap(), Prompt::Tokens(vec![1, 2]));
+        assert_eq!(prompt(json!([[1, 2]])).unwrap(), Prompt::Tokens(vec![1, 2]));
+        assert_eq!(prompt(json!(["a", "b"])).unwrap_err().status(), 400);
+        assert_eq!(prompt(json!([[1], [2]])).unwrap_err().status(), 400);
+        assert_eq!(prompt(json!([])).unwrap_err().status(), 400);
+        assert_eq!(prompt(json!(5_000_000_000u64)).unwrap_err().status(), 400);
+        assert_eq!(prompt(json!([5_000_000_000u64])).unwrap_err().status(), 400);
+    }
+}

@@ -1,0 +1,721 @@
+//! The OpenAI-compatible API (`/v1`) and `/metrics` of a real runtime process: error shapes,
+//! SSE framing, auth and overload on a tiny model the test writes; the official `openai`
+//! Python client and client-disconnect cancellation against the real SmolLM2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+
+use crate::support::{Options, Runtime, guests, real_model};
+
+const CHAT: &str = "/v1/chat/completions";
+
+/// A runtime serving a freshly written tiny model as `tiny`.
+fn tiny_runtime(options: Options) -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    slmfn_models::testing::TinyModel::default()
+        .write(&model)
+        .unwrap();
+    let mut extra = vec!["--model".to_string(), format!("tiny={}", model.display())];
+    extra.extend(options.extra_args);
+    let rt = Runtime::start(
+        &dir.path().join("data"),
+        Options {
+            extra_args: extra,
+            ..options
+        },
+    )
+    .unwrap();
+    (rt, dir)
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// POSTs JSON to `path`; returns the status, the `Retry-After` header and the body text.
+fn post(rt: &Runtime, path: &str, body: &Value) -> (u16, Option<String>, String) {
+    let mut req = client().post(format!("{}{path}", rt.url)).json(body);
+    if let Some(t) = &rt.token {
+        req = req.bearer_auth(t);
+    }
+    split(req.send().unwrap())
+}
+
+fn split(resp: Response) -> (u16, Option<String>, String) {
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry, resp.text().unwrap())
+}
+
+fn post_json(rt: &Runtime, path: &str, body: &Value) -> (u16, Value) {
+    let (status, _, text) = post(rt, path, body);
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{path} answered {status} with non-JSON {text:?}: {e}"));
+    (status, value)
+}
+
+fn get(rt: &Runtime, path: &str) -> (u16, String, String) {
+    let resp = client().get(format!("{}{path}", rt.url)).send().unwrap();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (resp.status().as_u16(), content_type, resp.text().unwrap())
+}
+
+/// Asserts OpenAI's error shape and returns the error object.
+#[track_caller]
+fn openai_error(body: &Value, code: &str) -> Value {
+    let error = &body["error"];
+    assert!(error.is_object(), "not OpenAI's error shape: {body}");
+    for key in ["message", "type", "param", "code"] {
+        assert!(error.get(key).is_some(), "error lacks {key:?}: {body}");
+    }
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(error["code"], code, "{body}");
+    error.clone()
+}
+
+/// Splits an SSE body into its `data:` payloads, checking the framing: every event is one
+/// `data: ` line followed by a blank line.
+#[track_caller]
+fn sse_payloads(body: &str) -> Vec<String> {
+    assert!(
+        body.ends_with("\n\n"),
+        "SSE body must end with a blank line: {body:?}"
+    );
+    body.trim_end_matches('\n')
+        .split("\n\n")
+        .map(|event| {
+            let payload = event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("event is not a data line: {event:?}"));
+            assert!(!payload.contains('\n'), "one line per event: {event:?}");
+            payload.to_string()
+        })
+        .collect()
+}
+
+/// The value of one sample line of the metrics text, if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn chat_and_completions_answer_whole_and_streamed_in_openai_shapes() {
+    let (rt, _dir) = tiny_runtime(Options::default());
+
+    let (s, _, models) = get(&rt, "/v1/models");
+    assert_eq!(s, 200, "{models}");
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "tiny");
+    assert_eq!(models["data"][0]["object"], "model");
+    assert_eq!(models["data"][0]["device"], "cpu");
+    assert_eq!(models["data"][0]["state"], "unloaded");
+    let (s, _, one) = get(&rt, "/v1/models/tiny");
+    assert_eq!(s, 200, "{one}");
+
+    // A whole chat completion; `model` omitted means the runtime's default.
+    let request = json!({
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}],
+        "temperature": 0,
+        "max_tokens": 12,
+    });
+    let (s, whole) = post_json(&rt, CHAT, &request);
+    assert_eq!(s, 200, "{whole}");
+    assert_eq!(whole["object"], "chat.completion");
+    assert_eq!(whole["model"], "tiny");
+    assert!(whole["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let choice = &whole["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert!(["stop", "length"].contains(&choice["finish_reason"].as_str().unwrap()));
+    let text = choice["message"]["content"].as_str().unwrap().to_string();
+    let usage = &whole["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+
+    // The same request streamed: role chunk, content chunks, finish chunk, usage chunk, [DONE].
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let resp = client()
+        .post(format!("{}{CHAT}", rt.url))
+        .json(&streamed)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let payloads = sse_payloads(&resp.text().unwrap());
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert!(chunks.iter().all(|c| c["id"] == chunks[0]["id"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(joined, text, "greedy streaming must match the whole answer");
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["usage"], *usage);
+    let finish = &chunks[chunks.len() - 2]["choices"][0];
+    assert_eq!(finish["finish_reason"], choice["finish_reason"]);
+    assert_eq!(finish["delta"], json!({}));
+    // Without include_usage there is no usage chunk.
+    streamed["stream_options"] = json!(null);
+    let (s, _, body) = post(&rt, CHAT, &streamed);
+    assert_eq!(s, 200);
+    let payloads = sse_payloads(&body);
+    let last: Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
+    assert!(last["choices"][0]["finish_reason"].is_string(), "{last}");
+    assert!(last.get("usage").is_none(), "{last}");
+
+    // Text completions, whole and streamed; a stop string as a plain string.
+    let request = json!({"model": "tiny", "prompt": "hello world", "temperature": 0, "max_tokens": 10, "stop": "zzz"});
+    let (s, whole) = post_json(&rt, "/v1/completions", &request);
+    assert_eq!(s, 200, "{whole}");
+    assert_eq!(whole["object"], "text_completion");
+    assert!(whole["id"].as_str().unwrap().starts_with("cmpl-"));
+    let text = whole["choices"][0]["text"].as_str().unwrap();
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let (s, _, body) = post(&rt, "/v1/completions", &streamed);
+    assert_eq!(s, 200, "{body}");
+    let payloads = sse_payloads(&body);
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    let joined: String = payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str::<Value>(p).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(joined, text);
+    // Token ids as the prompt.
+    let (s, body) = post_json(
+        &rt,
+        "/v1/completions",
+        &json!({"prompt": [5, 6, 7], "max_tokens": 3, "temperature": 0}),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens"], 3);
+    // The state after use.
+    let (_, _, models) = get(&rt, "/v1/models");
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["data"][0]["state"], "idle");
+}
+
+#[test]
+fn errors_have_openai_shapes_and_statuses() {
+    let (rt, _dir) = tiny_runtime(Options::default());
+    let hello = json!([{"role": "user", "content": "hello"}]);
+
+    // Unknown model: 404 model_not_found, whatever else is wrong with the request.
+    let (s, body) = post_json(&rt, CHAT, &json!({"model": "gpt-4o", "messages": []}));
+    assert_eq!(s, 404, "{body}");
+    let e = openai_error(&body, "model_not_found");
+    assert_eq!(e["param"], "model");
+    assert_eq!(e["type"], "invalid_request_error");
+    assert!(e["message"].as_str().unwrap().contains("gpt-4o"));
+    let (s, _, _) = get(&rt, "/v1/models/gpt-4o");
+    assert_eq!(s, 404);
+
+    // Parameters we cannot honour are refused, not ignored.
+    let refused = [
+        (json!({"messages": hello, "n": 2}), "n"),
+        (
+            json!({"messages": hello, "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            json!({"messages": hello, "presence_penalty": 0.5}),
+            "presence_penalty",
+        ),
+        (json!({"messages": hello, "logprobs": true}), "logprobs"),
+        (
+            json!({"messages": hello, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "tools",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            "messages",
+        ),
+    ];
+    for (request, param) in refused {
+        let (s, body) = post_json(&rt, CHAT, &request);
+        assert_eq!(s, 400, "{request}: {body}");
+        let e = openai_error(&body, "unsupported_parameter");
+        assert_eq!(e["param"], param, "{body}");
+    }
+    // Neutral values of unsupported knobs pass (clients send them by default).
+    let (s, body) = post_json(
+        &rt,
+        CHAT,
+        &json!({"messages": hello, "n": 1, "presence_penalty": 0, "frequency_penalty": 0,
+                "response_format": {"type": "text"}, "max_tokens": 2, "user": "u1"}),
+    );
+    assert_eq!(s, 200, "{body}");
+
+    // Invalid values.
+    let invalid = [
+        (json!({"messages": []}), "messages"),
+        (
+            json!({"messages": [{"role": "wizard", "content": "x"}]}),
+            "messages",
+        ),
+        (json!({"messages": hello, "max_tokens": 0}), "max_tokens"),
+        (
+            json!({"messages": hello, "max_completion_tokens": 0}),
+            "max_tokens",
+        ),
+    ];
+    for (request, param) in invalid {
+        let (s, body) = post_json(&rt, CHAT, &request);
+        assert_eq!(s, 400, "{request}: {body}");
+        assert_eq!(openai_error(&body, "invalid_value")["param"], param);
+    }
+    let (s, body) = post_json(&rt, CHAT, &json!({"messages": hello, "temperature": -1}));
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("temperature")
+    );
+    let (s, body) = post_json(&rt, CHAT, &json!({"messages": hello, "max_tokens": 100000}));
+    assert_eq!(s, 400, "{body}");
+    openai_error(&body, "context_length_exceeded");
+    // The same overflow streamed still gets its status: it happens before any text.
+    let (s, _, text) = post(
+        &rt,
+        CHAT,
+        &json!({"messages": hello, "max_tokens": 100000, "stream": true}),
+    );
+    assert_eq!(s, 400, "{text}");
+    let (s, body) = post_json(&rt, "/v1/completions", &json!({"prompt": ["a", "b"]}));
+    assert_eq!(s, 400, "{body}");
+    openai_error(&body, "unsupported_parameter");
+
+    // Malformed bodies.
+    let resp = client()
+        .post(format!("{}{CHAT}", rt.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    let (s, _, text) = split(resp);
+    assert_eq!(s, 400);
+    openai_error(&serde_json::from_str(&text).unwrap(), "invalid_json");
+    let big = json!({"messages": [{"role": "user", "content": "x".repeat(1100 * 1024)}]});
+    let (s, body) = post_json(&rt, CHAT, &big);
+    assert_eq!(s, 413, "{body}");
+    openai_error(&body, "request_too_large");
+
+    // Embeddings: honest errors, never vectors.
+    let (s, body) = post_json(
+        &rt,
+        "/v1/embeddings",
+        &json!({"model": "tiny", "input": "hi"}),
+    );
+    assert_eq!(s, 400, "{body}");
+    let e = openai_error(&body, "model_not_embedding");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an embedding model")
+    );
+    let (s, body) = post_json(
+        &rt,
+        "/v1/embeddings",
+        &json!({"model": "all-minilm", "input": ["a", "b"]}),
+    );
+    assert_eq!(s, 404, "{body}");
+    let e = openai_error(&body, "model_not_found");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("no embedding models")
+    );
+    let (s, body) = post_json(&rt, "/v1/embeddings", &json!({"model": "tiny"}));
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(openai_error(&body, "invalid_value")["param"], "input");
+
+    // Unknown /v1 routes answer in OpenAI's shape too.
+    let (s, body) = post_json(&rt, "/v1/images/generations", &json!({}));
+    assert_eq!(s, 404, "{body}");
+    assert!(body["error"]["message"].is_string());
+}
+
+#[test]
+fn the_token_guards_v1_but_not_metrics() {
+    let (rt, _dir) = tiny_runtime(Options {
+        token: Some("s3cret".into()),
+        ..Options::default()
+    });
+    let request = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let url = format!("{}{CHAT}", rt.url);
+    let (s, _, body) = split(client().post(&url).json(&request).send().unwrap());
+    assert_eq!(s, 401, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        openai_error(&body, "invalid_api_key")["type"],
+        "authentication_error"
+    );
+    let (s, _, body) = split(
+        client()
+            .post(&url)
+            .bearer_auth("wrong")
+            .json(&request)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(s, 403, "{body}");
+    let (s, _, body) = post(&rt, CHAT, &request);
+    assert_eq!(s, 200, "{body}");
+    let (s, _, _) = get(&rt, "/v1/models");
+    assert_eq!(s, 401);
+    let (s, _, _) = get(&rt, "/metrics");
+    assert_eq!(s, 200, "Prometheus scrapes /metrics without a token");
+}
+
+#[test]
+fn beyond_the_queue_the_api_answers_429_with_retry_after() {
+    let (rt, _dir) = tiny_runtime(Options {
+        extra_args: ["--model-parallel", "1", "--model-queue-depth", "1"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    let rt = Arc::new(rt);
+    // As in the WIT test: bursts of 8 long generations against one session and a queue of
+    // one; bursts repeat (bounded) in case one drains before the next call arrives.
+    for _round in 0..5 {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let rt = rt.clone();
+                std::thread::spawn(move || {
+                    post(
+                        &rt,
+                        CHAT,
+                        &json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 64}),
+                    )
+                })
+            })
+            .collect();
+        let results: Vec<_> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+        assert!(
+            results.iter().all(|(s, _, _)| *s == 200 || *s == 429),
+            "{results:?}"
+        );
+        if let Some((_, retry, body)) = results.iter().find(|(s, _, _)| *s == 429) {
+            assert_eq!(retry.as_deref(), Some("1"), "429 needs Retry-After");
+            let body: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                openai_error(&body, "model_overloaded")["type"],
+                "rate_limit_error"
+            );
+            let (_, _, metrics) = get(&rt, "/metrics");
+            assert!(sample(&metrics, "slmfn_pool_rejected_total").unwrap() >= 1.0);
+            return;
+        }
+    }
+    panic!("with one session and a queue of one, bursts of 8 must see 429");
+}
+
+#[test]
+fn without_models_generation_is_503_and_the_list_is_empty() {
+    let data = tempfile::tempdir().unwrap();
+    // An empty model cache: the default model is served when cached, and it must not be.
+    let cache = data.path().join("models");
+    let rt = Runtime::start(
+        &data.path().join("data"),
+        Options {
+            extra_args: vec!["--models-dir".into(), cache.display().to_string()],
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let (s, body) = post_json(
+        &rt,
+        CHAT,
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(openai_error(&body, "no_models")["type"], "server_error");
+    let (s, _, list) = get(&rt, "/v1/models");
+    assert_eq!(s, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap(),
+        json!({"object": "list", "data": []})
+    );
+    let (s, body) = post_json(&rt, "/v1/embeddings", &json!({"model": "x", "input": "hi"}));
+    assert_eq!(s, 404, "{body}");
+    // /metrics still answers, with what there is.
+    let (s, content_type, metrics) = get(&rt, "/metrics");
+    assert_eq!(s, 200);
+    assert!(content_type.starts_with("application/openmetrics-text"));
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+}
+
+#[test]
+fn metrics_count_invocations_generations_and_the_pool_without_prompts() {
+    let (rt, _dir) = tiny_runtime(Options::default());
+    // A generation through the OpenAI API, with a prompt that must never reach /metrics.
+    let secret = "the-launch-code-is-0000";
+    let (s, body) = post_json(
+        &rt,
+        CHAT,
+        &json!({"messages": [{"role": "user", "content": secret}], "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(s, 200, "{body}");
+    // A generation through the WIT interface of a deployed agent.
+    let manifest = "name = \"tb\"\n[models]\nallowed = [\"tiny\"]\n";
+    let (s, body) = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rt.deploy("tb", manifest, &guests().testbed))
+        .unwrap();
+    assert_eq!(s, 201, "{body}");
+    let resp = client()
+        .post(format!("{}/fn/tb/chat", rt.url))
+        .body(r#"{"prompt": "hello", "max_tokens": 8}"#)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client()
+        .post(format!("{}/fn/nobody/chat", rt.url))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    let (s, content_type, metrics) = get(&rt, "/metrics");
+    assert_eq!(s, 200);
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(!metrics.contains(secret), "prompts never reach /metrics");
+    assert!(
+        !metrics.contains("nobody"),
+        "undeployed names are not labels"
+    );
+    let value = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    assert_eq!(
+        value(r#"slmfn_invocations_total{function="tb",status="200"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"slmfn_invocation_duration_seconds_count{function="tb"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"slmfn_openai_requests_total{endpoint="/v1/chat/completions",status="200"}"#),
+        1.0
+    );
+    // Both generations, whichever adapter started them.
+    let finished: f64 = ["stop", "length"]
+        .iter()
+        .filter_map(|o| {
+            sample(
+                &metrics,
+                &format!(r#"slmfn_generations_total{{model="tiny",outcome="{o}"}}"#),
+            )
+        })
+        .sum();
+    assert_eq!(finished, 2.0, "{metrics}");
+    assert!(value(r#"slmfn_prompt_tokens_total{model="tiny"}"#) > 2.0);
+    assert!(value(r#"slmfn_completion_tokens_total{model="tiny"}"#) >= 2.0);
+    assert_eq!(
+        value(r#"slmfn_time_to_first_token_seconds_count{model="tiny"}"#),
+        2.0
+    );
+    // The pool, read at scrape time.
+    assert_eq!(value("slmfn_models_loaded"), 1.0);
+    assert_eq!(
+        value(r#"slmfn_model_state{model="tiny",state="idle"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"slmfn_model_state{model="tiny",state="busy"}"#),
+        0.0
+    );
+    assert_eq!(value(r#"slmfn_model_loads_total{model="tiny"}"#), 1.0);
+    assert!(value(r#"slmfn_model_memory_bytes{model="tiny"}"#) > 0.0);
+    assert_eq!(value(r#"slmfn_model_sessions_busy{model="tiny"}"#), 0.0);
+    assert_eq!(value(r#"slmfn_model_queue_depth{model="tiny"}"#), 0.0);
+    assert!(value(r#"slmfn_model_load_duration_seconds{model="tiny"}"#) > 0.0);
+    assert_eq!(value("slmfn_pool_misses_total"), 1.0);
+    assert_eq!(value("slmfn_pool_hits_total"), 1.0);
+    assert_eq!(value("slmfn_pool_evictions_total"), 0.0);
+    assert_eq!(value("slmfn_pool_rejected_total"), 0.0);
+    assert!(value("slmfn_pool_memory_budget_bytes") > 0.0);
+    assert!(metrics.ends_with("# EOF\n"));
+}
+
+/// A venv with the official `openai` client, made once per target dir.
+fn openai_python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
+        let python = venv.join("bin/python");
+        let importable = |python: &Path| {
+            Command::new(python)
+                .args(["-c", "import openai"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !importable(&python) {
+            let out = Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv)
+                .output()
+                .expect("running python3 -m venv");
+            assert!(
+                out.status.success(),
+                "python3 -m venv failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "openai"])
+                .output()
+                .expect("running pip");
+            assert!(
+                out.status.success(),
+                "pip install openai failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                importable(&python),
+                "openai is not importable after pip install"
+            );
+        }
+        python
+    })
+}
+
+#[test]
+fn the_official_openai_python_client_chats_with_the_real_model() {
+    let model = real_model();
+    let python = openai_python();
+    let data = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(
+        data.path(),
+        Options {
+            token: Some("sk-test".into()),
+            extra_args: vec![
+                "--model".into(),
+                format!("smollm2={}", model.display()),
+                "--preload".into(),
+                "smollm2".into(),
+            ],
+        },
+    )
+    .unwrap();
+    let out = Command::new(python)
+        .arg(crate::support::repo().join("tests/clients/openai_client.py"))
+        .args(["--base-url", &format!("{}/v1", rt.url)])
+        .args(["--api-key", "sk-test", "--model", "smollm2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "openai client checks failed:\n{stdout}\n{}\nruntime log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rt.log_text()
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(summary["answer"].as_str().unwrap().contains("Paris"));
+}
+
+#[test]
+fn a_client_that_disconnects_cancels_its_generation() {
+    let model = real_model();
+    let data = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(
+        data.path(),
+        Options {
+            extra_args: vec![
+                "--model".into(),
+                format!("smollm2={}", model.display()),
+                "--preload".into(),
+                "smollm2".into(),
+            ],
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let long = |stream: bool| {
+        json!({
+            "messages": [{"role": "user", "content": "Write a very long story about a dragon, in many chapters."}],
+            "max_tokens": 2000,
+            "temperature": 0,
+            "stream": stream,
+        })
+    };
+    for (round, stream) in [false, true].into_iter().enumerate() {
+        // The client gives up after a second; 2000 tokens take far longer.
+        let gave_up = Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap()
+            .post(format!("{}{CHAT}", rt.url))
+            .json(&long(stream))
+            .send()
+            .and_then(|r| r.text());
+        assert!(gave_up.is_err(), "the generation ended within a second");
+        // The session is free again long before the generation could have ended.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, _, metrics) = get(&rt, "/metrics");
+            let cancelled = sample(
+                &metrics,
+                r#"slmfn_generations_total{model="smollm2",outcome="cancelled"}"#,
+            );
+            let busy = sample(&metrics, r#"slmfn_model_sessions_busy{model="smollm2"}"#);
+            if cancelled == Some(round as f64 + 1.0) && busy == Some(0.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the generation kept running after the client left:\n{metrics}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
