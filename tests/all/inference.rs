@@ -214,3 +214,45 @@ async fn beyond_the_queue_agents_get_429_with_retry_after() {
         "with one session and a queue of one, bursts of 8 must see 429"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_lists_loads_and_unloads_models() {
+    let (rt, _dir) = tiny_runtime(&["--model-keep-alive", "forever"]).await;
+    let state = |v: &serde_json::Value| {
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "tiny")
+            .unwrap()["state"]
+            .clone()
+    };
+    let (s, v) = rt.admin_get("/models").await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(state(&v), "unloaded");
+    assert_eq!(v["default_model"], "tiny");
+    let c = rt.client();
+    let r = c
+        .post(format!("{}/admin/models/tiny/load", rt.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v) = rt.admin_get("/models").await.unwrap();
+    assert_eq!(state(&v), "idle");
+    assert!(v["memory_used_bytes"].as_u64().unwrap() > 0);
+    let r = c
+        .post(format!("{}/admin/models/tiny/unload", rt.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v) = rt.admin_get("/models").await.unwrap();
+    assert_eq!(state(&v), "unloaded");
+    let r = c
+        .post(format!("{}/admin/models/nope/load", rt.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

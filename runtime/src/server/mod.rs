@@ -3,6 +3,7 @@
 //! no logic of their own.
 
 mod admin;
+mod admin_models;
 mod auth;
 mod error;
 mod health;
@@ -60,6 +61,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/functions/{name}/revisions", get(admin::revisions))
         .route("/functions/{name}/rollback", post(admin::rollback))
+        .route("/models", get(admin_models::list))
+        .route("/models/{name}/load", post(admin_models::load))
+        .route("/models/{name}/unload", post(admin_models::unload))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::admin,
