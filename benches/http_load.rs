@@ -49,6 +49,9 @@ struct Args {
     /// The peer: wasmtime-cli 48 (`benches/run.sh` installs it here).
     #[arg(long, default_value = "/var/tmp/slmfn-peers/bin/wasmtime")]
     wasmtime: PathBuf,
+    /// An extra flag for `wasmtime serve` (repeatable), e.g. `-O pooling-memory-keep-resident=1048576`.
+    #[arg(long, allow_hyphen_values = true)]
+    wasmtime_arg: Vec<String>,
     /// Where to write every run as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -66,7 +69,7 @@ async fn main() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let slmfn = start_slmfn(dir.path()).await?;
-    let wasmtime = start_wasmtime(&args.wasmtime, dir.path()).await?;
+    let wasmtime = start_wasmtime(&args.wasmtime, &args.wasmtime_arg, dir.path()).await?;
     let servers = [&slmfn, &wasmtime];
 
     let mut runs = Vec::new();
@@ -248,7 +251,7 @@ async fn start_slmfn(dir: &Path) -> Result<Server> {
     Ok(server)
 }
 
-async fn start_wasmtime(program: &Path, dir: &Path) -> Result<Server> {
+async fn start_wasmtime(program: &Path, extra: &[String], dir: &Path) -> Result<Server> {
     ensure!(
         program.exists(),
         "{} not found: install wasmtime-cli 48 (benches/run.sh does), or pass --wasmtime",
@@ -262,14 +265,11 @@ async fn start_wasmtime(program: &Path, dir: &Path) -> Result<Server> {
     );
     // `-S cli`: Rust's std for wasm32-wasip2 imports `wasi:cli/environment`, which is outside
     // the `wasi:http/proxy` world that `wasmtime serve` links by default.
-    let args = [
-        "serve".into(),
-        "-S".into(),
-        "cli".into(),
-        "--addr".into(),
-        addr.to_string(),
-        component,
-    ];
+    let mut args: Vec<String> = ["serve", "-S", "cli", "--addr", &addr.to_string()]
+        .map(String::from)
+        .into();
+    args.extend(extra.iter().cloned());
+    args.push(component);
     let child = Server::spawn("wasmtime serve", program, &args, &dir.join("wasmtime.log"))?;
     let mut server = Server {
         label: "wasmtime serve",
