@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [16, 64])]
     concurrency: Vec<usize>,
     /// Rounds; the report takes the median of each number over them.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// The peer: wasmtime-cli 48 (`benches/run.sh` installs it here).
     #[arg(long, default_value = "/var/tmp/slmfn-peers/bin/wasmtime")]
@@ -103,14 +103,18 @@ async fn main() -> Result<()> {
                     run.rps(),
                     run.percentile(50.0),
                     run.percentile(99.0),
-                    run.errors,
+                    run.errors.len(),
                 );
+                if let Some(first) = run.errors.first() {
+                    println!("  first unexpected answer: {first}");
+                }
                 runs.push(json!({
                     "server": server.label,
                     "connections": connections,
                     "round": round,
                     "requests": run.latencies_us.len(),
-                    "errors": run.errors,
+                    "errors": run.errors.len(),
+                    "first_error": run.errors.first(),
                     "secs": run.elapsed.as_secs_f64(),
                     "rps": run.rps(),
                     "p50_us": run.percentile(50.0),
@@ -366,7 +370,8 @@ fn process_ticks(pid: &str) -> Result<u64> {
 /// One measured run.
 struct Run {
     latencies_us: Vec<f64>,
-    errors: u64,
+    /// Answers other than 200 "hello": status and body.
+    errors: Vec<String>,
     elapsed: Duration,
 }
 
@@ -396,14 +401,14 @@ async fn load(server: &Server, connections: usize, requests: u64, limit: Duratio
             tokio::spawn(async move {
                 let mut conn = Connection::open(addr).await?;
                 let mut latencies = Vec::new();
-                let mut errors = 0;
+                let mut errors = Vec::new();
                 while issued.fetch_add(1, Ordering::Relaxed) < requests && Instant::now() < deadline
                 {
                     let sent = Instant::now();
                     let (status, body) = conn.get(path).await?;
                     latencies.push(sent.elapsed().as_secs_f64() * 1e6);
                     if status != 200 || body != "hello" {
-                        errors += 1;
+                        errors.push(format!("{status} {}", String::from_utf8_lossy(&body)));
                     }
                 }
                 anyhow::Ok((latencies, errors))
@@ -412,13 +417,13 @@ async fn load(server: &Server, connections: usize, requests: u64, limit: Duratio
         .collect();
     let mut run = Run {
         latencies_us: Vec::new(),
-        errors: 0,
+        errors: Vec::new(),
         elapsed: Duration::ZERO,
     };
     for task in tasks {
         let (latencies, errors) = task.await??;
         run.latencies_us.extend(latencies);
-        run.errors += errors;
+        run.errors.extend(errors);
     }
     run.elapsed = start.elapsed();
     ensure!(

@@ -5,7 +5,9 @@
 //! - `invoke/hello`: `functions/hello` (a kv increment in sled, JSON in and out);
 //! - `invoke_x16/echo`: 16 invocations in flight at once (throughput over the guest runtime).
 //!
-//! Target (issue 2): instantiate+invoke p50 <= 50 µs.
+//! Target (issue 2): instantiate+invoke p50 <= 50 µs. `benches/run.sh` also runs `invoke/` pinned
+//! to one core (`taskset -c 0`), which shows what the hand-off between threads on different
+//! cores costs.
 
 use std::sync::Arc;
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Inference benchmark of issue 3: slmfn vs llama.cpp (llama-cpp-python) on the same GGUF, same
+# thread count, same prompt tokens; warm time to first token of a deployed agent vs the pool
+# in-process; cold start (exec -> first token). Rewrites the section of benches/RESULTS.md
+# between `<!-- inference:begin -->` and `<!-- inference:end -->` (creates the file, or appends
+# the section, when missing) and leaves the rest of the file alone.
+#
+# Usage: benches/inference.sh [driver flags]   (benches/inference.sh --help lists them:
+#        --repeats 3 --runs 3 --threads 2 --prompt-tokens 200 --gen 128 --max-load 1.5 ...)
+#        benches/inference.sh --render-only         rewrites the section from the raw numbers of
+#        the last run (--json-out, default /var/tmp/slmfn-bench/inference.json), measuring
+#        nothing: for when another script rewrote RESULTS.md.
+#
+# What it does first, so that no compile runs while measuring:
+#   - builds `slmfn`, `fn` and the `inference_bench` example in release (CPU flags from
+#     .cargo/config.toml: x86-64-v3) and the support-desk guest (wasm32-wasip2);
+#   - installs llama-cpp-python $LLAMA_CPP_PYTHON_VERSION into $SLMFN_PEERS/llama-venv when it
+#     is missing (pip compiles llama.cpp with default CMAKE_ARGS: several minutes on 2 cores);
+#   - finds the model: $SLMFN_MODEL_PATH, else `scripts/fetch-model.sh` (the default smollm2).
+#
+# Environment: CARGO_TARGET_DIR (default ./target), SLMFN_PEERS (default /var/tmp/slmfn-peers),
+# SLMFN_MODEL_PATH, NICE (niceness of the builds, default 5).
+#
+# Measure on a quiet machine: before each measurement the driver waits (bounded) for the 1-min
+# load average to drop below --max-load and RESULTS.md says how loaded the machine was.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+say() { echo "inference.sh: $*" >&2; }
+
+for a in "$@"; do
+    case "$a" in
+        -h | --help) exec python3 benches/inference/driver.py --help ;;
+        # Measures nothing, builds nothing: rewrites the section from the last run's numbers.
+        --render-only) exec python3 benches/inference/driver.py "$@" ;;
+    esac
+done
+
+peers="${SLMFN_PEERS:-/var/tmp/slmfn-peers}"
+venv="$peers/llama-venv"
+llama_version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+target="${CARGO_TARGET_DIR:-$root/target}"
+nice="${NICE:-5}"
+
+# --- the peer ----------------------------------------------------------------------------------
+if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$llama_version')" \
+    2>/dev/null; then
+    say "installing llama-cpp-python $llama_version into $venv (compiles llama.cpp: minutes)"
+    mkdir -p "$peers"
+    python3 -m venv "$venv"
+    nice -n "$nice" "$venv/bin/pip" install --no-cache-dir "llama-cpp-python==$llama_version"
+fi
+
+# --- slmfn -------------------------------------------------------------------------------------
+nice -n "$nice" cargo build --release --bin slmfn --bin fn
+nice -n "$nice" cargo build --release -p slmfn-models --example inference_bench
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+# Into functions/target, where functions/support-desk/fn.toml points.
+nice -n "$nice" cargo build --release --target wasm32-wasip2 \
+    --manifest-path functions/Cargo.toml --target-dir functions/target -p support-desk
+
+model="${SLMFN_MODEL_PATH:-}"
+if [[ -z "$model" ]]; then
+    model="$(scripts/fetch-model.sh | tail -n1)"
+fi
+[[ -f "$model" ]] || { say "model not found: $model"; exit 1; }
+
+exec python3 benches/inference/driver.py \
+    --model "$model" \
+    --slmfn "$target/release/slmfn" \
+    --fn "$target/release/fn" \
+    --bench "$target/release/examples/inference_bench" \
+    --python "$venv/bin/python" \
+    "$@"

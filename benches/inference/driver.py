@@ -1,0 +1,731 @@
+"""Runs the inference benchmark of issue 3 and rewrites the inference section of RESULTS.md.
+
+Started by benches/inference.sh, which builds and installs what this needs. Standard library
+only. Measurements (each repeated --repeats times, medians reported):
+
+  1. throughput, one process per repetition and side, interleaved (llama.cpp, slmfn, slmfn
+     with quantized prefill): load, one warm-up generation, then --runs measured generations of
+     --gen tokens after the same --prompt-tokens token ids, greedy, end-of-generation ignored;
+     peak RSS of each process from wait4();
+  2. warm time to first token of the deployed support-desk agent (max_tokens=1) against the
+     same chat through the pool in-process (examples/inference_bench.rs `pool`), and through
+     the OpenAI-compatible endpoint (the same server, no WASM), for a short question and for
+     the support ticket;
+  3. cold start: `slmfn` exec -> /readyz green -> first token from the deployed agent (model
+     preloaded, function already in the data directory), against a Python process that imports
+     llama-cpp-python, loads the model and samples one token of the same chat prompt.
+
+Before each measurement it waits (bounded) for the 1-minute load average to drop below
+--max-load, and it records the load average and the CPU share other processes took during the
+measurement (busy ticks of /proc/stat minus the CPU time of this script and its children).
+"""
+
+import argparse
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.join(ROOT, "benches", "inference")
+BEGIN = "<!-- inference:begin -->"
+END = "<!-- inference:end -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+
+
+def say(*a):
+    print("inference:", *a, file=sys.stderr, flush=True)
+
+
+# --- load gating and CPU accounting ------------------------------------------------------------
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def busy_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+
+
+def self_cpu():
+    t = os.times()
+    return t.user + t.system
+
+
+def proc_cpu(pid):
+    """CPU seconds of a live process (0 when gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except OSError:
+        return 0.0
+
+
+def busy_now(secs=1.0):
+    """Share (%) of all cores busy over the next `secs` (this script is idle meanwhile)."""
+    b0, t0 = busy_ticks(), time.monotonic()
+    time.sleep(secs)
+    return (busy_ticks() - b0) / CLK_TCK / ((time.monotonic() - t0) * NCPU) * 100
+
+
+class Gate:
+    """Waits for a quiet machine; remembers how each measurement went."""
+
+    def __init__(self, args):
+        self.max_load = args.max_load
+        self.max_busy = args.max_busy
+        self.max_other = args.max_other
+        self.retries = args.retries
+        self.max_wait = args.max_wait
+        self.budget = args.total_wait
+        self.records = []
+
+    def wait(self, what):
+        """Until the 1-min load average is below max_load and the cores were less than
+        max_busy % busy over the last second; at most max_wait (and the total budget)."""
+        start = time.monotonic()
+        while True:
+            la = loadavg()
+            busy = busy_now()
+            if la[0] < self.max_load and busy < self.max_busy:
+                break
+            waited = time.monotonic() - start
+            if waited >= self.max_wait or self.budget <= 0:
+                say(f"{what}: load {la[0]:.2f} (busy {busy:.0f}%) still too high after "
+                    f"{waited:.0f} s; measuring anyway (noted in RESULTS.md)")
+                break
+            if int(waited) % 60 < 6:
+                say(f"{what}: waiting: load {la[0]:.2f} (limit {self.max_load}), "
+                    f"{busy:.0f}% busy (limit {self.max_busy}%)")
+            time.sleep(5)
+            self.budget -= 6
+        return Meter(self, what, la, time.monotonic() - start)
+
+    def measure(self, what, fn):
+        """Runs fn() -> (result, CPU seconds of the processes it ran) after wait(); runs it
+        again (up to `retries` times) when other processes took more than max_other % of the
+        cores meanwhile. Returns the last result."""
+        for attempt in range(self.retries + 1):
+            m = self.wait(what)
+            result, cpu = fn()
+            rec = m.done(cpu)
+            rec["attempt"] = attempt + 1
+            if rec["other_cpu_pct"] <= self.max_other or attempt == self.retries:
+                return result, rec
+            rec["discarded"] = True
+            say(f"{what}: other processes took {rec['other_cpu_pct']}% of the CPU; again")
+
+
+class Meter:
+    def __init__(self, gate, what, la, waited):
+        self.gate, self.what, self.la, self.waited = gate, what, la, waited
+        self.t0 = time.monotonic()
+        self.b0 = busy_ticks()
+        self.s0 = self_cpu()
+
+    def done(self, child_cpu_s):
+        """child_cpu_s: CPU seconds of the processes we ran during the measurement."""
+        dt = time.monotonic() - self.t0
+        busy = (busy_ticks() - self.b0) / CLK_TCK
+        ours = child_cpu_s + (self_cpu() - self.s0)
+        other = max(0.0, busy - ours) / (dt * NCPU) * 100 if dt > 0 else 0.0
+        rec = {
+            "what": self.what,
+            "load1": self.la[0],
+            "over": self.la[0] >= self.gate.max_load,
+            "discarded": False,
+            "waited_s": round(self.waited, 1),
+            "other_cpu_pct": round(other, 1),
+            "secs": round(dt, 2),
+        }
+        self.gate.records.append(rec)
+        return rec
+
+
+# --- child processes ---------------------------------------------------------------------------
+
+
+def run_json(cmd, env=None):
+    """Runs cmd, returns (JSON lines of its stdout, peak RSS kB, CPU seconds)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({p.returncode}): {' '.join(cmd)}")
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return lines, ru.ru_maxrss, ru.ru_utime + ru.ru_stime
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method, path, body=None, timeout=120):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"content-type": "application/json"} if data else {}
+        conn.request(method, path, body=data, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+class Server:
+    def __init__(self, args, data_dir):
+        self.port = free_port()
+        self.log = open(os.path.join(data_dir, "slmfn.log"), "ab")
+        self.cmd = [
+            args.slmfn, "--bind", "127.0.0.1", "--port", str(self.port),
+            "--data-dir", os.path.join(data_dir, "data"),
+            "--model", f"smollm2={args.model}", "--preload", "smollm2",
+            "--model-keep-alive", "forever",
+        ]
+        self.env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+
+    def start(self):
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=self.log, env=self.env)
+        return self
+
+    def wait_ready(self, timeout=60):
+        """Polls /readyz every 5 ms; returns seconds since start."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            try:
+                status, _ = request(self.port, "GET", "/readyz", timeout=5)
+                if status == 200:
+                    return time.perf_counter() - self.t0
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"slmfn exited ({self.proc.returncode}); see {self.log.name}")
+            time.sleep(0.005)
+        raise SystemExit(f"slmfn not ready after {timeout} s; see {self.log.name}")
+
+    def stop(self):
+        """SIGTERM, wait; returns (peak RSS kB, CPU seconds)."""
+        self.proc.send_signal(signal.SIGTERM)
+        _, _, ru = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = 0
+        return ru.ru_maxrss, ru.ru_utime + ru.ru_stime
+
+
+def invoke_agent(port, question):
+    t0 = time.perf_counter()
+    status, body = request(port, "POST", "/fn/support-desk",
+                        {"question": question, "max_tokens": 1, "temperature": 0})
+    wall = time.perf_counter() - t0
+    if status != 200:
+        raise SystemExit(f"agent answered {status}: {body[:300]!r}")
+    b = json.loads(body)
+    return wall, b
+
+
+def invoke_openai(port, system, question):
+    t0 = time.perf_counter()
+    status, body = request(port, "POST", "/v1/chat/completions", {
+        "model": "smollm2", "max_tokens": 1, "temperature": 0,
+        "messages": [{"role": "system", "content": system},
+                     {"role": "user", "content": question}],
+    })
+    wall = time.perf_counter() - t0
+    if status != 200:
+        raise SystemExit(f"/v1/chat/completions answered {status}: {body[:300]!r}")
+    return wall, json.loads(body)
+
+
+# --- the measurements --------------------------------------------------------------------------
+
+
+def throughput(args, gate, files):
+    sides = {
+        "llama": [args.python, os.path.join(HERE, "bench_llama.py"), "generate", args.model,
+                  files["raw"], str(args.gen), str(args.runs + 1), str(args.threads)],
+        "slmfn": [args.bench, "generate", args.model, files["raw"], str(args.gen),
+                  str(args.runs + 1)],
+        "slmfn_q": [args.bench, "generate", args.model, files["raw"], str(args.gen),
+                    str(args.runs + 1), "quantized"],
+    }
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    res = {k: {"procs": []} for k in sides}
+    for rep in range(args.repeats):
+        for side, cmd in sides.items():
+            def once(cmd=cmd):
+                lines, rss, cpu = run_json(cmd, env)
+                return (lines, rss), cpu
+
+            (lines, rss), rec = gate.measure(f"throughput {side} #{rep + 1}", once)
+            load = next(x for x in lines if x["event"] == "load")
+            runs = [x for x in lines if x["event"] == "run"]
+            res[side]["procs"].append({
+                "load": load, "peak_rss_kb": rss, "warmup": runs[0], "runs": runs[1:],
+                "meter": rec,
+            })
+            r = runs[1:]
+            say(f"{side} #{rep + 1}: load {load['load_s']:.3f} s, prompt "
+                f"{med([x['prompt_tps'] for x in r]):.1f} tok/s, generation "
+                f"{med([x['gen_tps'] for x in r]):.1f} tok/s, peak RSS {rss // 1024} MiB "
+                f"(load avg {rec['load1']:.2f}, other CPU {rec['other_cpu_pct']}%)")
+    for side, d in res.items():
+        runs = [r for p in d["procs"] for r in p["runs"]]
+        d["prompt_tps"] = med([r["prompt_tps"] for r in runs])
+        d["gen_tps"] = med([r["gen_tps"] for r in runs])
+        d["ttft_s"] = med([r["ttft_s"] for r in runs])
+        d["first_run_ttft_s"] = med([p["warmup"]["ttft_s"] for p in d["procs"]])
+        d["load_s"] = med([p["load"]["load_s"] for p in d["procs"]])
+        d["peak_rss_kb"] = med([p["peak_rss_kb"] for p in d["procs"]])
+        if side == "llama":
+            d["native_prompt_tps"] = med([r["native_prompt_tps"] for r in runs])
+            d["native_gen_tps"] = med([r["native_gen_tps"] for r in runs])
+        d["tokens"] = d["procs"][0]["runs"][0]["tokens"]
+    return res
+
+
+def warm_ttft(args, gate, files, prompts, data_dir):
+    """Deployed agent vs /v1 vs the pool in-process, per prompt."""
+    res = {}
+    server = Server(args, data_dir).start()
+    try:
+        server.wait_ready()
+        deploy = subprocess.run(
+            [args.fn, "deploy", "--path", os.path.join(ROOT, "functions", "support-desk"),
+             "--no-build", "--json"],
+            env=dict(os.environ, SLMFN_URL=f"http://127.0.0.1:{server.port}"),
+            capture_output=True, text=True)
+        if deploy.returncode != 0:
+            raise SystemExit(f"fn deploy failed: {deploy.stderr}")
+        for name, question in prompts.items():
+            # Warm-up: the first call instantiates the component's code and fills caches.
+            invoke_agent(server.port, question)
+            invoke_openai(server.port, files["system_text"], question)
+            agent, openai, inner = [], [], []
+            for rep in range(args.repeats):
+                def once(question=question):
+                    c0 = proc_cpu(server.proc.pid)
+                    a = invoke_agent(server.port, question)
+                    o = invoke_openai(server.port, files["system_text"], question)
+                    return (a, o), proc_cpu(server.proc.pid) - c0
+
+                ((wall, body), (wall2, body2)), _ = gate.measure(
+                    f"warm TTFT {name} #{rep + 1}", once)
+                agent.append(wall)
+                inner.append(body["usage"]["duration_ms"] / 1000)
+                openai.append(wall2)
+            res[name] = {
+                "agent_s": agent, "openai_s": openai, "agent_inner_s": inner,
+                "prompt_tokens": body["usage"]["prompt_tokens"],
+                "openai_prompt_tokens": body2["usage"]["prompt_tokens"],
+                "agent_answer": body["answer"],
+            }
+    finally:
+        server.stop()
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    for name in prompts:
+        def once(name=name):
+            lines, _, cpu = run_json(
+                [args.bench, "pool", args.model, files["system"], files["q_" + name],
+                 str(args.repeats)], env)
+            return lines, cpu
+
+        lines, _ = gate.measure(f"pool direct {name}", once)
+        runs = [x for x in lines if x["event"] == "run"]
+        res[name]["pool_s"] = [x["wall_s"] for x in runs]
+        res[name]["pool_prompt_tokens"] = runs[0]["prompt_tokens"]
+        res[name]["pool_answer"] = runs[0]["text"]
+    for d in res.values():
+        for k in ("agent_s", "openai_s", "agent_inner_s", "pool_s"):
+            d[k.replace("_s", "_med_s")] = med(d[k])
+    return res
+
+
+def cold_start(args, gate, files, data_dir):
+    res = {"slmfn": [], "llama": []}
+    question = files["q_short_text"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    for rep in range(args.repeats):
+        def slmfn_once():
+            server = Server(args, data_dir).start()
+            ready = server.wait_ready()
+            wall, body = invoke_agent(server.port, question)
+            first = time.perf_counter() - server.t0
+            rss, cpu = server.stop()
+            return (ready, first, wall, body, rss), cpu
+
+        (ready, first, wall, body, rss), _ = gate.measure(
+            f"cold start slmfn #{rep + 1}", slmfn_once)
+        res["slmfn"].append({"ready_s": ready, "first_token_s": first,
+                             "request_s": wall, "peak_rss_kb": rss, "answer": body["answer"]})
+        say(f"cold slmfn #{rep + 1}: ready {ready:.3f} s, first token {first:.3f} s")
+
+        def llama_once():
+            t0 = time.perf_counter()
+            p = subprocess.Popen(
+                [args.python, os.path.join(HERE, "bench_llama.py"), "cold", args.model,
+                 files["chat_short"], str(args.threads)],
+                stdout=subprocess.PIPE, text=True, env=env)
+            events = {}
+            for line in p.stdout:
+                e = json.loads(line)
+                events[e["event"]] = e
+                if e["event"] == "first_token":
+                    events["wall"] = time.perf_counter() - t0
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            if p.returncode != 0 or "wall" not in events:
+                raise SystemExit("bench_llama.py cold failed")
+            return (events, ru), ru.ru_utime + ru.ru_stime
+
+        (events, ru), _ = gate.measure(f"cold start llama.cpp #{rep + 1}", llama_once)
+        res["llama"].append({
+            "first_token_s": events["wall"], "import_s": events["imported"]["t"],
+            "load_s": events["loaded"]["load_s"], "ttft_s": events["first_token"]["ttft_s"],
+            "in_process_s": events["loaded"]["load_s"] + events["first_token"]["ttft_s"],
+            "peak_rss_kb": ru.ru_maxrss,
+        })
+        say(f"cold llama.cpp #{rep + 1}: first token {events['wall']:.3f} s")
+    for side in res.values():
+        keys = side[0].keys()
+        side.append({k: med([r[k] for r in side]) for k in keys if k != "answer"})
+    return {k: {"runs": v[:-1], "med": v[-1]} for k, v in res.items()}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def support_desk_system():
+    src = open(os.path.join(ROOT, "functions", "support-desk", "src", "lib.rs")).read()
+    m = re.search(r'const SYSTEM: &str = "((?:[^"\\]|\\.)*)";', src, re.S)
+    if not m:
+        raise SystemExit("cannot find `const SYSTEM` in functions/support-desk/src/lib.rs")
+    # Rust string continuation: backslash-newline plus the next line's leading whitespace.
+    text = re.sub(r"\\\n\s*", "", m.group(1))
+    return text.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def machine():
+    info = {"nproc": NCPU}
+    with open("/proc/cpuinfo") as f:
+        cpuinfo = f.read()
+    m = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    info["cpu"] = m.group(1).strip() if m else "?"
+    flags = set(re.search(r"flags\s*:\s*(.*)", cpuinfo).group(1).split())
+    info["host_avx512"] = "avx512f" in flags
+    cfg = open(os.path.join(ROOT, ".cargo", "config.toml")).read()
+    m = re.search(r"target-cpu=([\w-]+)", cfg)
+    info["target_cpu"] = m.group(1) if m else "(default)"
+    info["rustflags_env"] = os.environ.get("RUSTFLAGS", "")
+    info["rustc"] = subprocess.run(["rustc", "--version"], capture_output=True,
+                                   text=True).stdout.strip()
+    lock = open(os.path.join(ROOT, "Cargo.lock")).read()
+    m = re.search(r'name = "candle-core"\nversion = "([^"]+)"', lock)
+    info["candle"] = m.group(1) if m else "?"
+    info["commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    info["dirty"] = bool(dirty)
+    return info
+
+
+def fmt(x, d=1):
+    return f"{x:.{d}f}"
+
+
+def ms(x):
+    return f"{x * 1000:.0f} ms"
+
+
+def mib(kb):
+    return f"{kb / 1024:.0f} MiB"
+
+
+def met(ok):
+    return "**met**" if ok else "**not met**"
+
+
+def common_prefix(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+# --- RESULTS.md --------------------------------------------------------------------------------
+
+
+def render(args, info, tp, warm, cold, gate, llama_info, files, date):
+    L, S, Q = tp["llama"], tp["slmfn"], tp["slmfn_q"]
+    recs = [r for r in gate.records if not r["discarded"]]
+    redone = [r for r in gate.records if r["discarded"]]
+    noisy = [r for r in recs if r["other_cpu_pct"] > args.max_other]
+    loads = [r["load1"] for r in recs]
+    others = [r["other_cpu_pct"] for r in recs]
+    over = [r for r in recs if r["over"]]
+    out = []
+    w = out.append
+    w(BEGIN)
+    w("## Inference: slmfn vs llama.cpp (issue 3)")
+    w("")
+    w(f"Written by `benches/inference.sh` from measurements of {date} at commit `{info['commit']}`{' (with local changes)' if info['dirty'] else ''}; "
+      "this section is rewritten on every run. All ratios come from this one run.")
+    w("")
+    w(f"- Machine: {info['cpu']}, {info['nproc']} vCPU (AVX-512 on the host: "
+      f"{'yes' if info['host_avx512'] else 'no'}).")
+    sl = S["procs"][0]["load"]
+    feats = ", ".join(f for f in ("avx2", "fma", "f16c", "avx512f") if sl.get(f)) or "none"
+    info["rustflags_note"] = (f"and `RUSTFLAGS={info['rustflags_env']}` " if info["rustflags_env"]
+                              else "")
+    w(f"- slmfn: release build, `-C target-cpu={info['target_cpu']}` from `.cargo/config.toml` "
+      f"{info['rustflags_note']}(compiled in: {feats}), {info['rustc']}, candle {info['candle']}; "
+      f"`RAYON_NUM_THREADS={args.threads}`. Default load options (f32 copies of the matrices for "
+      "prefill, quantized Q4_1 for generation) unless said otherwise.")
+    w(f"- llama.cpp: llama-cpp-python {llama_info['version']} built by `pip install` with "
+      "default `CMAKE_ARGS` (GGML_NATIVE: compiled for this CPU), "
+      f"`n_threads={args.threads}`, `n_threads_batch={args.threads}`, `n_ctx={llama_info['n_ctx']}`, "
+      "`n_batch=512`, flash attention off (the library's default), mmap on; "
+      f"ggml reports `{llama_info['system_info'].strip().rstrip('|').strip()}`.")
+    w(f"- Model: `{os.path.basename(args.model)}` ({files['model_bytes'] / 1e6:.1f} MB, "
+      f"sha256 `{files['sha256'][:12]}…`), file in the page cache (read once before measuring).")
+    w(f"- Workload: the same {args.prompt_tokens} prompt token ids on both sides (the support "
+      f"ticket of `benches/inference/ticket.txt`, cut to {args.prompt_tokens} tokens), "
+      f"{args.gen} generated tokens, greedy, end-of-generation ignored on both sides.")
+    w(f"- Repetitions: {args.repeats} processes per side, interleaved; each loads the model, runs "
+      f"one warm-up generation, then {args.runs} measured ones: rates and TTFT are medians of the "
+      f"{args.repeats * args.runs} measured generations, load time and peak RSS medians of the "
+      f"{args.repeats} processes. Warm and cold measurements: medians of {args.repeats}.")
+    w(f"- Load: each measurement waited (bounded) for a 1-minute load average below "
+      f"{args.max_load} and cores less than {args.max_busy:.0f}% busy, and was done again (at "
+      f"most {args.retries} times) when other processes took more than {args.max_other:.0f}% of "
+      f"the CPU meanwhile ({len(redone)} redone this run). Kept measurements: 1-min load average "
+      f"at their start min {min(loads):.2f}, median {med(loads):.2f}, max {max(loads):.2f} "
+      f"(our own previous measurement included); CPU share taken by other processes during "
+      f"them: median {med(others):.1f}%, max {max(others):.1f}%. "
+      + (f"**{len(over)} of {len(recs)} started with the load above the threshold** "
+         f"({', '.join(r['what'] for r in over)}). " if over else
+         "Every one started below the threshold. ")
+      + (f"**Noisy even after retries: {', '.join(r['what'] for r in noisy)}.**" if noisy
+         else ""))
+    w("")
+    w("### Throughput (same GGUF, same threads, same prompt)")
+    w("")
+    w("| | llama.cpp | slmfn | slmfn / llama.cpp | target | | slmfn, quantized prefill |")
+    w("|---|---|---|---|---|---|---|")
+    rp = S["prompt_tps"] / L["prompt_tps"]
+    rg = S["gen_tps"] / L["gen_tps"]
+    w(f"| prompt processing, tok/s | {fmt(L['prompt_tps'])} | {fmt(S['prompt_tps'])} | "
+      f"{rp:.2f}× | ≥ 0.7× | {met(rp >= 0.7)} | {fmt(Q['prompt_tps'])} "
+      f"({Q['prompt_tps'] / L['prompt_tps']:.2f}×) |")
+    w(f"| generation, tok/s | {fmt(L['gen_tps'])} | {fmt(S['gen_tps'])} | {rg:.2f}× | ≥ 0.9× | "
+      f"{met(rg >= 0.9)} | {fmt(Q['gen_tps'])} ({Q['gen_tps'] / L['gen_tps']:.2f}×) |")
+    w(f"| time to first token ({args.prompt_tokens}-token prompt) | {ms(L['ttft_s'])} | "
+      f"{ms(S['ttft_s'])} | {S['ttft_s'] / L['ttft_s']:.2f}× | | | {ms(Q['ttft_s'])} |")
+    w(f"| TTFT, first generation of the process | {ms(L['first_run_ttft_s'])} | "
+      f"{ms(S['first_run_ttft_s'])} | {S['first_run_ttft_s'] / L['first_run_ttft_s']:.2f}× | | | "
+      f"{ms(Q['first_run_ttft_s'])} |")
+    w(f"| model load | {fmt(L['load_s'], 3)} s | {fmt(S['load_s'], 3)} s | "
+      f"{S['load_s'] / L['load_s']:.2f}× | | | {fmt(Q['load_s'], 3)} s |")
+    w(f"| peak RSS (whole process) | {mib(L['peak_rss_kb'])} | {mib(S['peak_rss_kb'])} | "
+      f"{S['peak_rss_kb'] / L['peak_rss_kb']:.2f}× | | | {mib(Q['peak_rss_kb'])} |")
+    w("")
+    agree = common_prefix(L["tokens"], S["tokens"])
+    agree_q = common_prefix(L["tokens"], Q["tokens"])
+    w(f"- llama.cpp's numbers are timed around llama-cpp-python calls (`Llama.eval`, the native "
+      f"greedy sampler); llama.cpp's own counters give {fmt(L['native_prompt_tps'])} tok/s prompt "
+      f"and {fmt(L['native_gen_tps'])} tok/s generation, so the Python loop costs "
+      f"{(1 - L['gen_tps'] / L['native_gen_tps']) * 100:.1f}% of generation speed. slmfn's come "
+      "from `Usage` of `Session::generate` (sampling and detokenization included). Generation "
+      "rate on both sides: (tokens − 1) / (end − first token).")
+    w(f"- Peak RSS of the llama.cpp process includes the Python interpreter with numpy "
+      f"(`python -c 'import llama_cpp'` alone peaks at {mib(files['python_rss_kb'])}). "
+      "slmfn's includes the f32 prefill copies (compare the quantized-prefill column).")
+    w(f"- Greedy outputs: llama.cpp and slmfn agree on the first {agree} generated tokens "
+      f"({agree_q} with quantized prefill); they then diverge (different kernels, "
+      "different rounding).")
+    w("")
+    w("### Warm time to first token of a deployed agent")
+    w("")
+    w("`slmfn --model smollm2=PATH --preload smollm2`, `functions/support-desk` deployed with "
+      "`fn deploy`; `POST /fn/support-desk` with `max_tokens: 1` (client wall time, loopback "
+      "HTTP) against the same chat (the agent's system prompt + the question) through "
+      "`ModelPool::generate` in-process (`examples/inference_bench.rs pool`), and through "
+      "`POST /v1/chat/completions` on the same server (HTTP, no WASM). One warm-up call each, "
+      "then medians of "
+      f"{args.repeats}.")
+    w("")
+    w("| question | prompt tokens | pool, in-process | /v1/chat/completions | deployed agent "
+      "| agent / pool | target | |")
+    w("|---|---|---|---|---|---|---|---|")
+    for name, label in (("short", "\"What is the capital of France?\""),
+                        ("ticket", "the support ticket")):
+        d = warm[name]
+        r = d["agent_med_s"] / d["pool_med_s"]
+        w(f"| {label} | {d['pool_prompt_tokens']} | {ms(d['pool_med_s'])} | "
+          f"{ms(d['openai_med_s'])} | {ms(d['agent_med_s'])} (inference inside: "
+          f"{ms(d['agent_inner_med_s'])}) | {r:.2f}× | ≤ 1.2× | {met(r <= 1.2)} |")
+    w("")
+    w("### Cold start")
+    w("")
+    cs, cl = cold["slmfn"]["med"], cold["llama"]["med"]
+    w("slmfn: process exec → `/readyz` green (model preloaded; `support-desk` already in the data "
+      "directory) → first token of `POST /fn/support-desk` (short question, `max_tokens: 1`), "
+      "polling `/readyz` every 5 ms. llama.cpp: `python bench_llama.py cold` exec → "
+      "`import llama_cpp` → `Llama(...)` → first token of the same chat prompt.")
+    w("")
+    w("| | exec → ready | exec → first token | target | | peak RSS |")
+    w("|---|---|---|---|---|---|")
+    w(f"| slmfn (deployed agent) | {ms(cs['ready_s'])} | {ms(cs['first_token_s'])} "
+      f"(request {ms(cs['request_s'])}) | < 1 s | {met(cs['first_token_s'] < 1.0)} | "
+      f"{mib(cs['peak_rss_kb'])} |")
+    w(f"| llama.cpp (llama-cpp-python) | import {ms(cl['import_s'])} + load "
+      f"{ms(cl['load_s'])} | {ms(cl['first_token_s'])} (load + first token in-process: "
+      f"{ms(cl['in_process_s'])}) | | | {mib(cl['peak_rss_kb'])} |")
+    w(f"| slmfn / llama.cpp | | {cs['first_token_s'] / cl['first_token_s']:.2f}× "
+      f"(vs in-process load + first token: {cs['first_token_s'] / cl['in_process_s']:.2f}×) "
+      "| | | |")
+    w("")
+    w("Run it with `benches/inference.sh` (options: `benches/inference.sh --help`); it builds "
+      "the release binaries and the guest, installs llama-cpp-python into "
+      "`$SLMFN_PEERS/llama-venv` when missing (a long compile), and writes the raw numbers to "
+      f"`{os.path.relpath(args.json_out, ROOT) if args.json_out.startswith(ROOT) else args.json_out}`.")
+    w(END)
+    return "\n".join(out) + "\n"
+
+
+def write_section(path, section):
+    text = open(path).read() if os.path.exists(path) else ""
+    if BEGIN in text and END in text:
+        a = text.index(BEGIN)
+        b = text.index(END) + len(END)
+        if b < len(text) and text[b] == "\n":
+            b += 1
+        text = text[:a] + section + text[b:]
+    else:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text = (text + "\n" if text else "# Benchmark results\n\n") + section
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--render-only", action="store_true",
+                    help="measure nothing: rewrite the RESULTS.md section from --json-out (the "
+                    "raw numbers of the last run), e.g. after another script rewrote the file")
+    ap.add_argument("--model", help="the GGUF file")
+    ap.add_argument("--slmfn", help="the release `slmfn` binary")
+    ap.add_argument("--fn", help="the release `fn` binary")
+    ap.add_argument("--bench", help="the release `inference_bench` example")
+    ap.add_argument("--python", help="python of the llama-cpp-python venv")
+    ap.add_argument("--results", default=os.path.join(ROOT, "benches", "RESULTS.md"))
+    ap.add_argument("--json-out", default="/var/tmp/slmfn-bench/inference.json")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-tokens", type=int, default=200)
+    ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3, help="measured generations per process")
+    ap.add_argument("--max-load", type=float, default=1.5,
+                    help="wait for a 1-min load average below this before each measurement")
+    ap.add_argument("--max-busy", type=float, default=25,
+                    help="... and for the cores to be less busy than this %% over 1 s")
+    ap.add_argument("--max-other", type=float, default=15,
+                    help="measure again when other processes took more than this %% of the CPU")
+    ap.add_argument("--retries", type=int, default=2, help="at most this many times again")
+    ap.add_argument("--max-wait", type=float, default=300, help="seconds one measurement waits")
+    ap.add_argument("--total-wait", type=float, default=1800, help="seconds all waits may take")
+    args = ap.parse_args()
+
+    if args.render_only:
+        with open(args.json_out) as f:
+            d = json.load(f)
+        run_args = argparse.Namespace(**d["args"])
+        gate = Gate(run_args)
+        gate.records = d["load"]
+        section = render(run_args, d["machine"], d["throughput"], d["warm"], d["cold"], gate,
+                         d["throughput"]["llama"]["procs"][0]["load"], d["files"], d["date"])
+        write_section(args.results, section)
+        say(f"wrote {args.results} (inference section) from {args.json_out}")
+        return
+    for a in ("model", "slmfn", "fn", "bench", "python"):
+        if getattr(args, a) is None:
+            ap.error(f"--{a} is required")
+
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    gate = Gate(args)
+    info = machine()
+    work = tempfile.mkdtemp(prefix="slmfn-inference-")
+    files = {"model_bytes": os.path.getsize(args.model)}
+    with open(args.model, "rb") as f:  # page cache warm, digest for the record
+        files["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+    system = support_desk_system()
+    files["system_text"] = system
+    files["system"] = os.path.join(work, "system.txt")
+    open(files["system"], "w").write(system)
+    files["q_short"] = os.path.join(HERE, "question-short.txt")
+    files["q_ticket"] = os.path.join(HERE, "ticket.txt")
+    files["q_short_text"] = open(files["q_short"]).read().strip()
+    files["q_ticket_text"] = open(files["q_ticket"]).read().strip()
+
+    enc, _, _ = run_json([args.bench, "encode", args.model, files["q_ticket"],
+                          str(args.prompt_tokens), files["system"], files["q_short"]])
+    enc = enc[0]
+    for key, ids in (("raw", enc["raw"]), ("chat_short", enc["chats"][0])):
+        files[key] = os.path.join(work, key + ".json")
+        json.dump(ids, open(files[key], "w"))
+
+    _, py_rss, _ = run_json([args.python, "-c", "import llama_cpp"])
+    files["python_rss_kb"] = py_rss
+    say(f"throughput: {args.repeats} x 3 processes")
+    tp = throughput(args, gate, files)
+    llama_info = tp["llama"]["procs"][0]["load"]
+    say("warm time to first token")
+    warm = warm_ttft(args, gate, files,
+                     {"short": files["q_short_text"], "ticket": files["q_ticket_text"]}, work)
+    say("cold start")
+    cold = cold_start(args, gate, files, work)
+
+    section = render(args, info, tp, warm, cold, gate, llama_info, files, date)
+    write_section(args.results, section)
+    os.makedirs(os.path.dirname(args.json_out), exist_ok=True)
+    with open(args.json_out, "w") as f:
+        json.dump({"date": date, "args": vars(args), "machine": info, "throughput": tp,
+                   "warm": warm, "cold": cold, "load": gate.records,
+                   "files": {k: files[k] for k in ("sha256", "python_rss_kb", "model_bytes")}},
+                  f, indent=1)
+    shutil.rmtree(work, ignore_errors=True)
+    say(f"wrote {args.results} (inference section) and {args.json_out}")
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+//! The slmfn side of `benches/inference.sh` (slmfn vs llama.cpp on the same GGUF). Prints one
+//! JSON object per line for `benches/inference/driver.py`; run that script, not this directly.
+//!
+//! ```text
+//! inference_bench encode MODEL PROMPT_FILE N SYSTEM_FILE QUESTION_FILE...
+//!     token ids: PROMPT_FILE's text cut to N tokens (raw completion, BOS as the model wants),
+//!     and one chat prompt (system + user) per question file, rendered with the model's
+//!     template; the llama.cpp side evaluates exactly these ids
+//! inference_bench generate MODEL TOKENS_JSON GEN RUNS [quantized]
+//!     load (timed), then RUNS greedy generations of GEN tokens, end-of-generation ignored;
+//!     `quantized` processes the prompt with the quantized kernels instead of the f32 copies
+//! inference_bench pool MODEL SYSTEM_FILE QUESTION_FILE RUNS
+//!     a ModelPool as the runtime builds it (one session, model preloaded); one warm-up call,
+//!     then RUNS chat calls of max_tokens=1, greedy, timed around `ModelPool::generate`
+//! ```
+//!
+//! Threads: candle's (`RAYON_NUM_THREADS`, else every core); the driver sets it.
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use slmfn_models::pool::{ModelPool, ModelSpec, PoolConfig, Prompt};
+use slmfn_models::{CancelToken, LoadOptions, Message, Model, SamplingParams};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> anyhow::Result<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .with_context(|| format!("missing argument {i}; see the doc comment"))
+    };
+    match arg(0)? {
+        "encode" => encode(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?, &args[5..]),
+        "generate" => generate(
+            arg(1)?,
+            arg(2)?,
+            arg(3)?.parse()?,
+            arg(4)?.parse()?,
+            args.get(5).map(String::as_str) == Some("quantized"),
+        ),
+        "pool" => pool(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?),
+        other => bail!("unknown mode `{other}` (encode, generate, pool)"),
+    }
+}
+
+fn read(path: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    Ok(text.trim().to_string())
+}
+
+fn encode(
+    model: &str,
+    prompt_file: &str,
+    n: usize,
+    system_file: &str,
+    questions: &[String],
+) -> anyhow::Result<()> {
+    let model = Model::load(model)?;
+    let text = read(prompt_file)?;
+    let mut raw = model.encode_prompt(&text)?;
+    anyhow::ensure!(
+        raw.len() >= n,
+        "{prompt_file} has {} tokens, fewer than {n}",
+        raw.len()
+    );
+    raw.truncate(n);
+    let system = read(system_file)?;
+    let mut chats = Vec::new();
+    for q in questions {
+        let messages = [Message::system(system.clone()), Message::user(read(q)?)];
+        chats.push(model.encode_chat(&messages)?);
+    }
+    println!(
+        "{}",
+        json!({
+            "raw": raw,
+            "raw_text": model.tokenizer().decode(&raw),
+            "chats": chats,
+            "eos": model.tokenizer().eos(),
+        })
+    );
+    Ok(())
+}
+
+fn generate(
+    path: &str,
+    tokens_json: &str,
+    gen_len: usize,
+    runs: usize,
+    quantized: bool,
+) -> anyhow::Result<()> {
+    let prompt: Vec<u32> = serde_json::from_str(&read(tokens_json)?)?;
+    let options = LoadOptions {
+        dense_prefill: !quantized,
+        ..LoadOptions::default()
+    };
+    let started = Instant::now();
+    let model = Model::load_with(path, &options)?;
+    let load = started.elapsed();
+    println!(
+        "{}",
+        json!({
+            "event": "load",
+            "load_s": load.as_secs_f64(),
+            "rss_after_load_kb": status_kb("VmRSS"),
+            "threads": candle_core::utils::get_num_threads(),
+            "dense_prefill": options.dense_prefill,
+            "avx2": cfg!(target_feature = "avx2"),
+            "fma": cfg!(target_feature = "fma"),
+            "f16c": cfg!(target_feature = "f16c"),
+            "avx512f": cfg!(target_feature = "avx512f"),
+        })
+    );
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(gen_len)
+    };
+    let mut session = model.session();
+    for run in 0..runs {
+        let c = session.generate(&prompt, &params, &CancelToken::new(), |_| {})?;
+        let u = c.usage;
+        println!(
+            "{}",
+            json!({
+                "event": "run",
+                "run": run,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "prompt_s": u.prompt_duration.as_secs_f64(),
+                "ttft_s": u.time_to_first_token.as_secs_f64(),
+                "total_s": u.duration.as_secs_f64(),
+                "prompt_tps": u.prompt_tokens_per_second(),
+                "gen_tps": u.generation_tokens_per_second(),
+                "tokens": c.tokens,
+            })
+        );
+    }
+    println!(
+        "{}",
+        json!({ "event": "end", "peak_rss_kb": status_kb("VmHWM") })
+    );
+    Ok(())
+}
+
+fn pool(path: &str, system_file: &str, question_file: &str, runs: usize) -> anyhow::Result<()> {
+    let mut spec = ModelSpec::new("smollm2", path);
+    spec.preload = true;
+    let pool = ModelPool::new(PoolConfig::default(), vec![spec])?;
+    let started = Instant::now();
+    pool.preload()?;
+    println!(
+        "{}",
+        json!({ "event": "load", "load_s": started.elapsed().as_secs_f64() })
+    );
+    let messages = vec![
+        Message::system(read(system_file)?),
+        Message::user(read(question_file)?),
+    ];
+    // What the runtime passes for an agent's `max_tokens: 1, temperature: 0` over the model's
+    // defaults.
+    let params = SamplingParams {
+        max_tokens: 1,
+        temperature: 0.0,
+        ..SamplingParams::default()
+    };
+    for run in 0..=runs {
+        let started = Instant::now();
+        let c = pool.generate(
+            "smollm2",
+            Prompt::Chat(messages.clone()),
+            Some(params.clone()),
+            CancelToken::new(),
+            |_| {},
+        )?;
+        let wall = started.elapsed();
+        println!(
+            "{}",
+            json!({
+                "event": if run == 0 { "warmup" } else { "run" },
+                "wall_s": wall.as_secs_f64(),
+                "ttft_s": c.usage.time_to_first_token.as_secs_f64(),
+                "prompt_tokens": c.usage.prompt_tokens,
+                "text": c.text,
+            })
+        );
+    }
+    Ok(())
+}
+
+/// A `/proc/self/status` field in kB (0 where unavailable).
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
