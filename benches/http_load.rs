@@ -107,6 +107,7 @@ async fn main() -> Result<()> {
                 );
                 if let Some(first) = run.errors.first() {
                     println!("  first unexpected answer: {first}");
+                    server.print_log_warnings();
                 }
                 runs.push(json!({
                     "server": server.label,
@@ -155,6 +156,8 @@ struct Server {
     addr: SocketAddr,
     /// Request path answering "hello".
     path: &'static str,
+    /// The server's stdout and stderr.
+    log: PathBuf,
 }
 
 impl Server {
@@ -168,6 +171,17 @@ impl Server {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {label} ({})", program.display()))
+    }
+
+    /// Prints the warnings and errors the server logged so far.
+    fn print_log_warnings(&self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        for line in log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        {
+            println!("  {} log: {line}", self.label);
+        }
     }
 
     /// Waits until `path` answers 200 "hello" (or the process exits).
@@ -211,13 +225,15 @@ async fn start_slmfn(dir: &Path) -> Result<Server> {
         data.display().to_string(),
     ];
     let program = Path::new(env!("CARGO_BIN_EXE_slmfn"));
-    let child = Server::spawn("slmfn", program, &args, &dir.join("slmfn.log"))?;
+    let log = dir.join("slmfn.log");
+    let child = Server::spawn("slmfn", program, &args, &log)?;
     let mut server = Server {
         label: "slmfn",
         command: format!("slmfn {}", args.join(" ")),
         child,
         addr,
         path: "/fn/echo",
+        log,
     };
     // Ready (registry open), then deploy echo over the admin API.
     let client = reqwest::Client::new();
@@ -274,13 +290,15 @@ async fn start_wasmtime(program: &Path, extra: &[String], dir: &Path) -> Result<
         .into();
     args.extend(extra.iter().cloned());
     args.push(component);
-    let child = Server::spawn("wasmtime serve", program, &args, &dir.join("wasmtime.log"))?;
+    let log = dir.join("wasmtime.log");
+    let child = Server::spawn("wasmtime serve", program, &args, &log)?;
     let mut server = Server {
         label: "wasmtime serve",
         command: format!("wasmtime {}", args.join(" ")),
         child,
         addr,
         path: "/",
+        log,
     };
     server.wait_ready("/").await?;
     Ok(server)

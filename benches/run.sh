@@ -99,6 +99,9 @@ ratios="$(grep '^RATIO' <<<"$load_rows" || true)"
 load_rows="$(grep -v '^RATIO' <<<"$load_rows")"
 max_other="$(awk -v c="$criterion_other" '{ if ($4 > m) m = $4 } END { print (c > m ? c : m) + 0 }' <<<"$ratios")"
 load_args="$(jq -r '.args' "$work/load.json")"
+errors_md="$(jq -r '.runs[] | select(.errors > 0)
+    | "- **\(.server), \(.connections) connections, round \(.round): \(.errors) unexpected answer(s)**; the first: `\(.first_error)`"' \
+    "$work/load.json")"
 
 cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 {
@@ -158,6 +161,7 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "|---|---|---|---|---|---|---|---|---|"
     echo "$load_rows"
     echo
+    if [[ -n "$errors_md" ]]; then printf '%s\n\n' "$errors_md"; fi
     echo "Commands: \`$(jq -r '.servers | map(.command) | join("`, `")' "$work/load.json")\` (ports and paths vary)."
 } >benches/RESULTS.md
 say "wrote benches/RESULTS.md"

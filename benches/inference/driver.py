@@ -8,16 +8,19 @@ only. Measurements (each repeated --repeats times, medians reported):
      --gen tokens after the same --prompt-tokens token ids, greedy, end-of-generation ignored;
      peak RSS of each process from wait4();
   2. warm time to first token of the deployed support-desk agent (max_tokens=1) against the
-     same chat through the pool in-process (examples/inference_bench.rs `pool`), and through
-     the OpenAI-compatible endpoint (the same server, no WASM), for a short question and for
-     the support ticket;
+     same chat through the pool in-process (examples/inference_bench.rs `pool`, a second
+     process kept up meanwhile), and through the OpenAI-compatible endpoint (the same server,
+     no WASM), for a short question and for the support ticket; the three paths take turns;
   3. cold start: `slmfn` exec -> /readyz green -> first token from the deployed agent (model
      preloaded, function already in the data directory), against a Python process that imports
      llama-cpp-python, loads the model and samples one token of the same chat prompt.
 
 Before each measurement it waits (bounded) for the 1-minute load average to drop below
---max-load, and it records the load average and the CPU share other processes took during the
-measurement (busy ticks of /proc/stat minus the CPU time of this script and its children).
+--max-load and the cores to be idle enough (--max-busy); it records the load average and the
+CPU share other processes took during the measurement (busy ticks of /proc/stat minus the CPU
+time of this script and of the processes it ran), and measures again (--retries) when that
+share exceeds --max-other. Raw numbers go to --json-out; --render-only rewrites the section
+from them.
 """
 
 import argparse
@@ -304,10 +307,29 @@ def throughput(args, gate, files):
 
 
 def warm_ttft(args, gate, files, prompts, data_dir):
-    """Deployed agent vs /v1 vs the pool in-process, per prompt."""
+    """Deployed agent vs /v1 vs the pool in-process, per prompt, interleaved: the server and a
+    pool process (examples/inference_bench.rs `pool`) are both up, idle but for the call being
+    timed, and the three paths take turns (the order rotating), so drift hits them alike."""
     res = {}
-    server = Server(args, data_dir).start()
+    pool = subprocess.Popen(
+        [args.bench, "pool", args.model, files["system"]], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, RAYON_NUM_THREADS=str(args.threads)))
+    server = None
     try:
+        pool_load = json.loads(pool.stdout.readline())
+        if pool_load.get("event") != "load":
+            raise SystemExit(f"inference_bench pool: unexpected {pool_load}")
+        res["pool_preload_s"] = pool_load["load_s"]
+
+        def pool_call(name):
+            pool.stdin.write(files["q_" + name] + "\n")
+            pool.stdin.flush()
+            line = pool.stdout.readline()
+            if not line:
+                raise SystemExit("inference_bench pool exited")
+            return json.loads(line)
+
+        server = Server(args, data_dir).start()
         server.wait_ready()
         deploy = subprocess.run(
             [args.fn, "deploy", "--path", os.path.join(ROOT, "functions", "support-desk"),
@@ -317,46 +339,49 @@ def warm_ttft(args, gate, files, prompts, data_dir):
         if deploy.returncode != 0:
             raise SystemExit(f"fn deploy failed: {deploy.stderr}")
         for name, question in prompts.items():
-            # Warm-up: the first call instantiates the component's code and fills caches.
-            invoke_agent(server.port, question)
-            invoke_openai(server.port, files["system_text"], question)
-            agent, openai, inner = [], [], []
-            for rep in range(args.repeats):
-                def once(question=question):
-                    c0 = proc_cpu(server.proc.pid)
-                    a = invoke_agent(server.port, question)
-                    o = invoke_openai(server.port, files["system_text"], question)
-                    return (a, o), proc_cpu(server.proc.pid) - c0
-
-                ((wall, body), (wall2, body2)), _ = gate.measure(
-                    f"warm TTFT {name} #{rep + 1}", once)
-                agent.append(wall)
-                inner.append(body["usage"]["duration_ms"] / 1000)
-                openai.append(wall2)
-            res[name] = {
-                "agent_s": agent, "openai_s": openai, "agent_inner_s": inner,
-                "prompt_tokens": body["usage"]["prompt_tokens"],
-                "openai_prompt_tokens": body2["usage"]["prompt_tokens"],
-                "agent_answer": body["answer"],
+            calls = {
+                "agent": lambda q=question: invoke_agent(server.port, q),
+                "openai": lambda q=question: invoke_openai(server.port, files["system_text"], q),
+                "pool": lambda n=name: pool_call(n),
             }
-    finally:
-        server.stop()
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-    for name in prompts:
-        def once(name=name):
-            lines, _, cpu = run_json(
-                [args.bench, "pool", args.model, files["system"], files["q_" + name],
-                 str(args.repeats)], env)
-            return lines, cpu
+            # Warm-up: the first call instantiates the component and fills caches.
+            for call in calls.values():
+                call()
+            d = {"agent_s": [], "openai_s": [], "pool_s": [], "agent_inner_s": []}
+            for rep in range(args.repeats):
+                order = list(calls)[rep % 3:] + list(calls)[:rep % 3]
 
-        lines, _ = gate.measure(f"pool direct {name}", once)
-        runs = [x for x in lines if x["event"] == "run"]
-        res[name]["pool_s"] = [x["wall_s"] for x in runs]
-        res[name]["pool_prompt_tokens"] = runs[0]["prompt_tokens"]
-        res[name]["pool_answer"] = runs[0]["text"]
-    for d in res.values():
-        for k in ("agent_s", "openai_s", "agent_inner_s", "pool_s"):
-            d[k.replace("_s", "_med_s")] = med(d[k])
+                def once(order=order, calls=calls):
+                    c0 = proc_cpu(server.proc.pid) + proc_cpu(pool.pid)
+                    got = {}
+                    for k in order:
+                        # Let the other process's idle worker threads stop spinning first.
+                        time.sleep(0.05)
+                        got[k] = calls[k]()
+                    return got, proc_cpu(server.proc.pid) + proc_cpu(pool.pid) - c0
+
+                got, _ = gate.measure(f"warm TTFT {name} #{rep + 1}", once)
+                wall, body = got["agent"]
+                d["agent_s"].append(wall)
+                d["agent_inner_s"].append(body["usage"]["duration_ms"] / 1000)
+                d["openai_s"].append(got["openai"][0])
+                d["pool_s"].append(got["pool"]["wall_s"])
+            d["prompt_tokens"] = body["usage"]["prompt_tokens"]
+            d["openai_prompt_tokens"] = got["openai"][1]["usage"]["prompt_tokens"]
+            d["pool_prompt_tokens"] = got["pool"]["prompt_tokens"]
+            d["agent_answer"] = body["answer"]
+            d["pool_answer"] = got["pool"]["text"]
+            for k in ("agent_s", "openai_s", "agent_inner_s", "pool_s"):
+                d[k[:-2] + "_med_s"] = med(d[k])
+            res[name] = d
+    finally:
+        if server is not None:
+            server.stop()
+        pool.stdin.close()
+        pool.wait()
+    for n in prompts:
+        if res[n]["prompt_tokens"] != res[n]["pool_prompt_tokens"]:
+            say(f"warning: the agent and the pool saw prompts of different lengths ({n})")
     return res
 
 
@@ -469,6 +494,10 @@ def met(ok):
     return "**met**" if ok else "**not met**"
 
 
+def samples(xs):
+    return "/".join(f"{x * 1000:.0f}" for x in xs)
+
+
 def common_prefix(a, b):
     n = 0
     for x, y in zip(a, b):
@@ -576,8 +605,8 @@ def render(args, info, tp, warm, cold, gate, llama_info, files, date):
       "`fn deploy`; `POST /fn/support-desk` with `max_tokens: 1` (client wall time, loopback "
       "HTTP) against the same chat (the agent's system prompt + the question) through "
       "`ModelPool::generate` in-process (`examples/inference_bench.rs pool`), and through "
-      "`POST /v1/chat/completions` on the same server (HTTP, no WASM). One warm-up call each, "
-      "then medians of "
+      "`POST /v1/chat/completions` on the same server (HTTP, no WASM). Both processes are up; "
+      "the three paths take turns (order rotating), one warm-up call each, then medians of "
       f"{args.repeats}.")
     w("")
     w("| question | prompt tokens | pool, in-process | /v1/chat/completions | deployed agent "
@@ -590,6 +619,13 @@ def render(args, info, tp, warm, cold, gate, llama_info, files, date):
         w(f"| {label} | {d['pool_prompt_tokens']} | {ms(d['pool_med_s'])} | "
           f"{ms(d['openai_med_s'])} | {ms(d['agent_med_s'])} (inference inside: "
           f"{ms(d['agent_inner_med_s'])}) | {r:.2f}× | ≤ 1.2× | {met(r <= 1.2)} |")
+    w("")
+    for name in ("short", "ticket"):
+        d = warm[name]
+        w(f"- Every sample, {name} (ms): pool {samples(d['pool_s'])}; /v1 "
+          f"{samples(d['openai_s'])}; agent {samples(d['agent_s'])}, of which inference (as "
+          f"the agent's `usage.duration_ms` reports it) {samples(d['agent_inner_s'])}. Best of "
+          f"each: agent / pool {min(d['agent_s']) / min(d['pool_s']):.2f}×.")
     w("")
     w("### Cold start")
     w("")
@@ -610,6 +646,12 @@ def render(args, info, tp, warm, cold, gate, llama_info, files, date):
     w(f"| slmfn / llama.cpp | | {cs['first_token_s'] / cl['first_token_s']:.2f}× "
       f"(vs in-process load + first token: {cs['first_token_s'] / cl['in_process_s']:.2f}×) "
       "| | | |")
+    w("")
+    w(f"- For comparison: `ModelPool::preload` of the model in-process took "
+      f"{ms(warm['pool_preload_s'])}, `Model::load` alone {ms(S['load_s'])} (throughput table); "
+      f"every slmfn cold start: "
+      + ", ".join(f"ready {ms(r['ready_s'])} / first token {ms(r['first_token_s'])}"
+                  for r in cold["slmfn"]["runs"]) + ".")
     w("")
     w("Run it with `benches/inference.sh` (options: `benches/inference.sh --help`); it builds "
       "the release binaries and the guest, installs llama-cpp-python into "

@@ -9,9 +9,11 @@
 //! inference_bench generate MODEL TOKENS_JSON GEN RUNS [quantized]
 //!     load (timed), then RUNS greedy generations of GEN tokens, end-of-generation ignored;
 //!     `quantized` processes the prompt with the quantized kernels instead of the f32 copies
-//! inference_bench pool MODEL SYSTEM_FILE QUESTION_FILE RUNS
-//!     a ModelPool as the runtime builds it (one session, model preloaded); one warm-up call,
-//!     then RUNS chat calls of max_tokens=1, greedy, timed around `ModelPool::generate`
+//! inference_bench pool MODEL SYSTEM_FILE
+//!     a ModelPool as the runtime builds it (one session, model preloaded), then for each line
+//!     of standard input (a question file) one chat call (system + question) of max_tokens=1,
+//!     greedy, timed around `ModelPool::generate`: the driver interleaves these calls with
+//!     requests to a deployed agent
 //! ```
 //!
 //! Threads: candle's (`RAYON_NUM_THREADS`, else every core); the driver sets it.
@@ -39,7 +41,7 @@ fn main() -> anyhow::Result<()> {
             arg(4)?.parse()?,
             args.get(5).map(String::as_str) == Some("quantized"),
         ),
-        "pool" => pool(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?),
+        "pool" => pool(arg(1)?, arg(2)?),
         other => bail!("unknown mode `{other}` (encode, generate, pool)"),
     }
 }
@@ -143,7 +145,7 @@ fn generate(
     Ok(())
 }
 
-fn pool(path: &str, system_file: &str, question_file: &str, runs: usize) -> anyhow::Result<()> {
+fn pool(path: &str, system_file: &str) -> anyhow::Result<()> {
     let mut spec = ModelSpec::new("smollm2", path);
     spec.preload = true;
     let pool = ModelPool::new(PoolConfig::default(), vec![spec])?;
@@ -153,10 +155,7 @@ fn pool(path: &str, system_file: &str, question_file: &str, runs: usize) -> anyh
         "{}",
         json!({ "event": "load", "load_s": started.elapsed().as_secs_f64() })
     );
-    let messages = vec![
-        Message::system(read(system_file)?),
-        Message::user(read(question_file)?),
-    ];
+    let system = read(system_file)?;
     // What the runtime passes for an agent's `max_tokens: 1, temperature: 0` over the model's
     // defaults.
     let params = SamplingParams {
@@ -164,11 +163,16 @@ fn pool(path: &str, system_file: &str, question_file: &str, runs: usize) -> anyh
         temperature: 0.0,
         ..SamplingParams::default()
     };
-    for run in 0..=runs {
+    for line in std::io::stdin().lines() {
+        let question_file = line?;
+        let messages = vec![
+            Message::system(system.clone()),
+            Message::user(read(question_file.trim())?),
+        ];
         let started = Instant::now();
         let c = pool.generate(
             "smollm2",
-            Prompt::Chat(messages.clone()),
+            Prompt::Chat(messages),
             Some(params.clone()),
             CancelToken::new(),
             |_| {},
@@ -177,7 +181,7 @@ fn pool(path: &str, system_file: &str, question_file: &str, runs: usize) -> anyh
         println!(
             "{}",
             json!({
-                "event": if run == 0 { "warmup" } else { "run" },
+                "event": "run",
                 "wall_s": wall.as_secs_f64(),
                 "ttft_s": c.usage.time_to_first_token.as_secs_f64(),
                 "prompt_tokens": c.usage.prompt_tokens,

@@ -49,6 +49,8 @@ struct LoadedRevision {
     env: Vec<(String, String)>,
     tools_allowed: Arc<[String]>,
     models: Arc<crate::manifest::ModelsSection>,
+    /// The function's kv namespace, opened once per revision rather than per request.
+    kv: sled::Tree,
 }
 
 /// The host. Process-lifetime state, shared as `Arc<Host>`.
@@ -161,7 +163,7 @@ impl Host {
                 component_sha256: &sha,
             })
             .await?;
-        self.install(Self::loaded(record.clone(), pre));
+        self.install(self.loaded(record.clone(), pre)?);
         tracing::info!(function = name, revision = %record.revision, size = component.len(), "deployed");
         Ok(record)
     }
@@ -314,7 +316,7 @@ impl Host {
                 .memory_size(manifest.limits.memory_mb as usize * 1024 * 1024)
                 .build(),
             kv: kv::KvCtx {
-                tree: self.registry.kv(&manifest.name)?,
+                tree: loaded.kv.clone(),
             },
             inference: inference::InferenceCtx {
                 service: self.inference.clone(),
@@ -340,7 +342,7 @@ impl Host {
         })?;
         let component = self.compile_cached(&sha, &bytes).await?;
         let pre = component::pre_instantiate(&self.linker, &component)?;
-        Ok(Self::loaded(record, pre))
+        self.loaded(record, pre)
     }
 
     /// The component for `bytes`: from the cached artifact when usable, else compiled off the
@@ -378,9 +380,10 @@ impl Host {
         Ok(component)
     }
 
-    fn loaded(record: RevisionRecord, pre: AgentPre<HostState>) -> LoadedRevision {
+    fn loaded(&self, record: RevisionRecord, pre: AgentPre<HostState>) -> Result<LoadedRevision> {
         let limits = &record.manifest.limits;
-        LoadedRevision {
+        Ok(LoadedRevision {
+            kv: self.registry.kv(&record.function)?,
             slots: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             env: record
                 .manifest
@@ -392,7 +395,7 @@ impl Host {
             models: Arc::new(record.manifest.models.clone()),
             pre,
             record,
-        }
+        })
     }
 
     fn install(&self, loaded: LoadedRevision) {
