@@ -68,10 +68,16 @@ if [[ -z "$model" ]]; then
 fi
 [[ -f "$model" ]] || { say "model not found: $model"; exit 1; }
 
-exec python3 benches/inference/driver.py \
+# Private copies: the target directory may be shared, and a build by someone else must not swap
+# a binary in the middle of the run.
+bin="$(mktemp -d "${TMPDIR:-/tmp}/slmfn-inference-bin.XXXXXX")"
+trap 'rm -rf "$bin"' EXIT
+cp "$target/release/slmfn" "$target/release/fn" "$target/release/examples/inference_bench" "$bin/"
+
+python3 benches/inference/driver.py \
     --model "$model" \
-    --slmfn "$target/release/slmfn" \
-    --fn "$target/release/fn" \
-    --bench "$target/release/examples/inference_bench" \
+    --slmfn "$bin/slmfn" \
+    --fn "$bin/fn" \
+    --bench "$bin/inference_bench" \
     --python "$venv/bin/python" \
     "$@"
