@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of issue 2 and writes benches/RESULTS.md:
+# Runs the benchmarks of issue 2 and writes their section of benches/RESULTS.md (between
+# `<!-- runtime:begin -->` and `<!-- runtime:end -->`; other scripts' sections are kept):
 #
 #   - criterion (benches/bench_main.rs): in-process Host::invoke, a fresh instance per call, also
 #     pinned to one core (taskset) to show what cross-core hand-offs cost;
@@ -79,7 +80,8 @@ hello_pinned="$(est invoke/hello median "$pinned")"
 x16="$(est invoke_x16/echo median)"
 criterion_other="$(other_pct criterion0 criterion1)"
 
-# Per concurrency level: the median over rounds of each number, and the ratios slmfn / peer.
+# Per concurrency level: the median over rounds of each number, and the ratios slmfn / peer as
+# the median of the per-round ratios (each round measures both servers back to back).
 load_rows="$(jq -r '
   def median: sort | .[(length - 1) / 2 | floor];
   def f1: . * 10 | round / 10;
@@ -88,12 +90,15 @@ load_rows="$(jq -r '
     | {rps: ([$r[].rps] | median), p50: ([$r[].p50_us] | median), p99: ([$r[].p99_us] | median),
        cpu: ([$r[].server_cpu_us_per_req] | median), client: ([$r[].client_cpu_us_per_req] | median),
        other: ([$r[].other_cpu_pct] | max), errors: ([$r[].errors] | add), rounds: ($r | length)};
+  def ratio($runs; f): [$runs | group_by(.round)[]
+    | (map(select(.server == "slmfn"))[0] | f) / (map(select(.server != "slmfn"))[0] | f)] | median;
   .runs | group_by(.connections)[] | . as $runs | $runs[0].connections as $c
   | row("slmfn"; $runs) as $s | row("wasmtime serve"; $runs) as $w
+  | ratio($runs; .rps) as $rps
   | "| \($c) | slmfn | \($s.rps | round) | \($s.p50 | f1) | \($s.p99 | f1) | \($s.cpu | f1) | \($s.client | f1) | \($s.other | f1) | \($s.errors) |",
     "| \($c) | wasmtime serve | \($w.rps | round) | \($w.p50 | f1) | \($w.p99 | f1) | \($w.cpu | f1) | \($w.client | f1) | \($w.other | f1) | \($w.errors) |",
-    "| \($c) | **slmfn / wasmtime serve** | **\($s.rps / $w.rps | f2)×** | \($s.p50 / $w.p50 | f2)× | \($s.p99 / $w.p99 | f2)× | \($s.cpu / $w.cpu | f2)× | | | |",
-    "RATIO \($c) \($s.rps / $w.rps | f2) \([$runs[].other_cpu_pct] | max | f1)"
+    "| \($c) | **slmfn / wasmtime serve** | **\($rps | f2)×** | \(ratio($runs; .p50_us) | f2)× | \(ratio($runs; .p99_us) | f2)× | \(ratio($runs; .server_cpu_us_per_req) | f2)× | \(ratio($runs; .client_cpu_us_per_req) | f2)× | | |",
+    "RATIO \($c) \($rps | f2) \([$runs[].other_cpu_pct] | max | f1)"
 ' "$work/load.json")"
 ratios="$(grep '^RATIO' <<<"$load_rows" || true)"
 load_rows="$(grep -v '^RATIO' <<<"$load_rows")"
@@ -105,11 +110,12 @@ errors_md="$(jq -r '.runs[] | select(.errors > 0)
 
 cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 {
-    echo "# Benchmark results"
+    echo "<!-- runtime:begin -->"
+    echo "## Runtime: in-process invoke, HTTP vs \`wasmtime serve\` (issue 2)"
     echo
     echo "Written by \`benches/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)'). Re-run: \`benches/run.sh\`."
     echo
-    echo "## Machine and build"
+    echo "### Machine and build"
     echo
     echo "- CPU: $cpu_model, $(nproc) cores (\`nproc\`); the load client runs on the same cores as the server."
     echo "- Load average (1/5/15 min) before the in-process bench: $load_criterion; before the HTTP load: $load_http."
@@ -121,9 +127,9 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     fi
     echo "- Host build: release settings (\`cargo bench\` profile, inheriting \`[profile.release]\`), \`-C target-cpu=x86-64-v3\` (.cargo/config.toml), rustc $(rustc --version | cut -d' ' -f2)."
     echo "- Guests: wasm32-wasip2, \`opt-level = \"s\"\`, LTO, stripped (benches/guests, functions)."
-    echo "- Peer: \`$("$wasmtime" --version)\` \`serve\` with its defaults (pooling allocator; a fresh instance per request for WASIp2 components, as slmfn)."
+    echo "- Peer: \`$("$wasmtime" --version)\` \`serve\` with its defaults (pooling allocator; a fresh instance per request for WASIp2 components, as slmfn) plus \`-S cli\` (Rust's std for wasm32-wasip2 imports \`wasi:cli/environment\`)."
     echo
-    echo "## Targets (issue 2)"
+    echo "### Targets"
     echo
     echo "| target | measured | |"
     echo "|---|---|---|"
@@ -132,7 +138,7 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
         echo "| HTTP throughput ≥ 1.0× \`wasmtime serve\`, $c connections | $ratio× | $(met "$ratio" 1.0 ge) |"
     done <<<"$ratios"
     echo
-    echo "## In-process instantiate + invoke (criterion, \`benches/benchmarks/instantiate.rs\`)"
+    echo "### In-process instantiate + invoke (criterion, \`benches/benchmarks/instantiate.rs\`)"
     echo
     echo "\`Host::invoke\` on a host with a registry in a temp dir, the component deployed beforehand: per call a fresh"
     echo "instance from the \`InstancePre\` on the guest runtime, \`handle\` called, the store dropped. No HTTP."
@@ -147,11 +153,12 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "| \`invoke/hello\`, pinned to one core | $(us "$hello_pinned") µs | $(us "$(est invoke/hello mean "$pinned")") µs | $(awk -v ns="$hello_pinned" 'BEGIN { printf "%.0f", 1e9 / ns }') invocations/s |"
     echo "| \`invoke_x16/echo\` (16 in flight), per invocation | $(us "$x16" 16) µs | $(us "$(est invoke_x16/echo mean)" 16) µs | $(awk -v ns="$x16" 'BEGIN { printf "%.0f", 16e9 / ns }') invocations/s |"
     echo
-    echo "## HTTP over loopback (\`benches/http_load.rs\`)"
+    echo "### HTTP over loopback (\`benches/http_load.rs\`)"
     echo
     echo "Keep-alive HTTP/1.1 GETs (hyper client, one request at a time per connection) answering 200 \"hello\":"
     echo "slmfn \`/fn/echo\` (benches/guests/echo-agent) vs \`wasmtime serve\` with benches/guests/echo-http."
-    echo "Settings: \`$load_args\`; each number is the median over the rounds (servers take turns);"
+    echo "Settings: \`$load_args\`; each number is the median over the rounds (servers take turns),"
+    echo "each ratio the median of the per-round ratios;"
     echo "\"other CPU\" is the largest share of all cores taken by other processes during a run."
     echo "CPU/req is CPU time per request (user + system) of the server process and of the client; it drops"
     echo "when other processes hold the other cores (fewer cross-core wake-ups and TLB-shootdown IPIs), so"
@@ -163,5 +170,21 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo
     if [[ -n "$errors_md" ]]; then printf '%s\n\n' "$errors_md"; fi
     echo "Commands: \`$(jq -r '.servers | map(.command) | join("`, `")' "$work/load.json")\` (ports and paths vary)."
-} >benches/RESULTS.md
-say "wrote benches/RESULTS.md"
+    echo "<!-- runtime:end -->"
+} >"$work/section.md"
+
+# RESULTS.md: the title, this section, then every other script's marked section as it was
+# (e.g. benches/inference.sh's); anything else (an old unmarked version of ours) is dropped.
+results=benches/RESULTS.md
+{
+    echo "# Benchmark results"
+    echo
+    cat "$work/section.md"
+    if [[ -f "$results" ]]; then
+        awk '/^<!-- [a-z0-9-]+:begin -->$/ && $0 != "<!-- runtime:begin -->" { keep = 1; print "" }
+             keep { print }
+             /^<!-- [a-z0-9-]+:end -->$/ { keep = 0 }' "$results"
+    fi
+} >"$work/results.md"
+mv "$work/results.md" "$results"
+say "wrote $results"

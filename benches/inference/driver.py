@@ -472,8 +472,11 @@ def machine():
     info["candle"] = m.group(1) if m else "?"
     info["commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                     capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    # Local changes that could matter (RESULTS.md itself does not).
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no",
+                            "--", ".", ":!benches/RESULTS.md"],
+                           capture_output=True, text=True).stdout.splitlines()
+    info["dirty_files"] = [line[3:] for line in dirty]
     info["dirty"] = bool(dirty)
     return info
 
@@ -520,10 +523,18 @@ def render(args, info, tp, warm, cold, gate, llama_info, files, date):
     over = [r for r in recs if r["over"]]
     out = []
     w = out.append
+    files_changed = info.get("dirty_files")
+    if files_changed:
+        shown = ", ".join(f"`{f}`" for f in files_changed[:6])
+        changes = f" with local changes to {shown}{' …' if len(files_changed) > 6 else ''}"
+    elif info["dirty"] and files_changed is None:
+        changes = " (with local changes)"
+    else:
+        changes = ""
     w(BEGIN)
     w("## Inference: slmfn vs llama.cpp (issue 3)")
     w("")
-    w(f"Written by `benches/inference.sh` from measurements of {date} at commit `{info['commit']}`{' (with local changes)' if info['dirty'] else ''}; "
+    w(f"Written by `benches/inference.sh` from measurements of {date} at commit `{info['commit']}`{changes}; "
       "this section is rewritten on every run. All ratios come from this one run.")
     w("")
     w(f"- Machine: {info['cpu']}, {info['nproc']} vCPU (AVX-512 on the host: "
