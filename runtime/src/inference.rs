@@ -1,5 +1,6 @@
 //! The async face of the warm model pool, shared by the runtime's adapters (the WIT
-//! `inference` interface, later the OpenAI-compatible API).
+//! `inference` interface and the OpenAI-compatible API): generations ([`Inference::start`])
+//! and embeddings ([`Inference::embed`]).
 //!
 //! The pool runs generation on its own worker threads and reports through callbacks; this
 //! module turns that into channels a tokio task can await, never blocking an async worker.
@@ -10,7 +11,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use slmfn_models::{CancelToken, Completion, Job, ModelPool, Prompt, SamplingParams};
+use slmfn_models::{
+    CancelToken, Completion, EmbedJob, Embeddings, Job, ModelKind, ModelPool, Prompt,
+    SamplingParams,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::GenerationMetrics;
@@ -20,8 +24,10 @@ pub use slmfn_models::Error as ModelError;
 /// The process-wide inference service.
 pub struct Inference {
     pool: Arc<ModelPool>,
-    /// The model used when neither the call nor the manifest names one.
+    /// The chat model used when neither the call nor the manifest names one.
     default_model: Option<String>,
+    /// The embedding model used when neither the call nor the manifest names one.
+    default_embedding_model: Option<String>,
     /// Where finished generations are counted.
     metrics: Arc<GenerationMetrics>,
 }
@@ -62,13 +68,20 @@ pub struct Generation {
 }
 
 impl Inference {
-    /// Wraps a pool.
+    /// Wraps a pool; `default_model` is the default chat model.
     pub fn new(pool: Arc<ModelPool>, default_model: Option<String>) -> Self {
         Self {
             pool,
             default_model,
+            default_embedding_model: None,
             metrics: Arc::default(),
         }
+    }
+
+    /// Sets the default embedding model.
+    pub fn with_default_embedding_model(mut self, model: Option<String>) -> Self {
+        self.default_embedding_model = model;
+        self
     }
 
     /// The generation metrics (registered by [`crate::metrics::Metrics`]).
@@ -81,14 +94,71 @@ impl Inference {
         &self.pool
     }
 
-    /// The runtime's default model.
+    /// The runtime's default (chat) model.
     pub fn default_model(&self) -> Option<&str> {
         self.default_model.as_deref()
+    }
+
+    /// The runtime's default embedding model.
+    pub fn default_embedding_model(&self) -> Option<&str> {
+        self.default_embedding_model.as_deref()
     }
 
     /// Whether the pool has a model by this name.
     pub fn has_model(&self, model: &str) -> bool {
         self.pool.spec(model).is_ok()
+    }
+
+    /// The kind of the model of this name (`None`: no such model).
+    pub fn kind(&self, model: &str) -> Option<ModelKind> {
+        self.pool.kind(model).ok()
+    }
+
+    /// The names of the served models of `kind`, sorted.
+    pub fn models_of_kind(&self, kind: ModelKind) -> Vec<String> {
+        self.pool
+            .status()
+            .into_iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.name)
+            .collect()
+    }
+
+    /// Embeds `texts` with the embedding model `model` on the pool's workers (never on this
+    /// task's thread). `ModelNotFound`, `WrongModelKind` (a chat model) and `Overloaded` come
+    /// at once; a request still queued at `deadline` is dropped with `Cancelled`. Dropping the
+    /// future drops the request too if it has not started. Counted in the metrics.
+    pub async fn embed(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        deadline: Option<Instant>,
+    ) -> Result<Embeddings, ModelError> {
+        /// Cancels the job when the caller's future is dropped.
+        struct CancelOnDrop(CancelToken);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.cancel();
+            }
+        }
+        let cancel = deadline.map_or_else(CancelToken::new, CancelToken::with_deadline);
+        let (done_tx, done) = oneshot::channel();
+        self.pool.submit_embed(
+            model,
+            EmbedJob {
+                texts,
+                cancel: cancel.clone(),
+                on_done: Box::new(move |result| {
+                    let _ = done_tx.send(result);
+                }),
+            },
+        )?;
+        let _guard = CancelOnDrop(cancel);
+        let result = done
+            .await
+            .unwrap_or_else(|_| Err(ModelError::ShuttingDown(model.to_string())));
+        self.metrics.record_embedding(model, &result);
+        result
     }
 
     /// The model's default sampling parameters.

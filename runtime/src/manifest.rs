@@ -80,11 +80,16 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelsSection {
-    /// Models this function may use.
+    /// Models this function may use, chat and embedding models alike. A model not listed is
+    /// `model-not-found` for this function.
     pub allowed: Vec<String>,
-    /// Model used when a call names none.
+    /// Chat model used when a `chat`/`generate` call names none (else the only allowed model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// Embedding model used when an `embed` call names none (else the only allowed embedding
+    /// model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_embedding: Option<String>,
     /// Cap on generated tokens per call (a call asking for more gets this many).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
@@ -254,8 +259,9 @@ memory_mb = 16
 [env]
 GREETING = "hi"
 [models]
-allowed = ["smollm2"]
+allowed = ["smollm2", "minilm"]
 default = "smollm2"
+default_embedding = "minilm"
 "#,
         )
         .unwrap();
@@ -264,6 +270,7 @@ default = "smollm2"
         assert_eq!(m.limits.max_concurrency, DEFAULT_MAX_CONCURRENCY);
         assert_eq!(m.env["GREETING"], "hi");
         assert_eq!(m.models.default.as_deref(), Some("smollm2"));
+        assert_eq!(m.models.default_embedding.as_deref(), Some("minilm"));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!   `slmfn_generations_total{model,outcome}`, `slmfn_time_to_first_token_seconds{model}`,
 //!   `slmfn_generation_duration_seconds{model}`): recorded by [`crate::inference::Generation`]
 //!   when a generation finishes, so every adapter (WIT `inference`, the OpenAI API) is counted
-//!   the same way without doing anything.
+//!   the same way without doing anything. Embedding calls (`slmfn_embeddings_total{model,
+//!   outcome}`, their tokens in `slmfn_prompt_tokens_total`) are recorded by
+//!   [`crate::inference::Inference::embed`] the same way.
 //! - **The model pool** (`slmfn_model_*`, `slmfn_pool_*`): read from
 //!   [`slmfn_models::ModelPool::status`] and [`slmfn_models::ModelPool::stats`] at scrape time,
 //!   so they can never drift from the pool's own bookkeeping.
@@ -179,6 +181,7 @@ pub struct GenerationMetrics {
     prompt_tokens: Family<ModelLabels, Counter>,
     completion_tokens: Family<ModelLabels, Counter>,
     generations: Family<OutcomeLabels, Counter>,
+    embeddings: Family<OutcomeLabels, Counter>,
     time_to_first_token: HistogramFamily<ModelLabels>,
     duration: HistogramFamily<ModelLabels>,
 }
@@ -189,6 +192,7 @@ impl Default for GenerationMetrics {
             prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
             generations: Family::default(),
+            embeddings: Family::default(),
             time_to_first_token: Family::new_with_constructor(|| Histogram::new(TTFT_BUCKETS)),
             duration: Family::new_with_constructor(|| Histogram::new(GENERATION_BUCKETS)),
         }
@@ -247,6 +251,33 @@ impl GenerationMetrics {
         }
     }
 
+    /// Records a finished embedding call of `model`: its outcome (`ok`, `timeout`, `error`)
+    /// and, when it succeeded, its tokens as prompt tokens.
+    pub fn record_embedding(
+        &self,
+        model: &str,
+        outcome: &Result<slmfn_models::Embeddings, ModelError>,
+    ) {
+        let outcome_label = match outcome {
+            Ok(_) => "ok",
+            Err(ModelError::Cancelled(_)) => "timeout",
+            Err(_) => "error",
+        };
+        self.embeddings
+            .get_or_create(&OutcomeLabels {
+                model: model.to_string(),
+                outcome: outcome_label,
+            })
+            .inc();
+        if let Ok(embeddings) = outcome {
+            self.prompt_tokens
+                .get_or_create(&ModelLabels {
+                    model: model.to_string(),
+                })
+                .inc_by(embeddings.prompt_tokens as u64);
+        }
+    }
+
     /// Records a generation whose caller went away before its outcome (a client that
     /// disconnected, a guest that dropped its stream): it was cancelled.
     pub fn record_cancelled(&self, model: &str) {
@@ -273,6 +304,11 @@ impl GenerationMetrics {
             "generations",
             "Finished generations by model and outcome (stop, length, timeout, cancelled, error)",
             self.generations.clone(),
+        );
+        registry.register(
+            "embeddings",
+            "Finished embedding calls by model and outcome (ok, timeout, error)",
+            self.embeddings.clone(),
         );
         registry.register_with_unit(
             "time_to_first_token",

@@ -1,6 +1,12 @@
 //! Builds the warm model pool from the runtime configuration: which models to serve (the
-//! `--model` flags, a models file, else the default model when it is cached), where their
-//! verified files are, and the pool settings.
+//! `--model` flags, a models file, else the built-in default chat model `smollm2` and default
+//! embedding model `minilm`, each when it is cached), where their verified files are, and the
+//! pool settings.
+//!
+//! A model's kind comes from its catalog or models-file entry, else from its source (a `.zip`
+//! or a directory is an embedding model, anything else a GGUF chat model). The default chat
+//! model is `--default-model` (which must be a chat model) or the first chat model; the default
+//! embedding model is the first embedding model.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +15,7 @@ use std::time::Duration;
 use slmfn_models::source::{
     Catalog, ModelCache, ModelEntry, ModelSource, ModelsConfig as ModelsFile, SourceError,
 };
-use slmfn_models::{ModelPool, ModelSpec, PoolConfig};
+use slmfn_models::{ModelKind, ModelPool, ModelSpec, PoolConfig};
 
 use crate::config::ModelsConfig;
 use crate::inference::{Inference, ModelError};
@@ -30,6 +36,15 @@ pub enum ModelsConfigError {
         name: String,
         /// The served names.
         served: String,
+    },
+    /// `--default-model` names an embedding model.
+    #[error(
+        "default model {name:?} is an embedding model; --default-model names the chat model \
+         (the first embedding model served is the default for embeddings)"
+    )]
+    DefaultNotChat {
+        /// The name.
+        name: String,
     },
     /// A source, name, file or cache problem (not pulled, digest mismatch, ...).
     #[error(transparent)]
@@ -83,17 +98,24 @@ pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConf
         }
     }
     if entries.is_empty() {
-        // No flags: serve the default model if it was pulled, else run without models.
-        match catalog.default_entry() {
-            Some(default) if cache.verify(default).is_ok() => entries.push(default.clone()),
-            Some(default) => {
+        // No flags: serve the default chat and embedding models that were pulled, else run
+        // without models.
+        let defaults = [catalog.default_entry(), catalog.default_embedding_entry()];
+        for default in defaults.into_iter().flatten() {
+            if cache.verify(default).is_ok() {
+                entries.push(default.clone());
+            } else {
                 tracing::info!(
                     model = %default.name,
-                    "default model not in the cache; inference is unavailable (run `fn models pull`)"
+                    kind = %default.kind,
+                    "default model not in the cache; it is not served (run `fn models pull {}`)",
+                    default.name
                 );
-                return Ok(None);
             }
-            None => return Ok(None),
+        }
+        if entries.is_empty() {
+            tracing::info!("no model in the cache; inference is unavailable");
+            return Ok(None);
         }
     }
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
@@ -107,17 +129,31 @@ pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConf
             return Err(unknown("preload", p));
         }
     }
+    let first_of = |kind: ModelKind| {
+        entries
+            .iter()
+            .find(|e| e.kind == kind)
+            .map(|e| e.name.clone())
+    };
     let default = match &config.default_model {
         Some(d) if !names.contains(&d.as_str()) => return Err(unknown("default", d)),
-        Some(d) => d.clone(),
-        None => names[0].to_string(),
+        Some(d)
+            if entries
+                .iter()
+                .any(|e| e.name == *d && e.kind != ModelKind::Chat) =>
+        {
+            return Err(ModelsConfigError::DefaultNotChat { name: d.clone() });
+        }
+        Some(d) => Some(d.clone()),
+        None => first_of(ModelKind::Chat),
     };
+    let default_embedding = first_of(ModelKind::Embedding);
     let specs = entries
         .iter()
         .map(|entry| {
             let mut spec = spec_for(&cache, entry)?;
             spec.preload |= config.preload.contains(&entry.name);
-            tracing::info!(model = %spec.name, path = %spec.path.display(), preload = spec.preload, "serving model");
+            tracing::info!(model = %spec.name, kind = %spec.kind, path = %spec.path.display(), preload = spec.preload, "serving model");
             Ok(spec)
         })
         .collect::<Result<Vec<_>, ModelsConfigError>>()?;
@@ -134,18 +170,18 @@ pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConf
         },
         specs,
     )?;
-    Ok(Some(Arc::new(Inference::new(
-        Arc::new(pool),
-        Some(default),
-    ))))
+    Ok(Some(Arc::new(
+        Inference::new(Arc::new(pool), default).with_default_embedding_model(default_embedding),
+    )))
 }
 
-/// A local file is used in place (and must exist); other sources must be in the cache, their
-/// digest verified.
+/// A local file (or, for an embedding model, a directory) is used in place and must exist;
+/// other sources must be in the cache, their digest verified.
 fn spec_for(cache: &ModelCache, entry: &ModelEntry) -> Result<ModelSpec, ModelsConfigError> {
     match &entry.source {
         ModelSource::Local(path) if entry.sha256.is_none() => {
-            if !path.is_file() {
+            let dir_ok = entry.kind == ModelKind::Embedding && path.is_dir();
+            if !path.is_file() && !dir_ok {
                 return Err(ModelsConfigError::MissingFile {
                     name: entry.name.clone(),
                     path: path.clone(),
@@ -154,5 +190,89 @@ fn spec_for(cache: &ModelCache, entry: &ModelEntry) -> Result<ModelSpec, ModelsC
             Ok(entry.to_spec(path))
         }
         _ => Ok(cache.verified_spec(entry)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, models: &[String]) -> ModelsConfig {
+        ModelsConfig {
+            models: models.to_vec(),
+            models_file: None,
+            models_dir: Some(dir.join("cache")),
+            preload: Vec::new(),
+            default_model: None,
+            models_memory_mb: 1024,
+            model_parallel: 1,
+            model_queue_depth: 4,
+            model_keep_alive: "5m".into(),
+        }
+    }
+
+    /// Files that only need to exist: nothing is loaded when the pool is built.
+    fn files(dir: &std::path::Path) -> (String, String, String) {
+        let gguf = dir.join("chat.gguf");
+        let zip = dir.join("emb.zip");
+        let model_dir = dir.join("emb-dir");
+        std::fs::write(&gguf, b"").unwrap();
+        std::fs::write(&zip, b"").unwrap();
+        std::fs::create_dir(&model_dir).unwrap();
+        let s = |p: std::path::PathBuf| p.display().to_string();
+        (s(gguf), s(zip), s(model_dir))
+    }
+
+    #[test]
+    fn kinds_come_from_the_sources_and_each_kind_has_its_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gguf, zip, model_dir) = files(dir.path());
+        let models = [
+            format!("emb={zip}"),
+            format!("chat={gguf}"),
+            format!("folder={model_dir}"),
+        ];
+        let inference = build(&config(dir.path(), &models)).unwrap().unwrap();
+        assert_eq!(inference.default_model(), Some("chat"));
+        assert_eq!(inference.default_embedding_model(), Some("emb"));
+        assert_eq!(inference.kind("emb"), Some(ModelKind::Embedding));
+        assert_eq!(inference.kind("folder"), Some(ModelKind::Embedding));
+        assert_eq!(inference.kind("chat"), Some(ModelKind::Chat));
+        assert_eq!(
+            inference.models_of_kind(ModelKind::Embedding),
+            ["emb", "folder"]
+        );
+
+        // Only embedding models: no default chat model.
+        let inference = build(&config(dir.path(), &[format!("emb={zip}")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(inference.default_model(), None);
+        assert_eq!(inference.default_embedding_model(), Some("emb"));
+    }
+
+    #[test]
+    fn the_default_model_must_be_a_chat_model_and_files_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gguf, zip, _) = files(dir.path());
+        let mut cfg = config(dir.path(), &[format!("emb={zip}"), format!("chat={gguf}")]);
+        cfg.default_model = Some("emb".into());
+        let e = build(&cfg).err().unwrap();
+        assert!(matches!(e, ModelsConfigError::DefaultNotChat { .. }), "{e}");
+        assert!(e.to_string().contains("is an embedding model"), "{e}");
+
+        // A directory is fine for an embedding model, not for a chat model.
+        let gguf_dir = dir.path().join("not-a-file.gguf");
+        std::fs::create_dir(&gguf_dir).unwrap();
+        let cfg = config(dir.path(), &[format!("x={}", gguf_dir.display())]);
+        // A directory's kind is embedding whatever its name: it is served as one.
+        let inference = build(&cfg).unwrap().unwrap();
+        assert_eq!(inference.kind("x"), Some(ModelKind::Embedding));
+        let cfg = config(
+            dir.path(),
+            &[format!("y={}/missing.zip", dir.path().display())],
+        );
+        let e = build(&cfg).err().unwrap();
+        assert!(matches!(e, ModelsConfigError::MissingFile { .. }), "{e}");
     }
 }

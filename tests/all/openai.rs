@@ -1,6 +1,8 @@
 //! The OpenAI-compatible API (`/v1`) and `/metrics` of a real runtime process: error shapes,
 //! SSE framing, auth and overload on a tiny model the test writes; the official `openai`
-//! Python client and client-disconnect cancellation against the real SmolLM2.
+//! Python client and client-disconnect cancellation against the real SmolLM2. Embeddings:
+//! `/v1/embeddings` and the WIT `embed` of an agent on a tiny BERT the test writes, and the
+//! official client on the real all-MiniLM-L6-v2.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 
-use crate::support::{Options, Runtime, guests, real_model};
+use crate::support::{Options, Runtime, guests, real_embed_model, real_model};
 
 const CHAT: &str = "/v1/chat/completions";
 
@@ -718,4 +720,439 @@ fn a_client_that_disconnects_cancels_its_generation() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+const EMBEDDINGS: &str = "/v1/embeddings";
+
+/// The vectors of an embeddings response, checked for OpenAI's shape.
+#[track_caller]
+fn vectors(body: &Value) -> Vec<Vec<f64>> {
+    assert_eq!(body["object"], "list", "{body}");
+    let data = body["data"].as_array().unwrap();
+    data.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            assert_eq!(item["object"], "embedding");
+            assert_eq!(item["index"], i);
+            item["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// Decodes OpenAI's `base64` embedding (little-endian f32).
+fn decode_base64_f32(text: &str) -> Vec<f64> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut bytes = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let digits: Vec<u8> = chunk
+            .iter()
+            .filter(|&&c| c != b'=')
+            .map(|&c| value(c))
+            .collect();
+        let n = digits
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &d)| n | (u32::from(d) << (18 - 6 * i)));
+        bytes.extend_from_slice(&n.to_be_bytes()[1..digits.len()]);
+    }
+    bytes
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+        .collect()
+}
+
+#[test]
+fn embeddings_answer_in_openai_shapes_and_agents_embed_through_wit() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("emb.zip");
+    slmfn_models::embed::testing::TinyBert::default()
+        .write_zip(&zip, "")
+        .unwrap();
+    let (rt, _tiny_dir) = tiny_runtime(Options {
+        extra_args: vec!["--model".into(), format!("emb={}", zip.display())],
+        ..Options::default()
+    });
+
+    // Both kinds are listed.
+    let (s, _, models) = get(&rt, "/v1/models");
+    assert_eq!(s, 200, "{models}");
+    let models: Value = serde_json::from_str(&models).unwrap();
+    let kind = |name: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {models}"))["kind"]
+            .clone()
+    };
+    assert_eq!(kind("emb"), "embedding");
+    assert_eq!(kind("tiny"), "chat");
+    let (s, admin) = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rt.admin_get("/models"))
+        .unwrap();
+    assert_eq!(s, 200);
+    let emb = admin["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "emb")
+        .unwrap()
+        .clone();
+    assert_eq!(emb["kind"], "embedding", "{admin}");
+    assert_eq!(admin["default_model"], "tiny");
+    assert_eq!(admin["default_embedding_model"], "emb");
+
+    // One string; `model` omitted means the default embedding model.
+    let (s, body) = post_json(&rt, EMBEDDINGS, &json!({"input": "hello world"}));
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["model"], "emb");
+    let one = vectors(&body);
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].len(), 16);
+    assert!((norm(&one[0]) - 1.0).abs() < 1e-4);
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 4, "total_tokens": 4})
+    );
+
+    // A list, in order; the same text gives the same vector in any batch.
+    let (s, body) = post_json(
+        &rt,
+        EMBEDDINGS,
+        &json!({"model": "emb", "input": ["the cat sat on the mat today", "hello world", "a dog"], "encoding_format": "float"}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let many = vectors(&body);
+    assert_eq!(many.len(), 3);
+    let diff: f64 = many[1]
+        .iter()
+        .zip(&one[0])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-4, "batching changed the vector by {diff}");
+
+    // base64: little-endian f32 of the same vector.
+    let (s, body) = post_json(
+        &rt,
+        EMBEDDINGS,
+        &json!({"model": "emb", "input": ["hello world"], "encoding_format": "base64", "dimensions": 16}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let decoded = decode_base64_f32(body["data"][0]["embedding"].as_str().unwrap());
+    assert_eq!(decoded.len(), 16);
+    assert!(
+        decoded
+            .iter()
+            .zip(&one[0])
+            .all(|(a, b)| (a - b).abs() < 1e-6)
+    );
+
+    // Errors.
+    let cases = [
+        (
+            json!({"model": "tiny", "input": "hi"}),
+            400,
+            "model_not_embedding",
+        ),
+        (
+            json!({"model": "nope", "input": "hi"}),
+            404,
+            "model_not_found",
+        ),
+        (json!({"model": "emb"}), 400, "invalid_value"),
+        (json!({"model": "emb", "input": []}), 400, "invalid_value"),
+        (
+            json!({"model": "emb", "input": [1, 2, 3]}),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            json!({"model": "emb", "input": "hi", "encoding_format": "int8"}),
+            400,
+            "invalid_value",
+        ),
+        (
+            json!({"model": "emb", "input": "hi", "dimensions": 8}),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            json!({"model": "emb", "input": vec!["cat"; 31].join(" ")}),
+            400,
+            "invalid_value",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (s, body) = post_json(&rt, EMBEDDINGS, &request);
+        assert_eq!(s, status, "{request}: {body}");
+        openai_error(&body, code);
+    }
+    let (_, body) = post_json(
+        &rt,
+        EMBEDDINGS,
+        &json!({"model": "emb", "input": ["hi", vec!["cat"; 31].join(" ")]}),
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("text 1")
+            && message.contains("33 tokens")
+            && message.contains("at most 32"),
+        "{message}"
+    );
+    assert_eq!(body["error"]["param"], "input");
+    let (_, body) = post_json(&rt, EMBEDDINGS, &json!({"model": "nope", "input": "hi"}));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("embedding models: emb"),
+        "{body}"
+    );
+    // Chat on the embedding model: 400, not a generation.
+    let (s, body) = post_json(
+        &rt,
+        CHAT,
+        &json!({"model": "emb", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(s, 400, "{body}");
+    let e = openai_error(&body, "model_not_chat");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("is an embedding model"),
+        "{body}"
+    );
+    // Chat without a model still goes to the default chat model.
+    let (s, body) = post_json(
+        &rt,
+        CHAT,
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["model"], "tiny");
+
+    // An agent embeds through the WIT interface; the allow-list applies.
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let deploy = |name: &str, allowed: &str| {
+        let manifest = format!("name = \"{name}\"\n[models]\nallowed = [{allowed}]\n");
+        let (s, body) = tokio
+            .block_on(rt.deploy(name, &manifest, &guests().testbed))
+            .unwrap();
+        assert_eq!(s, 201, "{body}");
+    };
+    deploy("both", "\"tiny\", \"emb\"");
+    deploy("chat-only", "\"tiny\"");
+    let invoke = |name: &str, path: &str, body: Value| {
+        tokio
+            .block_on(rt.invoke(name, path, &body.to_string()))
+            .unwrap()
+    };
+    let (s, body) = invoke("both", "/embed", json!({"texts": ["hello world", "a dog"]}));
+    assert_eq!(s, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let wit: Vec<Vec<f64>> = body["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(wit.len(), 2);
+    assert!(
+        wit.iter()
+            .all(|v| v.len() == 16 && (norm(v) - 1.0).abs() < 1e-4)
+    );
+    assert!(
+        wit[0]
+            .iter()
+            .zip(&one[0])
+            .all(|(a, b)| (a - b).abs() < 1e-4)
+    );
+    // Chat still resolves to the only allowed chat model.
+    let (s, body) = invoke("both", "/chat", json!({"prompt": "hello", "max_tokens": 2}));
+    assert_eq!(s, 200, "{body}");
+    // The wrong kind: invalid input, both ways.
+    let (s, body) = invoke("both", "/embed", json!({"texts": ["hi"], "model": "tiny"}));
+    assert_eq!(s, 500, "{body}");
+    assert!(
+        body.contains("invalid input") && body.contains("not an embedding model"),
+        "{body}"
+    );
+    let (s, body) = invoke("both", "/chat", json!({"prompt": "hi", "model": "emb"}));
+    assert_eq!(s, 500, "{body}");
+    assert!(
+        body.contains("invalid input") && body.contains("is an embedding model"),
+        "{body}"
+    );
+    let (s, body) = invoke(
+        "both",
+        "/embed",
+        json!({"texts": [vec!["cat"; 31].join(" ")]}),
+    );
+    assert_eq!(s, 500, "{body}");
+    assert!(
+        body.contains("invalid input") && body.contains("33 tokens"),
+        "{body}"
+    );
+    // Not allowed: model-not-found, named or not.
+    for request in [
+        json!({"texts": ["hi"], "model": "emb"}),
+        json!({"texts": ["hi"]}),
+    ] {
+        let (s, body) = invoke("chat-only", "/embed", request);
+        assert_eq!(s, 500, "{body}");
+        assert!(body.contains("model not found"), "{body}");
+    }
+
+    // Counted, without the texts.
+    let (_, _, metrics) = get(&rt, "/metrics");
+    assert!(
+        sample(
+            &metrics,
+            r#"slmfn_embeddings_total{model="emb",outcome="ok"}"#
+        )
+        .unwrap()
+            >= 4.0,
+        "{metrics}"
+    );
+    assert!(sample(&metrics, r#"slmfn_prompt_tokens_total{model="emb"}"#).unwrap() > 4.0);
+    assert_eq!(
+        sample(&metrics, r#"slmfn_model_state{model="emb",state="idle"}"#),
+        Some(1.0)
+    );
+}
+
+/// The official client's checks on the real all-MiniLM-L6-v2 (default `base64` transport and
+/// `float`), printed as one JSON line.
+const EMBEDDINGS_CLIENT: &str = r#"
+import json, math, sys
+import openai
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2])
+texts = ["How do I reset my password?", "I forgot my password", "The weather is lovely today."]
+resp = client.embeddings.create(model="minilm", input=texts)
+vectors = [d.embedding for d in resp.data]
+floats = client.embeddings.create(model="minilm", input=texts, encoding_format="float")
+single = client.embeddings.create(model="minilm", input="How do I reset my password?")
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+try:
+    client.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
+    chat_error = None
+except openai.BadRequestError as e:
+    chat_error = str(e)
+try:
+    client.embeddings.create(model="minilm", input="word " * 600)
+    long_error = None
+except openai.BadRequestError as e:
+    long_error = str(e)
+print(json.dumps({
+    "model": resp.model,
+    "dims": [len(v) for v in vectors],
+    "norms": [math.sqrt(sum(x * x for x in v)) for v in vectors],
+    "similar": cos(vectors[0], vectors[1]),
+    "unrelated": cos(vectors[0], vectors[2]),
+    "float_vs_base64": max(abs(a - b) for a, b in zip(floats.data[0].embedding, vectors[0])),
+    "single_vs_batch": max(abs(a - b) for a, b in zip(single.data[0].embedding, vectors[0])),
+    "prompt_tokens": resp.usage.prompt_tokens,
+    "total_tokens": resp.usage.total_tokens,
+    "chat_error": chat_error,
+    "long_error": long_error,
+}))
+"#;
+
+#[test]
+fn the_official_openai_python_client_embeds_with_the_real_minilm() {
+    let model = real_embed_model();
+    let python = openai_python();
+    let data = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(
+        data.path(),
+        Options {
+            token: Some("sk-test".into()),
+            extra_args: vec![
+                "--model".into(),
+                format!("minilm={}", model.display()),
+                "--preload".into(),
+                "minilm".into(),
+            ],
+        },
+    )
+    .unwrap();
+    let out = Command::new(python)
+        .args([
+            "-c",
+            EMBEDDINGS_CLIENT,
+            &format!("{}/v1", rt.url),
+            "sk-test",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "openai client embeddings failed:\n{stdout}\n{}\nruntime log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rt.log_text()
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["model"], "minilm");
+    assert_eq!(summary["dims"], json!([384, 384, 384]), "{summary}");
+    for n in summary["norms"].as_array().unwrap() {
+        assert!((n.as_f64().unwrap() - 1.0).abs() < 1e-4, "{summary}");
+    }
+    let similar = summary["similar"].as_f64().unwrap();
+    let unrelated = summary["unrelated"].as_f64().unwrap();
+    assert!(
+        similar > unrelated + 0.3 && similar > 0.5,
+        "password sentences must be closer than an unrelated one: {summary}"
+    );
+    assert!(
+        summary["float_vs_base64"].as_f64().unwrap() < 1e-6,
+        "{summary}"
+    );
+    assert!(
+        summary["single_vs_batch"].as_f64().unwrap() < 1e-4,
+        "{summary}"
+    );
+    assert!(
+        summary["prompt_tokens"].as_u64().unwrap() >= 3 * 5,
+        "{summary}"
+    );
+    assert_eq!(summary["prompt_tokens"], summary["total_tokens"]);
+    assert!(
+        summary["chat_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is an embedding model")),
+        "{summary}"
+    );
+    assert!(
+        summary["long_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tokens") && e.contains("512")),
+        "{summary}"
+    );
 }

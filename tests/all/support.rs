@@ -294,3 +294,19 @@ pub fn real_model() -> std::path::PathBuf {
     );
     path
 }
+
+/// The real embedding model (all-MiniLM-L6-v2, the cached `minilm.zip`), fetched by
+/// `scripts/fetch-model.sh minilm` (the test command runs it and sets `SLMFN_EMBED_MODEL_PATH`).
+pub fn real_embed_model() -> std::path::PathBuf {
+    let path = std::env::var("SLMFN_EMBED_MODEL_PATH").expect(
+        "SLMFN_EMBED_MODEL_PATH is not set: run the tests with ./scripts/test.sh (it fetches the \
+         model), or set it to all-MiniLM-L6-v2's model.zip (`fn models pull minilm`)",
+    );
+    let path = std::path::PathBuf::from(path);
+    assert!(
+        path.exists(),
+        "SLMFN_EMBED_MODEL_PATH {} does not exist",
+        path.display()
+    );
+    path
+}

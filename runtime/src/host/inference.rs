@@ -1,13 +1,17 @@
 //! `slmfn:agent/inference`: a thin adapter from the WIT interface to [`crate::inference`].
 //!
 //! It enforces the manifest's model allow-list and budgets, fills defaults, and maps types and
-//! errors; the pool does the work on its own threads.
+//! errors; the pool does the work on its own threads. `embed` resolves its model like the
+//! generation calls but against embedding models: the one named, else `[models]
+//! default_embedding`, else the only allowed embedding model; a chat model there (or an
+//! embedding model given to `chat`/`generate`) is `invalid-input`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slmfn_models::{
-    Completion as ModelCompletion, FinishReason, Message as ModelMessage, Prompt, SamplingParams,
+    Completion as ModelCompletion, FinishReason, Message as ModelMessage, ModelKind, Prompt,
+    SamplingParams,
 };
 use wasmtime::component::Resource;
 
@@ -45,12 +49,23 @@ impl InferenceCtx {
     }
 
     /// The model a call uses: the one it names, else the manifest's default, else the only
-    /// allowed one. It must be on the manifest's allow-list.
+    /// allowed one, else the only allowed chat model. It must be on the manifest's allow-list.
     fn resolve_model(&self, requested: Option<String>) -> Result<String, Error> {
         let allowed = &self.models.allowed;
         let model = requested
             .or_else(|| self.models.default.clone())
             .or_else(|| (allowed.len() == 1).then(|| allowed[0].clone()))
+            .or_else(|| {
+                // Several allowed models, one of them a chat model (e.g. smollm2 and minilm).
+                let service = self.service.as_ref()?;
+                let mut chat = allowed
+                    .iter()
+                    .filter(|m| service.kind(m) == Some(ModelKind::Chat));
+                match (chat.next(), chat.next()) {
+                    (Some(only), None) => Some(only.clone()),
+                    _ => None,
+                }
+            })
             .ok_or_else(|| {
                 Error::ModelNotFound(if allowed.is_empty() {
                     "this function may use no model: add `[models] allowed = [\"smollm2\"]` to fn.toml".into()
@@ -69,6 +84,51 @@ impl InferenceCtx {
             )));
         }
         Ok(model)
+    }
+
+    /// The embedding model an `embed` call uses: the one it names, else the manifest's
+    /// `default_embedding`, else the only allowed embedding model. It must be allowed, served,
+    /// and an embedding model.
+    fn resolve_embedding_model(&self, requested: Option<String>) -> Result<String, Error> {
+        let service = self.service()?;
+        let allowed = &self.models.allowed;
+        let model = match requested.or_else(|| self.models.default_embedding.clone()) {
+            Some(model) => model,
+            None => {
+                let embedding: Vec<&String> = allowed
+                    .iter()
+                    .filter(|m| service.kind(m) == Some(ModelKind::Embedding))
+                    .collect();
+                match embedding.as_slice() {
+                    [only] => (*only).clone(),
+                    [] => {
+                        return Err(Error::ModelNotFound(
+                            "this function may use no embedding model: add one to `[models] allowed` in fn.toml (e.g. \"minilm\")".into(),
+                        ));
+                    }
+                    _ => {
+                        return Err(Error::ModelNotFound(
+                            "no model named and fn.toml sets no `[models] default_embedding`"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        };
+        if !allowed.contains(&model) {
+            return Err(Error::ModelNotFound(format!(
+                "model {model:?} is not allowed for this function (add it to `[models] allowed` in fn.toml)"
+            )));
+        }
+        match service.kind(&model) {
+            None => Err(Error::ModelNotFound(format!(
+                "model {model:?} is not configured in this runtime"
+            ))),
+            Some(ModelKind::Embedding) => Ok(model),
+            Some(kind) => Err(Error::InvalidInput(format!(
+                "model {model:?} is a {kind} model, not an embedding model: it cannot embed text"
+            ))),
+        }
     }
 
     /// Sampling for a call: the model's defaults, overridden by the call, capped by the manifest.
@@ -175,10 +235,13 @@ fn map_error(e: ModelError) -> Error {
         ModelError::Overloaded { retry_after, .. } => {
             Error::Overloaded(saturate(retry_after.as_millis() as usize).max(1))
         }
-        e @ (ModelError::InvalidInput(_) | ModelError::Tokenizer(_) | ModelError::Template(_)) => {
-            Error::InvalidInput(e.to_string())
-        }
+        e @ (ModelError::InvalidInput(_)
+        | ModelError::Tokenizer(_)
+        | ModelError::Template(_)
+        | ModelError::WrongModelKind { .. }) => Error::InvalidInput(e.to_string()),
         e @ ModelError::ContextLengthExceeded { .. } => Error::ContextLengthExceeded(e.to_string()),
+        // The only cancellation while a guest awaits an embedding is its deadline.
+        ModelError::Cancelled(_) => Error::Timeout,
         e @ ModelError::ShuttingDown(_) => Error::Unavailable(e.to_string()),
         e => Error::Runtime(e.to_string()),
     }
@@ -230,12 +293,24 @@ impl inference::Host for HostState {
 
     async fn embed(
         &mut self,
-        _texts: Vec<String>,
-        _model: Option<String>,
+        texts: Vec<String>,
+        model: Option<String>,
     ) -> Result<Vec<Vec<f32>>, Error> {
-        Err(Error::Unavailable(
-            "embedding models are not available in this runtime yet".into(),
-        ))
+        let ctx = &self.inference;
+        let model = ctx.resolve_embedding_model(model)?;
+        let deadline = ctx.generation_deadline();
+        let embeddings = ctx
+            .service()?
+            .embed(&model, texts, Some(deadline))
+            .await
+            .map_err(map_error)?;
+        tracing::debug!(
+            model,
+            prompt_tokens = embeddings.prompt_tokens,
+            texts = embeddings.vectors.len(),
+            "embedding done"
+        );
+        Ok(embeddings.vectors)
     }
 }
 

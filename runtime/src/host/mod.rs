@@ -1,11 +1,15 @@
 //! The WASM host: the wasmtime engine, the loaded revisions (an `InstancePre` each), and
 //! invocations on a fresh instance per request.
 //!
-//! Guests run on a dedicated tokio runtime ([`Host::invoke`] hands the call over), so a busy
-//! guest never delays the server's own workers (`/healthz` stays prompt while every function
-//! slot is busy). Each invocation gets a new `Store` with the manifest's memory limit and a
-//! deadline enforced by epoch interruption (checked every [`engine::EPOCH_TICK`], yielding to
-//! the executor at each tick) plus a timer for time spent in host calls.
+//! An invocation starts on the caller's task: most guests answer within that first poll (tens of
+//! µs), and handing every call to another thread would cost more than the call itself (a
+//! cross-core wake-up each way). A guest that does not finish in its first slice — it yielded
+//! at an epoch tick, waits for the model, or waits for a free instance slot — is moved, as the
+//! same future, to a dedicated guest runtime, so a busy guest delays the server's own workers
+//! by at most one [`engine::EPOCH_TICK`] (`/healthz` stays prompt while every function slot is
+//! busy). Each invocation gets a new `Store` with the manifest's memory limit and a deadline
+//! enforced by epoch interruption (checked every tick, yielding to the executor at each tick)
+//! plus a timer for time spent in host calls.
 
 mod bindings;
 mod component;
@@ -19,10 +23,14 @@ mod state;
 mod tools;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{Mutex, Semaphore};
+use tracing::Instrument;
 use uuid::Uuid;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
@@ -207,7 +215,8 @@ impl Host {
             .contains_key(name)
     }
 
-    /// Calls the function's `handle` on a fresh instance, on the guest runtime.
+    /// Calls the function's `handle` on a fresh instance: its first slice on the caller's task,
+    /// the rest (if any) on the guest runtime (see the module docs).
     pub async fn invoke(self: &Arc<Self>, name: &str, request: Request) -> Result<Response> {
         let loaded = self
             .loaded
@@ -217,12 +226,24 @@ impl Host {
             .cloned()
             .ok_or_else(|| HostError::FunctionNotFound(name.to_string()))?;
         let host = self.clone();
+        // A host bug that panics fails this request only, on either runtime.
+        let mut call = Box::pin(
+            AssertUnwindSafe(async move { host.run(loaded, request).await })
+                .catch_unwind()
+                .map(|r| {
+                    r.unwrap_or_else(|_| Err(HostError::Internal("the invocation panicked".into())))
+                }),
+        );
+        if let Poll::Ready(result) = futures::poll!(call.as_mut()) {
+            return result;
+        }
+        // Not done in one slice: finish on the guest runtime. The future moves as it is (its
+        // timers and wakers re-register on the next poll there).
         let guests = self
             .guests
             .as_ref()
             .expect("guest runtime lives as long as the host");
-        let task = AbortOnDrop(guests.spawn(async move { host.run(loaded, request).await }));
-        task.await
+        AbortOnDrop(guests.spawn(call)).await
     }
 
     async fn run(&self, loaded: Arc<LoadedRevision>, request: Request) -> Result<Response> {
@@ -253,7 +274,6 @@ impl Host {
         });
         store.set_epoch_deadline(1);
         let span = tracing::info_span!("invoke", function, invocation = %invocation, revision = %loaded.record.revision);
-        let _enter = span.enter();
         let call = async {
             let agent = loaded.pre.instantiate_async(&mut store).await?;
             agent
@@ -261,7 +281,10 @@ impl Host {
                 .call_handle(&mut store, &request)
                 .await
         };
-        match tokio::time::timeout_at(deadline.into(), call).await {
+        let call = tokio::time::timeout_at(deadline.into(), call).instrument(span.clone());
+        let outcome = call.await;
+        let _enter = span.enter();
+        match outcome {
             Err(_) => Err(deadline_error()),
             Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(e))) => Err(HostError::Guest(match e {

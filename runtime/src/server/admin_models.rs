@@ -27,13 +27,15 @@ fn model_error(e: ModelError) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
-/// `GET /admin/models`: every model with state (unloaded/loading/idle/busy), memory, sessions,
-/// queue, load counts; plus the pool's memory use and budget.
+/// `GET /admin/models`: every model with its kind (chat/embedding), state
+/// (unloaded/loading/idle/busy), memory, sessions, queue, load counts; plus the default models
+/// and the pool's memory use and budget.
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let inference = service(&state)?;
     let stats = inference.pool().stats();
     Ok(Json(json!({
         "default_model": inference.default_model(),
+        "default_embedding_model": inference.default_embedding_model(),
         "device": slmfn_models::device::describe(&slmfn_models::device::default_device()),
         "memory_used_bytes": stats.memory_used,
         "memory_budget_bytes": stats.memory_budget,

@@ -76,15 +76,19 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), metrics.clone()),
             metrics::count_invocations,
         ));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let traced = Router::new()
         .route("/metrics", get(metrics::scrape).with_state(metrics.clone()))
         .merge(functions)
         .merge(openai::routes(&state, metrics))
         .nest("/admin", admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::disable())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    // Probes stay out of the request trace: Knative sends them every second, and a 503 from
+    // `/readyz` while models load is the expected answer, not a server error to log.
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(traced)
         .with_state(state)
 }

@@ -10,14 +10,24 @@
 //! # Policy
 //!
 //! - **Models.** `model` names a configured model; omitted or `"default"` means the runtime's
-//!   default model. There is no per-function allow-list here: the API is for operators and
-//!   their tools, so it is guarded like the admin API.
+//!   default chat model (for `/v1/embeddings`: its default embedding model, the first one
+//!   served). There is no per-function allow-list here: the API is for operators and their
+//!   tools, so it is guarded like the admin API. `/v1/models` lists both kinds (`kind`: `chat`
+//!   or `embedding`).
+//! - **Embeddings.** `POST /v1/embeddings` takes `input` (a string or a list of strings, at
+//!   most 2048), `model` and `encoding_format` (`float`, or `base64`: little-endian f32, what
+//!   the official Python client asks for by default) and answers `data[{object: "embedding",
+//!   index, embedding}]` with `usage {prompt_tokens, total_tokens}`. Vectors are mean-pooled
+//!   and L2-normalized (unit length: a dot product is the cosine). A text over the model's 512
+//!   tokens is a 400 naming it (never truncated); token-id inputs and a `dimensions` other than
+//!   the model's are 400 `unsupported_parameter`.
 //! - **Auth.** [`super::auth::openai`]: with `SLMFN_TOKEN`, `Authorization: Bearer <token>`
 //!   (the client's API key); without, loopback clients only.
 //! - **Errors** have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for
 //!   invalid or unsupported parameters (we refuse rather than silently ignore a parameter
 //!   that would change the answer: `n > 1`, JSON response formats, penalties, logprobs, tools),
-//!   404 for an unknown model, 413 for a body over [`MAX_BODY_BYTES`], 429 with `Retry-After`
+//!   400 `model_not_embedding` / `model_not_chat` for a model of the other kind, 404 for an
+//!   unknown model, 413 for a body over [`MAX_BODY_BYTES`], 429 with `Retry-After`
 //!   when the model's queue is full, 503 when no model is configured, 504 when a generation
 //!   runs past [`GENERATION_TIMEOUT`]. Internal detail (paths, candle errors) goes to the log,
 //!   never into a body.
@@ -193,6 +203,28 @@ pub(super) fn model_error(e: ModelError) -> ApiError {
             e.to_string(),
             Some("context_length_exceeded"),
             Some("messages"),
+        ),
+        ModelError::WrongModelKind { wanted, .. } => {
+            let code = match wanted {
+                slmfn_models::ModelKind::Chat => "model_not_chat",
+                slmfn_models::ModelKind::Embedding => "model_not_embedding",
+            };
+            let hint = match wanted {
+                slmfn_models::ModelKind::Chat => " (use /v1/embeddings with it)",
+                slmfn_models::ModelKind::Embedding => "",
+            };
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{e}{hint}"),
+                Some(code),
+                Some("model"),
+            )
+        }
+        ModelError::Cancelled(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            e.to_string(),
+            Some("timeout"),
+            None,
         ),
         e @ (ModelError::InvalidInput(_) | ModelError::Tokenizer(_) | ModelError::Template(_)) => {
             error(

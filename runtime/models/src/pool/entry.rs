@@ -6,7 +6,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::loader::{self, LoadFailure};
-use super::{ChunkFn, Job, ModelSpec, ModelState, ModelStatus, Prompt, Shared};
+use super::{
+    ChunkFn, EmbedJob, Job, ModelKind, ModelSpec, ModelState, ModelStatus, Prompt, Shared,
+};
+use crate::embed::{EmbeddingModel, Embeddings};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::sampler::SamplingParams;
@@ -16,14 +19,50 @@ use crate::session::{CancelToken, Completion, Session};
 pub(super) enum Phase {
     Unloaded,
     Loading,
-    Loaded(Model),
+    Loaded(Loaded),
+}
+
+/// A loaded model of either kind (cheap to clone: the weights are shared).
+#[derive(Clone)]
+pub(super) enum Loaded {
+    Chat(Model),
+    Embedding(EmbeddingModel),
+}
+
+/// A queued request.
+pub(super) enum Work {
+    Generate(Job),
+    Embed(EmbedJob),
+}
+
+impl Work {
+    fn kind(&self) -> ModelKind {
+        match self {
+            Work::Generate(_) => ModelKind::Chat,
+            Work::Embed(_) => ModelKind::Embedding,
+        }
+    }
+
+    /// Hands the request its error.
+    pub(super) fn fail(self, error: Error) {
+        match self {
+            Work::Generate(job) => (job.on_done)(Err(error)),
+            Work::Embed(job) => (job.on_done)(Err(error)),
+        }
+    }
+}
+
+/// What a worker reports once its session is free again.
+enum Outcome {
+    Generated(super::DoneFn, Result<Completion>),
+    Embedded(super::EmbedDoneFn, Result<Embeddings>),
 }
 
 /// Everything about a model that changes, behind one mutex.
 pub(super) struct State {
     pub(super) phase: Phase,
     /// Jobs no worker has taken yet.
-    pub(super) queue: VecDeque<Job>,
+    pub(super) queue: VecDeque<Work>,
     /// Jobs running on a worker.
     pub(super) busy: usize,
     /// Bumped at every unload: workers of an older generation exit.
@@ -95,8 +134,15 @@ impl Entry {
         self.changed.notify_all();
     }
 
-    /// Admission control, then queueing; starts a load when cold.
-    pub(super) fn submit(self: &Arc<Self>, shared: &Arc<Shared>, job: Job) -> Result<()> {
+    /// Kind check, admission control, then queueing; starts a load when cold.
+    pub(super) fn submit(self: &Arc<Self>, shared: &Arc<Shared>, job: Work) -> Result<()> {
+        if job.kind() != self.spec.kind {
+            return Err(Error::WrongModelKind {
+                model: self.spec.name.clone(),
+                kind: self.spec.kind,
+                wanted: job.kind(),
+            });
+        }
         let mut st = self.lock();
         if st.shutdown {
             return Err(Error::ShuttingDown(self.spec.name.clone()));
@@ -153,10 +199,18 @@ impl Entry {
         }
     }
 
-    /// The loaded model, if any.
+    /// The loaded chat model, if any.
     pub(super) fn loaded_model(&self) -> Option<Model> {
         match &self.lock().phase {
-            Phase::Loaded(model) => Some(model.clone()),
+            Phase::Loaded(Loaded::Chat(model)) => Some(model.clone()),
+            _ => None,
+        }
+    }
+
+    /// The loaded embedding model, if any.
+    pub(super) fn loaded_embedding(&self) -> Option<EmbeddingModel> {
+        match &self.lock().phase {
+            Phase::Loaded(Loaded::Embedding(model)) => Some(model.clone()),
             _ => None,
         }
     }
@@ -171,6 +225,7 @@ impl Entry {
         };
         ModelStatus {
             name: self.spec.name.clone(),
+            kind: self.spec.kind,
             state,
             memory_bytes: st.reserved,
             busy_sessions: st.busy,
@@ -188,14 +243,14 @@ impl Entry {
 
     /// Fails queued jobs with `ShuttingDown` and lets the workers exit after their current job.
     pub(super) fn shutdown(&self) {
-        let jobs: Vec<Job> = {
+        let jobs: Vec<Work> = {
             let mut st = self.lock();
             st.shutdown = true;
             st.queue.drain(..).collect()
         };
         self.notify();
         for job in jobs {
-            (job.on_done)(Err(Error::ShuttingDown(self.spec.name.clone())));
+            job.fail(Error::ShuttingDown(self.spec.name.clone()));
         }
     }
 
@@ -203,7 +258,7 @@ impl Entry {
     pub(super) fn spawn_workers(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
-        model: &Model,
+        model: &Loaded,
         generation: u64,
     ) -> bool {
         for i in 0..self.spec.parallel {
@@ -218,9 +273,12 @@ impl Entry {
         true
     }
 
-    /// A worker: owns one session, takes jobs until its generation is unloaded.
-    fn work(&self, shared: &Shared, model: Model, generation: u64) {
-        let mut session = model.session();
+    /// A worker: owns one session (chat models), takes jobs until its generation is unloaded.
+    fn work(&self, shared: &Shared, model: Loaded, generation: u64) {
+        let mut session = match &model {
+            Loaded::Chat(model) => Some(model.session()),
+            Loaded::Embedding(_) => None,
+        };
         loop {
             let job = {
                 let mut st = self.lock();
@@ -235,14 +293,30 @@ impl Entry {
                     st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            let on_done = job.on_done;
-            let result = self.run(
-                &mut session,
-                job.prompt,
-                job.params,
-                job.cancel,
-                job.on_chunk,
-            );
+            let outcome = match (job, &mut session, &model) {
+                (Work::Generate(job), Some(session), _) => {
+                    let result =
+                        self.run(session, job.prompt, job.params, job.cancel, job.on_chunk);
+                    Outcome::Generated(job.on_done, result)
+                }
+                (Work::Embed(job), _, Loaded::Embedding(model)) => {
+                    let result = self.run_embed(model, job.texts, &job.cancel);
+                    Outcome::Embedded(job.on_done, result)
+                }
+                // `submit` checks the kind; this is a bug.
+                (job, _, _) => {
+                    let error = Error::Internal(format!(
+                        "a {} job reached the {} model `{}`",
+                        job.kind(),
+                        self.spec.kind,
+                        self.spec.name
+                    ));
+                    match job {
+                        Work::Generate(job) => Outcome::Generated(job.on_done, Err(error)),
+                        Work::Embed(job) => Outcome::Embedded(job.on_done, Err(error)),
+                    }
+                }
+            };
             // Free the session before reporting, so that a caller who submits again as soon as
             // it has its answer finds the model idle (not overloaded, not busy).
             let mut st = self.lock();
@@ -255,8 +329,28 @@ impl Entry {
             if idle {
                 shared.reaper.wake();
             }
-            on_done(result);
+            match outcome {
+                Outcome::Generated(on_done, result) => on_done(result),
+                Outcome::Embedded(on_done, result) => on_done(result),
+            }
         }
+    }
+
+    fn run_embed(
+        &self,
+        model: &EmbeddingModel,
+        texts: Vec<String>,
+        cancel: &CancelToken,
+    ) -> Result<Embeddings> {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled(self.spec.name.clone()));
+        }
+        std::panic::catch_unwind(AssertUnwindSafe(|| model.embed(&texts))).unwrap_or_else(|_| {
+            Err(Error::Internal(format!(
+                "embedding on model `{}` panicked",
+                self.spec.name
+            )))
+        })
     }
 
     fn run(

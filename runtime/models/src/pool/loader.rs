@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::entry::{Entry, Phase, State};
-use super::{Job, Shared};
+use super::entry::{Entry, Loaded, Phase, State, Work};
+use super::{ModelKind, Shared};
+use crate::embed::{EmbeddingHeader, EmbeddingModel};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::{LoadOptions, Model};
@@ -62,8 +63,22 @@ pub(super) fn spawn(shared: Arc<Shared>, entry: Arc<Entry>, attempt: u64) {
 fn load(shared: &Arc<Shared>, entry: &Arc<Entry>, attempt: u64) {
     let started = Instant::now();
     let spec = &entry.spec;
-    let loaded = (|| -> Result<Model, LoadFailure> {
+    let loaded = (|| -> Result<Loaded, LoadFailure> {
         let other = |e: Error| LoadFailure::Other(e.to_string());
+        if spec.kind == ModelKind::Embedding {
+            // The config and the safetensors header give the size before any weight is read.
+            let header = EmbeddingHeader::read(&spec.path).map_err(other)?;
+            let needed = header.weights_bytes
+                + spec.parallel as u64 * EmbeddingModel::activation_bytes(&header);
+            reserve(shared, entry, needed)?;
+            let device = crate::device::default_device();
+            return EmbeddingModel::load_with(&spec.path, &device)
+                .map(Loaded::Embedding)
+                .map_err(|e| {
+                    release(shared, entry);
+                    other(e)
+                });
+        }
         // The header alone gives the size, so memory is made before reading any weights.
         let header = GgufFile::open(&spec.path).map_err(other)?;
         header.ensure_supported().map_err(other)?;
@@ -78,10 +93,12 @@ fn load(shared: &Arc<Shared>, entry: &Arc<Entry>, attempt: u64) {
             dense_prefill: spec.dense_prefill,
             ..LoadOptions::default()
         };
-        Model::load_with(&spec.path, &options).map_err(|e| {
-            release(shared, entry);
-            other(e)
-        })
+        Model::load_with(&spec.path, &options)
+            .map(Loaded::Chat)
+            .map_err(|e| {
+                release(shared, entry);
+                other(e)
+            })
     })();
     let model = match loaded {
         Ok(loaded) => loaded,
@@ -122,7 +139,7 @@ fn load(shared: &Arc<Shared>, entry: &Arc<Entry>, attempt: u64) {
 
 /// Marks attempt `attempt` failed and fails every queued job with it.
 fn fail(entry: &Entry, attempt: u64, failure: LoadFailure) {
-    let jobs: Vec<Job> = {
+    let jobs: Vec<Work> = {
         let mut st = entry.lock();
         st.phase = Phase::Unloaded;
         st.last_error = Some((attempt, failure.clone()));
@@ -130,7 +147,7 @@ fn fail(entry: &Entry, attempt: u64, failure: LoadFailure) {
     };
     entry.notify();
     for job in jobs {
-        (job.on_done)(Err(failure.to_error(&entry.spec.name)));
+        job.fail(failure.to_error(&entry.spec.name));
     }
 }
 

@@ -1,8 +1,16 @@
 //! The warm model pool: every model the process may serve, loaded on demand and shared by all
 //! callers.
 //!
-//! - **Specs.** Each model has a [`ModelSpec`]: file, context window, default sampling,
-//!   [`KeepAlive`], `preload`, `parallel` sessions and `queue_depth`.
+//! - **Specs.** Each model has a [`ModelSpec`]: its [`ModelKind`] (a chat model: a GGUF
+//!   file; an embedding model: a sentence-transformers directory or zip, see [`crate::embed`]),
+//!   file, context window, default sampling, [`KeepAlive`], `preload`, `parallel` sessions and
+//!   `queue_depth`.
+//! - **Two kinds of work.** A [`Job`] generates text on a chat model ([`ModelPool::submit`]);
+//!   an [`EmbedJob`] embeds texts on an embedding model ([`ModelPool::submit_embed`]). Both go
+//!   through the same queue, admission, loading, keep-alive and eviction; a job sent to a model
+//!   of the other kind is refused at once with [`Error::WrongModelKind`]. An embedding model's
+//!   workers share its weights and need no session: `parallel` is how many batches run at
+//!   once.
 //! - **Single-flight loading.** The first request for a cold model starts one load on a loader
 //!   thread; requests arriving meanwhile queue behind it. Weights are shared by all sessions.
 //! - **Actors.** A loaded model runs `parallel` worker threads, each owning one [`Session`]
@@ -14,7 +22,8 @@
 //!   running and waiting requests together (also while the model is still loading, before any
 //!   worker exists), and shutdown and failed loads must hand every queued request its error.
 //! - **Memory budget.** A model reserves its weights plus the KV caches of its sessions at full
-//!   context before loading. When the budget is short, idle models are unloaded least recently
+//!   context before loading (an embedding model: its f32 weights plus the activations of
+//!   `parallel` batches of [`crate::embed::BATCH_TOKENS`] tokens). When the budget is short, idle models are unloaded least recently
 //!   used first; a model with running or queued requests is never evicted. If evicting every
 //!   idle model is not enough, the load fails with [`Error::OutOfMemory`].
 //! - **Keep-alive.** An idle model unloads after its `keep_alive` (`0`: right after use;
@@ -24,6 +33,8 @@
 //!
 //! [`Session`]: crate::Session
 
+#[cfg(test)]
+mod embed_tests;
 mod entry;
 mod loader;
 mod reaper;
@@ -36,11 +47,83 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::embed::Embeddings;
 use crate::error::{Error, Result};
 use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion};
 use crate::template::Message;
-use entry::Entry;
+use entry::{Entry, Work};
+
+/// What a model does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Generates text (a GGUF language model): chat, completion.
+    #[default]
+    Chat,
+    /// Turns texts into vectors (a BERT sentence-transformers model).
+    Embedding,
+}
+
+impl ModelKind {
+    /// `chat` or `embedding`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embedding => "embedding",
+        }
+    }
+
+    /// The kind a source most likely holds: an embedding model when it is a `.zip` archive or
+    /// a local directory, else a chat model (a GGUF file). Catalog and models-file entries can
+    /// say otherwise (`kind = "embedding"`).
+    pub fn of_source(source: &crate::source::ModelSource) -> Self {
+        let zip = source
+            .file_name()
+            .rsplit_once('.')
+            .is_some_and(|(_, ext)| ext.eq_ignore_ascii_case("zip"));
+        let dir = matches!(source, crate::source::ModelSource::Local(path) if path.is_dir());
+        if zip || dir {
+            Self::Embedding
+        } else {
+            Self::Chat
+        }
+    }
+
+    pub(crate) fn article_name(self) -> &'static str {
+        match self {
+            Self::Chat => "a chat",
+            Self::Embedding => "an embedding",
+        }
+    }
+
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            Self::Chat => "generate text",
+            Self::Embedding => "embed text",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "chat" => Ok(Self::Chat),
+            "embedding" => Ok(Self::Embedding),
+            other => Err(format!(
+                "unknown model kind `{other}` (expected `chat` or `embedding`)"
+            )),
+        }
+    }
+}
 
 /// How long an idle model stays loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +146,10 @@ impl Default for KeepAlive {
 pub struct ModelSpec {
     /// The name callers use.
     pub name: String,
-    /// The GGUF file (already fetched and verified by the caller).
+    /// Chat (a GGUF file) or embedding (a sentence-transformers directory or zip).
+    pub kind: ModelKind,
+    /// The GGUF file, or the embedding model's directory or zip (already fetched and verified
+    /// by the caller).
     pub path: PathBuf,
     /// Cap on the context window (`None`: the model's trained window).
     pub context_length: Option<usize>,
@@ -83,10 +169,12 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// A spec with defaults: one session, a queue of 8, five minutes of keep-alive.
+    /// A chat model's spec with defaults: one session, a queue of 8, five minutes of
+    /// keep-alive.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
+            kind: ModelKind::Chat,
             path: path.into(),
             context_length: None,
             dense_prefill: true,
@@ -95,6 +183,14 @@ impl ModelSpec {
             preload: false,
             parallel: 1,
             queue_depth: 8,
+        }
+    }
+
+    /// An embedding model's spec with the same defaults.
+    pub fn embedding(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            kind: ModelKind::Embedding,
+            ..Self::new(name, path)
         }
     }
 }
@@ -149,6 +245,29 @@ pub struct Job {
     pub on_done: DoneFn,
 }
 
+/// Called once with the vectors, on a worker or loader thread.
+pub type EmbedDoneFn = Box<dyn FnOnce(Result<Embeddings>) + Send>;
+
+/// An embedding request.
+pub struct EmbedJob {
+    /// The texts, embedded in one call (batched and padded by the model).
+    pub texts: Vec<String>,
+    /// Set it to drop the request while it waits (caller gone, deadline passed): it then
+    /// finishes with [`Error::Cancelled`] without running.
+    pub cancel: CancelToken,
+    /// Receives the vectors or the error. Always called exactly once after a successful
+    /// [`ModelPool::submit_embed`].
+    pub on_done: EmbedDoneFn,
+}
+
+impl std::fmt::Debug for EmbedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbedJob")
+            .field("texts", &self.texts.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
@@ -177,6 +296,8 @@ pub enum ModelState {
 pub struct ModelStatus {
     /// The model's name.
     pub name: String,
+    /// Chat or embedding.
+    pub kind: ModelKind,
     /// Its state.
     pub state: ModelState,
     /// Bytes reserved in the budget (0 when unloaded).
@@ -307,9 +428,46 @@ impl ModelPool {
     /// a generation: safe to call from an async executor. Errors (`ModelNotFound`,
     /// `Overloaded`) are returned here and `job.on_done` is then not called; every later
     /// outcome, load failures included, goes to `job.on_done`.
+    /// `WrongModelKind` for an embedding model.
     pub fn submit(&self, model: &str, job: Job) -> Result<()> {
         let entry = self.entry(model)?;
-        entry.submit(self.shared(), job)
+        entry.submit(self.shared(), Work::Generate(job))
+    }
+
+    /// Queues an embedding `job` on `model`, like [`Self::submit`]: never blocks; errors
+    /// returned here (`ModelNotFound`, `WrongModelKind` for a chat model, `Overloaded`) mean
+    /// `job.on_done` is not called.
+    pub fn submit_embed(&self, model: &str, job: EmbedJob) -> Result<()> {
+        let entry = self.entry(model)?;
+        entry.submit(self.shared(), Work::Embed(job))
+    }
+
+    /// Submits an embedding job and waits for the vectors: a blocking convenience over
+    /// [`Self::submit_embed`] (do not call it on an async executor thread).
+    pub fn embed(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        cancel: CancelToken,
+    ) -> Result<Embeddings> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit_embed(
+            model,
+            EmbedJob {
+                texts,
+                cancel,
+                on_done: Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            },
+        )?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::ShuttingDown(model.to_string())))
+    }
+
+    /// The kind of `model`.
+    pub fn kind(&self, model: &str) -> Result<ModelKind> {
+        Ok(self.entry(model)?.spec.kind)
     }
 
     /// Submits a job and waits for its completion: a blocking convenience over
@@ -373,9 +531,15 @@ impl ModelPool {
         Ok(&self.entry(model)?.spec)
     }
 
-    /// A loaded `model`'s handle (tokenizer, template, metadata), if it is loaded.
+    /// A loaded chat `model`'s handle (tokenizer, template, metadata), if it is loaded (`None`
+    /// for an embedding model).
     pub fn loaded(&self, model: &str) -> Result<Option<crate::Model>> {
         Ok(self.entry(model)?.loaded_model())
+    }
+
+    /// A loaded embedding `model`'s handle, if it is loaded (`None` for a chat model).
+    pub fn loaded_embedding(&self, model: &str) -> Result<Option<crate::EmbeddingModel>> {
+        Ok(self.entry(model)?.loaded_embedding())
     }
 
     /// Every model's status, sorted by name.

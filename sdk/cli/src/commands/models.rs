@@ -431,16 +431,18 @@ mod tests {
             catalog: catalog(),
         };
         let rows = list.rows().unwrap();
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].name, "smollm2");
         assert!(rows[0].default);
         assert_eq!(rows[0].cached, "no");
         assert!(rows[0].pinned_sha256.is_some());
-        assert_eq!(rows[1].name, "tiny");
-        assert_eq!(rows[1].cached, "cache-only");
-        assert_eq!(rows[1].size, Some(15));
+        assert_eq!(rows[1].name, "minilm");
+        assert!(rows[1].pinned_sha256.is_some());
+        assert_eq!(rows[2].name, "tiny");
+        assert_eq!(rows[2].cached, "cache-only");
+        assert_eq!(rows[2].size, Some(15));
         assert_eq!(
-            rows[1].path.as_deref(),
+            rows[2].path.as_deref(),
             Some(dir.join("tiny.gguf").as_path())
         );
 
@@ -482,17 +484,17 @@ mod tests {
             },
         };
         let rows = list.rows().unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].name, "tiny");
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].name, "tiny");
         assert_eq!(
-            rows[1].source,
+            rows[2].source,
             format!("{}", tmp.path().join("tiny.gguf").display())
         );
         assert_eq!(
-            rows[1].pinned_sha256.as_deref(),
+            rows[2].pinned_sha256.as_deref(),
             Some("ab".repeat(32).as_str())
         );
-        assert_eq!(rows[1].cached, "no");
+        assert_eq!(rows[2].cached, "no");
         list.run().unwrap();
     }
 }

@@ -21,6 +21,7 @@
 //! | `/error/bad` | guest error `bad-request("bad input")` (400) |
 //! | `/error/internal` | guest error `internal("it broke")` (500) |
 //! | `/chat` | body `{"prompt", "model"?, "max_tokens"?, "stream"?}`: greedy chat with the model; 200 JSON `{"text", "finish_reason", "chunks"}`; inference errors as the SDK maps them (overloaded: 429) |
+//! | `/embed` | body `{"texts": [...], "model"?}`: `inference::embed`; 200 JSON `{"vectors": [[...]...]}`; inference errors as the SDK maps them |
 //! | anything else | guest error `not-found` (404) |
 //!
 //! Missing or malformed query parameters are `bad-request` (400).
@@ -78,6 +79,7 @@ fn handle(req: Request) -> Result<Response, Error> {
         "/error/bad" => Err(Error::bad_request("bad input")),
         "/error/internal" => Err(Error::internal("it broke")),
         "/chat" => chat(&req),
+        "/embed" => embed(&req),
         path => Err(Error::not_found(format!("testbed has no route {path}"))),
     }
 }
@@ -186,4 +188,18 @@ fn chat(req: &Request) -> Result<Response, Error> {
     }
     let done = inference::chat_with(&messages, &params)?;
     Response::json(&json!({ "text": done.text, "finish_reason": done.finish_reason, "chunks": [] }))
+}
+
+/// Embeds the texts of the body through the runtime's model pool.
+fn embed(req: &Request) -> Result<Response, Error> {
+    let body: serde_json::Value = req.json()?;
+    let texts: Vec<String> = body["texts"]
+        .as_array()
+        .ok_or_else(|| Error::bad_request("missing `texts`"))?
+        .iter()
+        .map(|t| t.as_str().map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::bad_request("`texts` must be strings"))?;
+    let vectors = inference::embed(&texts, body["model"].as_str())?;
+    Response::json(&json!({ "vectors": vectors }))
 }
