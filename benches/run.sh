@@ -141,7 +141,7 @@ cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "### In-process instantiate + invoke (criterion, \`benches/benchmarks/instantiate.rs\`)"
     echo
     echo "\`Host::invoke\` on a host with a registry in a temp dir, the component deployed beforehand: per call a fresh"
-    echo "instance from the \`InstancePre\` on the guest runtime, \`handle\` called, the store dropped. No HTTP."
+    echo "instance from the \`InstancePre\`, \`handle\` called, the store dropped, all on the caller's task (the guest runtime takes over only a guest that yields or waits; neither of these does). No HTTP."
     echo "The pinned rows run the same calls with every thread on one core: the difference to the unpinned rows is"
     echo "the cost of handing each call between threads on different cores (wake-ups of idle cores, TLB-shootdown IPIs)."
     echo

@@ -65,6 +65,8 @@ pub struct Generation {
     submitted: Instant,
     /// The outcome was counted in `metrics` (else dropping counts a cancellation).
     recorded: bool,
+    /// The deployed function it is for, metered per function.
+    function: Option<Arc<str>>,
 }
 
 impl Inference {
@@ -127,13 +129,16 @@ impl Inference {
     /// Embeds `texts` with the embedding model `model` on the pool's workers (never on this
     /// task's thread). `ModelNotFound`, `WrongModelKind` (a chat model) and `Overloaded` come
     /// at once; a request still queued at `deadline` is dropped with `Cancelled`. Dropping the
-    /// future drops the request too if it has not started. Counted in the metrics.
+    /// future drops the request too if it has not started. Counted in the metrics, for
+    /// `function` too when a deployed function asked.
     pub async fn embed(
         &self,
         model: &str,
+        function: Option<&str>,
         texts: Vec<String>,
         deadline: Option<Instant>,
     ) -> Result<Embeddings, ModelError> {
+        let submitted = Instant::now();
         /// Cancels the job when the caller's future is dropped.
         struct CancelOnDrop(CancelToken);
         impl Drop for CancelOnDrop {
@@ -157,7 +162,8 @@ impl Inference {
         let result = done
             .await
             .unwrap_or_else(|_| Err(ModelError::ShuttingDown(model.to_string())));
-        self.metrics.record_embedding(model, &result);
+        self.metrics
+            .record_embedding(model, function, &result, submitted.elapsed());
         result
     }
 
@@ -235,11 +241,18 @@ impl Inference {
             metrics: self.metrics.clone(),
             submitted,
             recorded: false,
+            function: None,
         })
     }
 }
 
 impl Generation {
+    /// Meters this generation's usage for a deployed function too.
+    pub fn for_function(mut self, function: Arc<str>) -> Self {
+        self.function = Some(function);
+        self
+    }
+
     /// The next chunk of text, or `None` when the generation is over.
     pub async fn next_chunk(&mut self) -> Option<String> {
         self.chunks.recv().await
@@ -255,6 +268,7 @@ impl Generation {
             .unwrap_or_else(|_| Err(ModelError::ShuttingDown(self.model.clone())));
         self.metrics.record_generation(
             &self.model,
+            self.function.as_deref(),
             &result,
             self.submitted.elapsed(),
             self.deadline_passed(),

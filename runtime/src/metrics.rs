@@ -13,6 +13,11 @@
 //!   the same way without doing anything. Embedding calls (`slmfn_embeddings_total{model,
 //!   outcome}`, their tokens in `slmfn_prompt_tokens_total`) are recorded by
 //!   [`crate::inference::Inference::embed`] the same way.
+//! - **Usage per function** (`slmfn_function_prompt_tokens_total{function,model}`,
+//!   `slmfn_function_completion_tokens_total{function,model}`,
+//!   `slmfn_function_inference_seconds_total{function,model}`): the same records, for the
+//!   calls a deployed function made through the WIT `inference` interface (the metering a
+//!   platform bills or budgets by; OpenAI API calls have no function and are not in them).
 //! - **The model pool** (`slmfn_model_*`, `slmfn_pool_*`): read from
 //!   [`slmfn_models::ModelPool::status`] and [`slmfn_models::ModelPool::stats`] at scrape time,
 //!   so they can never drift from the pool's own bookkeeping.
@@ -74,6 +79,12 @@ struct EndpointLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionModelLabels {
+    function: String,
     model: String,
 }
 
@@ -184,6 +195,11 @@ pub struct GenerationMetrics {
     embeddings: Family<OutcomeLabels, Counter>,
     time_to_first_token: HistogramFamily<ModelLabels>,
     duration: HistogramFamily<ModelLabels>,
+    function_prompt_tokens: Family<FunctionModelLabels, Counter>,
+    function_completion_tokens: Family<FunctionModelLabels, Counter>,
+    /// Seconds of model time per function: a generation's `Usage::duration` (on a worker,
+    /// queue excluded), an embedding call's time from submission.
+    function_inference_seconds: Family<FunctionModelLabels, Counter<f64, AtomicU64>>,
 }
 
 impl Default for GenerationMetrics {
@@ -195,17 +211,22 @@ impl Default for GenerationMetrics {
             embeddings: Family::default(),
             time_to_first_token: Family::new_with_constructor(|| Histogram::new(TTFT_BUCKETS)),
             duration: Family::new_with_constructor(|| Histogram::new(GENERATION_BUCKETS)),
+            function_prompt_tokens: Family::default(),
+            function_completion_tokens: Family::default(),
+            function_inference_seconds: Family::default(),
         }
     }
 }
 
 impl GenerationMetrics {
-    /// Records a finished generation of `model`. `elapsed` runs from the submission to the
-    /// pool (queueing and a cold load included) to the outcome; `timed_out` says whether a
-    /// cancellation was the caller's deadline.
+    /// Records a finished generation of `model`, made for `function` when a deployed function
+    /// asked for it. `elapsed` runs from the submission to the pool (queueing and a cold load
+    /// included) to the outcome; `timed_out` says whether a cancellation was the caller's
+    /// deadline.
     pub fn record_generation(
         &self,
         model: &str,
+        function: Option<&str>,
         outcome: &Result<Completion, ModelError>,
         elapsed: Duration,
         timed_out: bool,
@@ -238,6 +259,13 @@ impl GenerationMetrics {
         self.completion_tokens
             .get_or_create(&labels)
             .inc_by(usage.completion_tokens as u64);
+        self.record_function_usage(
+            function,
+            model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.duration,
+        );
         self.duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
@@ -256,7 +284,9 @@ impl GenerationMetrics {
     pub fn record_embedding(
         &self,
         model: &str,
+        function: Option<&str>,
         outcome: &Result<slmfn_models::Embeddings, ModelError>,
+        elapsed: Duration,
     ) {
         let outcome_label = match outcome {
             Ok(_) => "ok",
@@ -275,7 +305,34 @@ impl GenerationMetrics {
                     model: model.to_string(),
                 })
                 .inc_by(embeddings.prompt_tokens as u64);
+            self.record_function_usage(function, model, embeddings.prompt_tokens, 0, elapsed);
         }
+    }
+
+    fn record_function_usage(
+        &self,
+        function: Option<&str>,
+        model: &str,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        work: Duration,
+    ) {
+        let Some(function) = function else {
+            return;
+        };
+        let labels = FunctionModelLabels {
+            function: function.to_string(),
+            model: model.to_string(),
+        };
+        self.function_prompt_tokens
+            .get_or_create(&labels)
+            .inc_by(prompt_tokens as u64);
+        self.function_completion_tokens
+            .get_or_create(&labels)
+            .inc_by(completion_tokens as u64);
+        self.function_inference_seconds
+            .get_or_create(&labels)
+            .inc_by(work.as_secs_f64());
     }
 
     /// Records a generation whose caller went away before its outcome (a client that
@@ -321,6 +378,22 @@ impl GenerationMetrics {
             "Time from submission to the end of a generation",
             Unit::Seconds,
             self.duration.clone(),
+        );
+        registry.register(
+            "function_prompt_tokens",
+            "Prompt (and embedded) tokens of the inference calls of each deployed function",
+            self.function_prompt_tokens.clone(),
+        );
+        registry.register(
+            "function_completion_tokens",
+            "Tokens generated for each deployed function",
+            self.function_completion_tokens.clone(),
+        );
+        registry.register_with_unit(
+            "function_inference",
+            "Model time used by each deployed function (generations: on a pool worker; embedding calls: from submission)",
+            Unit::Seconds,
+            self.function_inference_seconds.clone(),
         );
     }
 }
@@ -539,9 +612,18 @@ mod tests {
             tokens: vec![1, 2, 3],
         };
         // Submitted 1 s before the end, of which the session ran 100 ms: 900 ms waiting.
-        metrics.record_generation("m", &Ok(completion), Duration::from_secs(1), false);
         metrics.record_generation(
             "m",
+            Some("support-desk"),
+            &Ok(completion.clone()),
+            Duration::from_secs(1),
+            false,
+        );
+        // An OpenAI API call: counted per model, not per function.
+        metrics.record_generation("m", None, &Ok(completion), Duration::from_secs(1), false);
+        metrics.record_generation(
+            "m",
+            Some("support-desk"),
             &Err(ModelError::InvalidInput("x".into())),
             Duration::ZERO,
             false,
@@ -552,13 +634,16 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
-            r#"slmfn_prompt_tokens_total{model="m"} 10"#,
-            r#"slmfn_completion_tokens_total{model="m"} 3"#,
-            r#"slmfn_generations_total{model="m",outcome="stop"} 1"#,
+            r#"slmfn_prompt_tokens_total{model="m"} 20"#,
+            r#"slmfn_completion_tokens_total{model="m"} 6"#,
+            r#"slmfn_function_prompt_tokens_total{function="support-desk",model="m"} 10"#,
+            r#"slmfn_function_completion_tokens_total{function="support-desk",model="m"} 3"#,
+            r#"slmfn_function_inference_seconds_total{function="support-desk",model="m"} 0.1"#,
+            r#"slmfn_generations_total{model="m",outcome="stop"} 2"#,
             r#"slmfn_generations_total{model="m",outcome="error"} 1"#,
             r#"slmfn_generations_total{model="m",outcome="cancelled"} 1"#,
-            r#"slmfn_time_to_first_token_seconds_sum{model="m"} 0.93"#,
-            r#"slmfn_time_to_first_token_seconds_bucket{le="1.0",model="m"} 1"#,
+            r#"slmfn_time_to_first_token_seconds_sum{model="m"} 1.86"#,
+            r#"slmfn_time_to_first_token_seconds_bucket{le="1.0",model="m"} 2"#,
             r#"slmfn_time_to_first_token_seconds_bucket{le="0.5",model="m"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");

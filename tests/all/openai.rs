@@ -515,6 +515,7 @@ fn metrics_count_invocations_generations_and_the_pool_without_prompts() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let usage: Value = resp.json::<Value>().unwrap()["usage"].clone();
     let resp = client()
         .post(format!("{}/fn/nobody/chat", rt.url))
         .send()
@@ -563,6 +564,24 @@ fn metrics_count_invocations_generations_and_the_pool_without_prompts() {
     assert_eq!(
         value(r#"slmfn_time_to_first_token_seconds_count{model="tiny"}"#),
         2.0
+    );
+    // Usage metered per function: the agent's generation only (the API call has no function),
+    // the same tokens the guest was told.
+    assert_eq!(
+        value(r#"slmfn_function_prompt_tokens_total{function="tb",model="tiny"}"#),
+        usage["prompt_tokens"].as_f64().unwrap()
+    );
+    assert_eq!(
+        value(r#"slmfn_function_completion_tokens_total{function="tb",model="tiny"}"#),
+        usage["completion_tokens"].as_f64().unwrap()
+    );
+    assert!(value(r#"slmfn_function_inference_seconds_total{function="tb",model="tiny"}"#) > 0.0);
+    assert_eq!(
+        metrics
+            .matches("slmfn_function_prompt_tokens_total{")
+            .count(),
+        1,
+        "only deployed functions are metered: {metrics}"
     );
     // The pool, read at scrape time.
     assert_eq!(value("slmfn_models_loaded"), 1.0);

@@ -13,6 +13,8 @@
 //! - [`sampler`]: [`SamplingParams`] and the [`Sampler`] (temperature, top-k, top-p, repeat
 //!   penalty, seed).
 //! - `stop`: stop strings over streamed text (holds back partial matches).
+//! - `kernels`: quantized matrix-vector products for generation (`Q4_1`, `Q8_0`; AVX2 with a
+//!   scalar fallback).
 //! - `llama`: the llama forward pass over shared weights and a per-session KV cache (dense
 //!   prefill, quantized generation).
 //! - [`model`]: a loaded [`Model`] (weights shared behind an `Arc`).
@@ -58,6 +60,7 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod gguf;
+mod kernels;
 mod llama;
 pub mod model;
 pub mod pool;

@@ -30,6 +30,8 @@ pub(crate) struct InferenceCtx {
     pub(crate) models: Arc<ModelsSection>,
     /// The invocation's deadline: generation stops there.
     pub(crate) deadline: Instant,
+    /// The function, for usage metering.
+    pub(crate) function: Arc<str>,
 }
 
 /// A streaming generation held in the guest's resource table.
@@ -184,6 +186,7 @@ impl InferenceCtx {
         let sampling = self.sampling(&model, &params)?;
         self.service()?
             .start(&model, prompt, sampling, Some(self.generation_deadline()))
+            .map(|g| g.for_function(self.function.clone()))
             .map_err(map_error)
     }
 
@@ -301,7 +304,7 @@ impl inference::Host for HostState {
         let deadline = ctx.generation_deadline();
         let embeddings = ctx
             .service()?
-            .embed(&model, texts, Some(deadline))
+            .embed(&model, Some(&ctx.function), texts, Some(deadline))
             .await
             .map_err(map_error)?;
         tracing::debug!(

@@ -345,6 +345,7 @@ impl Host {
                 service: self.inference.clone(),
                 models: loaded.models.clone(),
                 deadline,
+                function: function.clone(),
             },
             tools_allowed: loaded.tools_allowed.clone(),
             sink: self.sink.clone(),

@@ -112,8 +112,10 @@ pub fn chat_stream(messages: &[Message], params: &Params) -> Result<CompletionSt
     wit::chat_stream(messages, params)
 }
 
-/// Embeds each text with an embedding model (`model`, or the manifest's default); one vector
-/// per text, in order.
+/// Embeds each text with an embedding model (`model`, else the manifest's
+/// `[models] default_embedding`, else the only embedding model in `allowed`); one L2-normalized
+/// vector per text, in order. A text longer than the model's window (512 tokens for
+/// all-MiniLM-L6-v2) is an [`Error::InvalidInput`], never silently truncated.
 pub fn embed(texts: &[String], model: Option<&str>) -> Result<Vec<Vec<f32>>> {
     wit::embed(texts, model)
 }

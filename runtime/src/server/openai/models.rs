@@ -161,7 +161,7 @@ pub(in crate::server) async fn embeddings(
     };
     let deadline = std::time::Instant::now() + GENERATION_TIMEOUT;
     let embeddings = inference
-        .embed(&model, texts, Some(deadline))
+        .embed(&model, None, texts, Some(deadline))
         .await
         .map_err(|e| match e {
             ModelError::Cancelled(_) => error(

@@ -187,7 +187,15 @@ fn chat(req: &Request) -> Result<Response, Error> {
         );
     }
     let done = inference::chat_with(&messages, &params)?;
-    Response::json(&json!({ "text": done.text, "finish_reason": done.finish_reason, "chunks": [] }))
+    Response::json(&json!({
+        "text": done.text,
+        "finish_reason": done.finish_reason,
+        "chunks": [],
+        "usage": {
+            "prompt_tokens": done.usage.prompt_tokens,
+            "completion_tokens": done.usage.completion_tokens,
+        },
+    }))
 }
 
 /// Embeds the texts of the body through the runtime's model pool.
