@@ -649,10 +649,8 @@ fn openai_python() -> &'static Path {
     })
 }
 
-#[test]
-fn the_official_openai_python_client_chats_with_the_real_model() {
-    let model = real_model();
-    let python = openai_python();
+/// A runtime (token `sk-test`) serving the model file at `path` as `name`, preloaded.
+fn preloaded(name: &str, path: &Path) -> (Runtime, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let rt = Runtime::start(
         data.path(),
@@ -660,13 +658,21 @@ fn the_official_openai_python_client_chats_with_the_real_model() {
             token: Some("sk-test".into()),
             extra_args: vec![
                 "--model".into(),
-                format!("smollm2={}", model.display()),
+                format!("{name}={}", path.display()),
                 "--preload".into(),
-                "smollm2".into(),
+                name.into(),
             ],
         },
     )
     .unwrap();
+    (rt, data)
+}
+
+#[test]
+fn the_official_openai_python_client_chats_with_the_real_model() {
+    let model = real_model();
+    let python = openai_python();
+    let (rt, _data) = preloaded("smollm2", &model);
     let out = Command::new(python)
         .arg(crate::support::repo().join("tests/clients/openai_client.py"))
         .args(["--base-url", &format!("{}/v1", rt.url)])
@@ -1107,20 +1113,7 @@ print(json.dumps({
 fn the_official_openai_python_client_embeds_with_the_real_minilm() {
     let model = real_embed_model();
     let python = openai_python();
-    let data = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(
-        data.path(),
-        Options {
-            token: Some("sk-test".into()),
-            extra_args: vec![
-                "--model".into(),
-                format!("minilm={}", model.display()),
-                "--preload".into(),
-                "minilm".into(),
-            ],
-        },
-    )
-    .unwrap();
+    let (rt, _data) = preloaded("minilm", &model);
     let out = Command::new(python)
         .args([
             "-c",
