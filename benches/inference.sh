@@ -58,9 +58,9 @@ nice -n "$nice" cargo build --release -p slmfn-models --example inference_bench
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
-# Into functions/target, where functions/support-desk/fn.toml points.
+# Where cargo puts it (functions/target, or $CARGO_TARGET_DIR): where `fn deploy` looks too.
 nice -n "$nice" cargo build --release --target wasm32-wasip2 \
-    --manifest-path functions/Cargo.toml --target-dir functions/target -p support-desk
+    --manifest-path functions/Cargo.toml -p support-desk
 
 model="${SLMFN_MODEL_PATH:-}"
 if [[ -z "$model" ]]; then
