@@ -137,8 +137,9 @@ async fn cargo_crate(dir: &Path) -> anyhow::Result<CargoCrate> {
             "--format-version",
             "1",
             "--manifest-path",
+            // Relative to the directory cargo runs in (`manifest_path` is relative to ours).
+            "Cargo.toml",
         ])
-        .arg(&manifest_path)
         .current_dir(if dir.as_os_str().is_empty() {
             Path::new(".")
         } else {
