@@ -47,8 +47,8 @@ step "Deploying functions/hello and functions/support-desk"
 step "fn invoke hello --data '{\"name\": \"Ada\"}'"
 "$fn" invoke hello --data '{"name": "Ada"}'
 
-step "fn invoke support-desk --data '{\"question\": \"What is the capital of France?\"}'"
-"$fn" invoke support-desk --data '{"question": "What is the capital of France?"}'
+step "fn invoke support-desk --data '{\"question\": \"How do I reset my password?\"}'"
+"$fn" invoke support-desk --data '{"question": "How do I reset my password?"}'
 
 if [[ "$wait_at_end" == 1 ]]; then
     step "The runtime is up at $SLMFN_URL — try: $fn invoke support-desk --data '{\"question\": \"...\"}'  (Ctrl-C stops it)"

@@ -1,7 +1,7 @@
 //! A support-desk agent: answers a customer's question with the runtime's model.
 //!
 //! Run with `fn deploy --path functions/support-desk` and
-//! `fn invoke support-desk --data '{"question": "What is the capital of France?"}'`.
+//! `fn invoke support-desk --data '{"question": "How do I reset my password?"}'`.
 //! Optional fields: `max_tokens`, `temperature` (default 0: greedy, reproducible answers).
 
 use serde::Deserialize;
