@@ -833,8 +833,11 @@ mod tests {
             .collect()
     }
 
-    fn our_logits(model: &Model, steps: &[&[u32]]) -> Vec<Vec<f32>> {
-        let mut cache = model.new_cache();
+    /// `forward(tokens, phase)` over `steps`: the first as the prompt, the rest generated.
+    fn by_step(
+        steps: &[&[u32]],
+        mut forward: impl FnMut(&[u32], Phase) -> Vec<f32>,
+    ) -> Vec<Vec<f32>> {
         steps
             .iter()
             .enumerate()
@@ -844,9 +847,16 @@ mod tests {
                 } else {
                     Phase::Generate
                 };
-                model.forward(&mut cache, tokens, phase).unwrap()
+                forward(tokens, phase)
             })
             .collect()
+    }
+
+    fn our_logits(model: &Model, steps: &[&[u32]]) -> Vec<Vec<f32>> {
+        let mut cache = model.new_cache();
+        by_step(steps, |tokens, phase| {
+            model.forward(&mut cache, tokens, phase).unwrap()
+        })
     }
 
     fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -922,18 +932,9 @@ mod tests {
         slow.decode = None;
         let run = |llama: &super::Llama| -> Vec<Vec<f32>> {
             let mut cache = llama.new_cache();
-            STEPS
-                .iter()
-                .enumerate()
-                .map(|(i, tokens)| {
-                    let phase = if i == 0 {
-                        Phase::Prompt
-                    } else {
-                        Phase::Generate
-                    };
-                    llama.forward(&mut cache, tokens, phase).unwrap()
-                })
-                .collect()
+            by_step(STEPS, |tokens, phase| {
+                llama.forward(&mut cache, tokens, phase).unwrap()
+            })
         };
         let diff = max_diff(&run(&fast), &run(&slow));
         assert!(diff < 1e-4, "max |logit difference| {diff}");

@@ -297,8 +297,7 @@ pub(crate) fn par_gemv(m: &QMatrix, x: &Q8Vector, rows: Range<usize>, out: &mut 
         m.gemv(x, rows, out);
         return;
     }
-    // Multiples of 4 rows: the SIMD kernels take rows 4 at a time.
-    let chunk = rows.len().div_ceil(threads).next_multiple_of(4);
+    let chunk = rows.len().div_ceil(threads);
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, out)| {
         let start = rows.start + i * chunk;
         m.gemv(x, start..start + out.len(), out)
