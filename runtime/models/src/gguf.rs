@@ -21,7 +21,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use crate::error::{Error, Result};
 
 /// Architectures whose weights we can run (the `general.architecture` key).
-pub const SUPPORTED_ARCHITECTURES: &str = "llama";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3";
 
 /// What the GGUF header says about a model, plus what loading it will cost.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +44,9 @@ pub struct ModelMetadata {
     pub head_count: usize,
     /// Key/value heads (fewer than `head_count` with grouped-query attention).
     pub head_count_kv: usize,
+    /// Width of each query, key and value head: `attention.key_length` when given (Qwen3),
+    /// else `embedding_length / head_count`.
+    pub head_dim: usize,
     /// Dimensions of each head that get rotary embeddings.
     pub rope_dimension: usize,
     /// Base of the rotary frequencies.
@@ -192,20 +195,36 @@ impl GgufFile {
         let head_count_kv = self
             .get_u64(&key("attention.head_count_kv"))
             .map_or(head_count, |v| v as usize);
-        if head_count == 0
-            || head_count_kv == 0
-            || !embedding_length.is_multiple_of(head_count)
-            || !head_count.is_multiple_of(head_count_kv)
-        {
-            return Err(Error::invalid_model(
+        let key_length = self
+            .get_u64(&key("attention.key_length"))
+            .map(|v| v as usize);
+        let value_length = self
+            .get_u64(&key("attention.value_length"))
+            .map(|v| v as usize);
+        let inconsistent = |why: &str| {
+            Error::invalid_model(
                 &self.path,
                 format!(
-                    "inconsistent attention shape: {embedding_length} dims, {head_count} heads, \
-                     {head_count_kv} kv heads"
+                    "inconsistent attention shape ({why}): {embedding_length} dims, {head_count} \
+                     heads, {head_count_kv} kv heads, key length {key_length:?}, value length \
+                     {value_length:?}"
                 ),
-            ));
+            )
+        };
+        if head_count == 0 || head_count_kv == 0 || !head_count.is_multiple_of(head_count_kv) {
+            return Err(inconsistent("heads"));
         }
-        let head_dim = embedding_length / head_count;
+        let head_dim = match key_length {
+            Some(k) => k,
+            None if embedding_length.is_multiple_of(head_count) => embedding_length / head_count,
+            None => return Err(inconsistent("dims not a multiple of heads")),
+        };
+        if head_dim == 0
+            || !head_dim.is_multiple_of(2)
+            || value_length.is_some_and(|v| v != head_dim)
+        {
+            return Err(inconsistent("head width"));
+        }
         let rope_dimension = self
             .get_u64(&key("rope.dimension_count"))
             .map_or(head_dim, |v| v as usize);
@@ -244,6 +263,7 @@ impl GgufFile {
             block_count,
             head_count,
             head_count_kv,
+            head_dim,
             rope_dimension,
             rope_freq_base: f32_of(&key("rope.freq_base")).unwrap_or(10_000.0),
             rms_norm_eps: f32_of(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),

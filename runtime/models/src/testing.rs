@@ -1,4 +1,5 @@
-//! A tiny llama written as a real GGUF file, for tests (feature `test-util`).
+//! A tiny llama-family model (llama, qwen2 or qwen3) written as a real GGUF file, for tests
+//! (feature `test-util`).
 //!
 //! Random weights (seeded, so the file and every greedy completion are reproducible), the real
 //! GGUF format written by candle's `gguf_file::write`, a byte-level BPE vocabulary with merges,
@@ -69,7 +70,9 @@ pub struct TinyModel {
     pub eos_token_id: u32,
     /// `tokenizer.chat_template`; `None` leaves the key out (the loader falls back to ChatML).
     pub chat_template: Option<String>,
-    /// `general.architecture`.
+    /// `general.architecture`. `qwen2` adds q/k/v biases; `qwen3` adds per-head q/k norms and
+    /// heads twice as wide as `embedding_length / head_count` (`attention.key_length`), as
+    /// Qwen3 has; any other name writes a llama.
     pub architecture: String,
     /// Multiplies the output projection: small values make the next-token distribution flat,
     /// so different seeds sample different tokens.
@@ -95,6 +98,8 @@ const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 const FFN: usize = 128;
 const BLOCKS: usize = 2;
+/// Head width of the tiny Qwen3: not `DIM / HEADS`, to exercise `attention.key_length`.
+const QWEN3_HEAD_DIM: usize = 32;
 
 impl TinyModel {
     /// The vocabulary: token texts (byte-level form) and their GGUF token types.
@@ -135,7 +140,18 @@ impl TinyModel {
                 GgmlDType::F32,
             )
         };
-        let head_dim = DIM / HEADS;
+        // `n` floats around `offset`, from one random row.
+        let vector = |row: QTensor, offset: f64| -> candle_core::Result<QTensor> {
+            let v = (row.dequantize(&Device::Cpu)?.squeeze(0)? + offset)?;
+            QTensor::quantize(&v, GgmlDType::F32)
+        };
+        let arch = self.architecture.as_str();
+        let head_dim = if arch == "qwen3" {
+            QWEN3_HEAD_DIM
+        } else {
+            DIM / HEADS
+        };
+        let (q_dim, kv_dim) = (HEADS * head_dim, KV_HEADS * head_dim);
         let matrix_scale = 1.0 / (DIM as f32).sqrt() * 1.7;
         let mut tensors: Vec<(String, QTensor)> = vec![
             (
@@ -153,16 +169,10 @@ impl TinyModel {
             let layer = [
                 ("attn_norm", ones(DIM)?),
                 ("ffn_norm", ones(DIM)?),
-                ("attn_q", random(DIM, DIM, matrix_scale, q41)?),
-                (
-                    "attn_k",
-                    random(KV_HEADS * head_dim, DIM, matrix_scale, q41)?,
-                ),
-                (
-                    "attn_v",
-                    random(KV_HEADS * head_dim, DIM, matrix_scale, q41)?,
-                ),
-                ("attn_output", random(DIM, DIM, matrix_scale, q41)?),
+                ("attn_q", random(q_dim, DIM, matrix_scale, q41)?),
+                ("attn_k", random(kv_dim, DIM, matrix_scale, q41)?),
+                ("attn_v", random(kv_dim, DIM, matrix_scale, q41)?),
+                ("attn_output", random(DIM, q_dim, matrix_scale, q41)?),
                 ("ffn_gate", random(FFN, DIM, matrix_scale, q41)?),
                 ("ffn_up", random(FFN, DIM, matrix_scale, q41)?),
                 ("ffn_down", random(DIM, FFN, matrix_scale, q41)?),
@@ -170,9 +180,22 @@ impl TinyModel {
             for (name, t) in layer {
                 tensors.push((format!("blk.{i}.{name}.weight"), t));
             }
+            let f32 = GgmlDType::F32;
+            if arch == "qwen2" {
+                for (name, n) in [("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)] {
+                    let bias = vector(random(1, n, 0.5, f32)?, 0.0)?;
+                    tensors.push((format!("blk.{i}.{name}.bias"), bias));
+                }
+            }
+            if arch == "qwen3" {
+                for name in ["attn_q_norm", "attn_k_norm"] {
+                    // Around 1 and not 1, so that applying the weights (or not) shows.
+                    let weight = vector(random(1, head_dim, 0.5, f32)?, 1.0)?;
+                    tensors.push((format!("blk.{i}.{name}.weight"), weight));
+                }
+            }
         }
 
-        let arch = self.architecture.as_str();
         let merges = MERGES
             .iter()
             .map(|(a, b)| Value::String(format!("{} {}", byte_level(a), byte_level(b))))
@@ -188,12 +211,17 @@ impl TinyModel {
             (format!("{arch}.attention.head_count"), u32v(HEADS)),
             (format!("{arch}.attention.head_count_kv"), u32v(KV_HEADS)),
             (format!("{arch}.rope.dimension_count"), u32v(head_dim)),
+            (format!("{arch}.attention.key_length"), u32v(head_dim)),
+            (format!("{arch}.attention.value_length"), u32v(head_dim)),
             (format!("{arch}.rope.freq_base"), Value::F32(10000.0)),
             (
                 format!("{arch}.attention.layer_norm_rms_epsilon"),
                 Value::F32(1e-5),
             ),
             (format!("{arch}.vocab_size"), u32v(vocab)),
+            // Read by candle-transformers' `quantized_qwen3` only: `f32` rotary tables (its
+            // default, `f16`, rounds the angles).
+            ("general.dtype".into(), Value::U32(0)),
             ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
             ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
             (

@@ -1,0 +1,209 @@
+//! Weight matrices: quantized for generation (our kernels or candle's), optionally an `f32`
+//! copy for prompts, and an optional bias (Qwen2's q/k/v projections).
+
+use std::cmp::Reverse;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use rayon::prelude::*;
+
+use super::Phase;
+use crate::error::Result;
+use crate::gguf::GgufFile;
+use crate::kernels::{Q8Vector, QMatrix, par_gemv};
+
+/// Where the quantized weights of a matrix live.
+pub(super) enum Quant {
+    /// Our kernels (`crate::kernels`): rows `rows` of `matrix`, which may stack the rows of
+    /// several weight matrices read by one pass over the same activation (q/k/v, gate/up).
+    Own {
+        matrix: Arc<QMatrix>,
+        rows: Range<usize>,
+    },
+    /// candle's, for the formats and devices our kernels do not cover.
+    Candle(QMatMul),
+}
+
+/// A weight matrix: quantized for generation, optionally dense for prompts.
+pub(super) struct Linear {
+    quant: Quant,
+    /// `(out, in)` `f32` copy for prompt processing; `None` when dense prefill is off or the
+    /// stored weights are already `f32` (then `quant` is dense too).
+    pub(super) dense: Option<Tensor>,
+    /// `(out,)`, added to every output row.
+    pub(super) bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(super) fn candle(q: Arc<QTensor>) -> Result<Self> {
+        Ok(Self {
+            quant: Quant::Candle(QMatMul::from_arc(q)?),
+            dense: None,
+            bias: None,
+        })
+    }
+
+    pub(super) fn own(matrix: Arc<QMatrix>, rows: Range<usize>) -> Self {
+        Self {
+            quant: Quant::Own { matrix, rows },
+            dense: None,
+            bias: None,
+        }
+    }
+
+    /// Elements of the quantized weights (0 for float formats).
+    fn quantized_elements(&self) -> usize {
+        match &self.quant {
+            Quant::Own { matrix, rows } => rows.len() * matrix.cols(),
+            Quant::Candle(QMatMul::QTensor(q)) => q.shape().elem_count(),
+            Quant::Candle(_) => 0,
+        }
+    }
+
+    /// The `f32` values of the quantized weights, `(out, in)`; `None` for float formats.
+    fn dequantize(&self) -> Result<Option<Tensor>> {
+        Ok(match &self.quant {
+            Quant::Own { matrix, rows } => Some(Tensor::from_vec(
+                matrix.dequantize(rows.clone()),
+                (rows.len(), matrix.cols()),
+                &Device::Cpu,
+            )?),
+            Quant::Candle(QMatMul::QTensor(q)) => Some(q.dequantize(&q.device())?),
+            Quant::Candle(_) => None,
+        })
+    }
+
+    /// `x`: `(batch, seq, in)` → `(batch, seq, out)`, plus the bias; dense in the prompt phase.
+    pub(super) fn forward(&self, x: &Tensor, phase: Phase) -> Result<Tensor> {
+        let y = self.product(x, phase)?;
+        Ok(match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        })
+    }
+
+    fn product(&self, x: &Tensor, phase: Phase) -> Result<Tensor> {
+        let (b, seq, k) = x.dims3()?;
+        match (&self.dense, &self.quant) {
+            (Some(w), _) if phase == Phase::Prompt => {
+                let y = x.reshape((b * seq, k))?.matmul(&w.t()?)?;
+                Ok(y.reshape((b, seq, ()))?)
+            }
+            (_, Quant::Candle(q)) => Ok(q.forward(x)?),
+            (_, Quant::Own { matrix, rows }) => {
+                let xs: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+                let n = rows.len();
+                let mut out = vec![0f32; b * seq * n];
+                if b * seq == 1 {
+                    let mut q = Q8Vector::default();
+                    q.quantize(&xs);
+                    rayon::scope(|_| par_gemv(matrix, &q, rows.clone(), &mut out));
+                } else {
+                    // One token per task: the rows of a prompt are independent.
+                    out.par_chunks_mut(n).zip(xs.par_chunks(k)).for_each_init(
+                        Q8Vector::default,
+                        |q, (out, x)| {
+                            q.quantize(x);
+                            matrix.gemv(q, rows.clone(), out);
+                        },
+                    );
+                }
+                Ok(Tensor::from_vec(out, (b, seq, n), x.device())?)
+            }
+        }
+    }
+}
+
+/// Reads the matrices `names` (same input width). When our kernels read them all, they become
+/// row ranges of one stacked matrix, which generation multiplies in one pass.
+pub(super) fn load_stacked(
+    file: &mut GgufFile,
+    names: &[String],
+    device: &Device,
+) -> Result<Vec<Linear>> {
+    let tensors = names
+        .iter()
+        .map(|n| file.tensor(n, device))
+        .collect::<Result<Vec<_>>>()?;
+    let own = tensors
+        .iter()
+        .map(QMatrix::from_qtensor)
+        .collect::<candle_core::Result<Option<Vec<_>>>>()?;
+    let Some(own) = own else {
+        return tensors
+            .into_iter()
+            .map(|t| Linear::candle(Arc::new(t)))
+            .collect();
+    };
+    drop(tensors);
+    let sizes: Vec<usize> = own.iter().map(QMatrix::rows).collect();
+    match QMatrix::stack(own) {
+        Ok(matrix) => {
+            let matrix = Arc::new(matrix);
+            let mut start = 0;
+            Ok(sizes
+                .iter()
+                .map(|&n| {
+                    start += n;
+                    Linear::own(matrix.clone(), start - n..start)
+                })
+                .collect())
+        }
+        // Mixed formats: each on its own.
+        Err(parts) => Ok(parts
+            .into_iter()
+            .map(|m| {
+                let rows = 0..m.rows();
+                Linear::own(Arc::new(m), rows)
+            })
+            .collect()),
+    }
+}
+
+/// The whole matrix behind `linears` when they are our kernels' and, in order, cover its rows:
+/// what one generation-time product computes for all of them.
+pub(super) fn stacked(linears: &[&Linear]) -> Option<Arc<QMatrix>> {
+    let mut whole: Option<&Arc<QMatrix>> = None;
+    let mut next = 0;
+    for linear in linears {
+        let Quant::Own { matrix, rows } = &linear.quant else {
+            return None;
+        };
+        if whole.is_some_and(|w| !Arc::ptr_eq(w, matrix)) || rows.start != next {
+            return None;
+        }
+        whole = Some(matrix);
+        next = rows.end;
+    }
+    whole.filter(|w| w.rows() == next).cloned()
+}
+
+/// Adds the dense `f32` copies, dequantizing on every core: this is most of the load time
+/// (0.25 s of single-threaded work for SmolLM2-135M), and cold starts wait for it.
+pub(super) fn densify(linears: Vec<&mut Linear>) -> Result<()> {
+    // Largest first, so that the big output projection does not finish last on its own.
+    let mut order: Vec<usize> = (0..linears.len()).collect();
+    order.sort_by_key(|&i| Reverse(linears[i].quantized_elements()));
+    let threads = candle_core::utils::get_num_threads().clamp(1, linears.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Option<Tensor>>>>> =
+        linears.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let dense = linears[i].dequantize();
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(dense);
+                }
+            });
+        }
+    });
+    for (linear, result) in linears.into_iter().zip(results) {
+        let result = result.into_inner().unwrap_or_else(|e| e.into_inner());
+        linear.dense = result.expect("every linear was dequantized")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! The forward pass against candle-transformers' `quantized_llama`, `quantized_qwen2` and
+//! `quantized_qwen3` on the same files, one tiny model of each architecture.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
+
+use super::Phase;
+use crate::testing::TinyModel;
+use crate::{LoadOptions, Model};
+
+/// The architectures of the forward pass (`crate::gguf::SUPPORTED_ARCHITECTURES`).
+const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
+
+/// A tiny model of `architecture` at `dir/{architecture}.gguf`.
+fn tiny(dir: &Path, architecture: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{architecture}.gguf"));
+    TinyModel {
+        architecture: architecture.into(),
+        ..TinyModel::default()
+    }
+    .write(&path)
+    .unwrap();
+    path
+}
+
+/// candle-transformers' model of the file's architecture, as a `forward(tokens, position)`.
+fn candle_model(path: &Path) -> Box<dyn FnMut(&Tensor, usize) -> candle_core::Result<Tensor>> {
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let arch = content.metadata["general.architecture"]
+        .to_string()
+        .unwrap()
+        .clone();
+    let dev = &Device::Cpu;
+    match arch.as_str() {
+        "llama" => {
+            let mut m = quantized_llama::ModelWeights::from_gguf(content, &mut file, dev).unwrap();
+            Box::new(move |x, pos| m.forward(x, pos))
+        }
+        "qwen2" => {
+            let mut m = quantized_qwen2::ModelWeights::from_gguf(content, &mut file, dev).unwrap();
+            Box::new(move |x, pos| m.forward(x, pos))
+        }
+        "qwen3" => {
+            let mut m = quantized_qwen3::ModelWeights::from_gguf(content, &mut file, dev).unwrap();
+            Box::new(move |x, pos| m.forward(x, pos))
+        }
+        other => panic!("no candle model for {other}"),
+    }
+}
+
+/// Logits after each step of `steps` (first the prompt, then one token at a time).
+fn candle_logits(path: &Path, steps: &[&[u32]]) -> Vec<Vec<f32>> {
+    let mut forward = candle_model(path);
+    let mut pos = 0;
+    steps
+        .iter()
+        .map(|tokens| {
+            let x = Tensor::new(*tokens, &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let logits = forward(&x, pos).unwrap();
+            pos += tokens.len();
+            logits.squeeze(0).unwrap().to_vec1().unwrap()
+        })
+        .collect()
+}
+
+/// `forward(tokens, phase)` over `steps`: the first as the prompt, the rest generated.
+fn by_step(steps: &[&[u32]], mut forward: impl FnMut(&[u32], Phase) -> Vec<f32>) -> Vec<Vec<f32>> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, tokens)| {
+            let phase = if i == 0 {
+                Phase::Prompt
+            } else {
+                Phase::Generate
+            };
+            forward(tokens, phase)
+        })
+        .collect()
+}
+
+fn our_logits(model: &Model, steps: &[&[u32]]) -> Vec<Vec<f32>> {
+    let mut cache = model.new_cache();
+    by_step(steps, |tokens, phase| {
+        model.forward(&mut cache, tokens, phase).unwrap()
+    })
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+const STEPS: &[&[u32]] = &[&[1, 40, 50, 60, 70, 80, 90, 100, 110], &[120], &[130], &[7]];
+
+/// Copies the GGUF at `src` to `dst`, passing the metadata and each tensor through `edit`.
+fn rewrite(
+    src: &Path,
+    dst: &Path,
+    edit_metadata: impl FnOnce(&mut HashMap<String, gguf_file::Value>),
+    mut edit_tensor: impl FnMut(&str, QTensor) -> QTensor,
+) {
+    let mut file = std::fs::File::open(src).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let tensors: Vec<(String, QTensor)> = content
+        .tensor_infos
+        .keys()
+        .map(|name| {
+            let t = content.tensor(&mut file, name, &Device::Cpu).unwrap();
+            (name.clone(), edit_tensor(name, t))
+        })
+        .collect();
+    let mut metadata = content.metadata;
+    edit_metadata(&mut metadata);
+    let metadata: Vec<_> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<_> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::fs::File::create(dst).unwrap();
+    gguf_file::write(&mut out, &metadata, &tensors).unwrap();
+}
+
+/// `t` with its values mapped by `f`, stored as `f32`.
+fn map_f32(t: &QTensor, f: impl FnOnce(Tensor) -> Tensor) -> QTensor {
+    QTensor::quantize(&f(t.dequantize(&Device::Cpu).unwrap()), GgmlDType::F32).unwrap()
+}
+
+/// Rewrites a GGUF with every tensor dequantized to `f32`: candle then runs it dense.
+fn write_f32_copy(src: &Path, dst: &Path) {
+    rewrite(src, dst, |_| {}, |_, t| map_f32(&t, |t| t));
+}
+
+/// Our quantized forward pass (prompt and generation through our kernels) against candle's
+/// quantized models: the same integer block products, float sums in another order.
+///
+/// Qwen2's value bias is zeroed here: it gives every input of the output projection a large
+/// common offset, so the `Q4_1` products become differences of large terms (the block minimum
+/// times the activation sum against the scaled integer products). There our kernels' order of
+/// float additions (SIMD lanes, minima summed apart) and candle's (sequential, block by block)
+/// round differently, which now and then moves an activation across an 8-bit rounding boundary
+/// in the next quantized product: logits then part by ~1e-2 (measured).
+/// The value bias is checked exactly by `dense_prompt_matches_candle_on_f32_weights` (prompts)
+/// and `buffer_decode_matches_tensor_decode` (generation).
+#[test]
+fn quantized_forward_matches_candle() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LoadOptions {
+        dense_prefill: false,
+        ..LoadOptions::default()
+    };
+    for arch in ARCHITECTURES {
+        let path = dir.path().join(format!("{arch}-quantized.gguf"));
+        rewrite(
+            &tiny(dir.path(), arch),
+            &path,
+            |_| {},
+            |name, t| match name.ends_with("attn_v.bias") {
+                true => map_f32(&t, |t| t.zeros_like().unwrap()),
+                false => t,
+            },
+        );
+        let model = Model::load_with(&path, &options).unwrap();
+        let diff = max_diff(&our_logits(&model, STEPS), &candle_logits(&path, STEPS));
+        assert!(diff < 1e-4, "{arch}: max |logit difference| {diff}");
+    }
+}
+
+/// Generation on plain buffers (`decode_token`) against the tensor path over the same
+/// kernels: the same maths, so equal up to float summation order (attention, norms).
+#[test]
+fn buffer_decode_matches_tensor_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ARCHITECTURES {
+        let path = tiny(dir.path(), arch);
+        let load = || {
+            let mut file = crate::gguf::GgufFile::open(&path).unwrap();
+            let meta = file.metadata(None, true).unwrap();
+            super::Llama::load(&mut file, &meta, &Device::Cpu, true).unwrap()
+        };
+        let fast = load();
+        let mut slow = load();
+        assert!(
+            fast.decode.is_some(),
+            "{arch}: Q4_1 layers and Q8_0 output use our kernels"
+        );
+        slow.decode = None;
+        let run = |llama: &super::Llama| -> Vec<Vec<f32>> {
+            let mut cache = llama.new_cache();
+            by_step(STEPS, |tokens, phase| {
+                llama.forward(&mut cache, tokens, phase).unwrap()
+            })
+        };
+        let diff = max_diff(&run(&fast), &run(&slow));
+        assert!(diff < 1e-4, "{arch}: max |logit difference| {diff}");
+    }
+}
+
+#[test]
+fn dense_prompt_matches_candle_on_f32_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ARCHITECTURES {
+        let path = tiny(dir.path(), arch);
+        let f32_path = dir.path().join(format!("{arch}-f32.gguf"));
+        write_f32_copy(&path, &f32_path);
+        let model = Model::load(&path).unwrap();
+        let ours = our_logits(&model, &STEPS[..1]);
+        let exact = candle_logits(&f32_path, &STEPS[..1]);
+        let diff = max_diff(&ours, &exact);
+        assert!(diff < 1e-4, "{arch}: max |logit difference| {diff}");
+        // The quantized kernels are measurably further from the exact logits.
+        let quantized = candle_logits(&path, &STEPS[..1]);
+        assert!(
+            max_diff(&quantized, &exact) > 10.0 * diff.max(1e-6),
+            "{arch}"
+        );
+    }
+}
+
+/// The architectures differ where they say they do: the same weights read as another
+/// architecture give other logits (a forward pass that ignored biases, q/k norms or the rope
+/// style would not).
+#[test]
+fn architecture_changes_the_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["qwen2", "qwen3"] {
+        let path = tiny(dir.path(), arch);
+        let model = Model::load(&path).unwrap();
+        let ours = our_logits(&model, STEPS);
+        // The same file with `general.architecture` rewritten to llama: biases and q/k norms
+        // are not read, rope pairs adjacent dims.
+        let as_llama = dir.path().join(format!("{arch}-as-llama.gguf"));
+        let as_llama_metadata = |metadata: &mut HashMap<String, gguf_file::Value>| {
+            let keys: Vec<String> = metadata.keys().cloned().collect();
+            for k in keys {
+                if let Some(rest) = k.strip_prefix(&format!("{arch}.")) {
+                    let v = metadata[&k].clone();
+                    metadata.insert(format!("llama.{rest}"), v);
+                }
+            }
+            metadata.insert(
+                "general.architecture".into(),
+                gguf_file::Value::String("llama".into()),
+            );
+        };
+        rewrite(&path, &as_llama, as_llama_metadata, |_, t| t);
+        let llama = our_logits(&Model::load(&as_llama).unwrap(), STEPS);
+        assert!(max_diff(&ours, &llama) > 1e-2, "{arch} ran as llama");
+    }
+}
