@@ -190,6 +190,8 @@ impl Metrics {
 #[derive(Clone, Debug)]
 pub struct GenerationMetrics {
     prompt_tokens: Family<ModelLabels, Counter>,
+    /// Of `prompt_tokens`, those reused from a session's prompt cache.
+    cached_prompt_tokens: Family<ModelLabels, Counter>,
     completion_tokens: Family<ModelLabels, Counter>,
     generations: Family<OutcomeLabels, Counter>,
     embeddings: Family<OutcomeLabels, Counter>,
@@ -206,6 +208,7 @@ impl Default for GenerationMetrics {
     fn default() -> Self {
         Self {
             prompt_tokens: Family::default(),
+            cached_prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
             generations: Family::default(),
             embeddings: Family::default(),
@@ -256,6 +259,9 @@ impl GenerationMetrics {
         self.prompt_tokens
             .get_or_create(&labels)
             .inc_by(usage.prompt_tokens as u64);
+        self.cached_prompt_tokens
+            .get_or_create(&labels)
+            .inc_by(usage.cached_tokens as u64);
         self.completion_tokens
             .get_or_create(&labels)
             .inc_by(usage.completion_tokens as u64);
@@ -351,6 +357,11 @@ impl GenerationMetrics {
             "prompt_tokens",
             "Prompt tokens processed, per model",
             self.prompt_tokens.clone(),
+        );
+        registry.register(
+            "cached_prompt_tokens",
+            "Prompt tokens whose keys and values a session reused from its previous prompt (prompt cache), per model",
+            self.cached_prompt_tokens.clone(),
         );
         registry.register(
             "completion_tokens",
@@ -604,6 +615,7 @@ mod tests {
             finish_reason: FinishReason::Stop,
             usage: Usage {
                 prompt_tokens: 10,
+                cached_tokens: 4,
                 completion_tokens: 3,
                 prompt_duration: Duration::from_millis(20),
                 time_to_first_token: Duration::from_millis(30),
@@ -635,6 +647,7 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
             r#"slmfn_prompt_tokens_total{model="m"} 20"#,
+            r#"slmfn_cached_prompt_tokens_total{model="m"} 8"#,
             r#"slmfn_completion_tokens_total{model="m"} 6"#,
             r#"slmfn_function_prompt_tokens_total{function="support-desk",model="m"} 10"#,
             r#"slmfn_function_completion_tokens_total{function="support-desk",model="m"} 3"#,

@@ -52,6 +52,7 @@ def main():
     usage = plain.usage
     check(usage.prompt_tokens > 0 and usage.completion_tokens > 0, f"usage: {usage}")
     check(usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, f"usage: {usage}")
+    check(usage.prompt_tokens_details.cached_tokens == 0, f"nothing cached yet: {usage}")
     summary["answer"] = answer
 
     # The same request streamed: the same greedy text in chunks, then usage.
@@ -82,6 +83,12 @@ def main():
     check(
         stream_usage.completion_tokens == usage.completion_tokens,
         f"stream usage {stream_usage} vs {usage}",
+    )
+    # The model's one session kept the prompt: all of it but the last token was reused, and
+    # the answer is the same.
+    check(
+        stream_usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1,
+        f"prompt cache: {stream_usage}",
     )
     summary["chunks"] = chunks
 

@@ -67,6 +67,8 @@ fn main() -> anyhow::Result<()> {
     );
     let mut session = model.session();
     for run in 1..=runs {
+        // Every run prefills the whole prompt, like llama.cpp's after `reset()`.
+        session.clear_prompt_cache();
         let c = session.generate(&prompt, &params, &CancelToken::new(), |_| {})?;
         let u = c.usage;
         println!(

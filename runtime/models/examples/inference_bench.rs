@@ -120,6 +120,8 @@ fn generate(
     };
     let mut session = model.session();
     for run in 0..runs {
+        // Every run prefills the whole prompt, like llama.cpp's after `reset()`.
+        session.clear_prompt_cache();
         let c = session.generate(&prompt, &params, &CancelToken::new(), |_| {})?;
         let u = c.usage;
         println!(

@@ -15,14 +15,14 @@
 //! - `stop`: stop strings over streamed text (holds back partial matches).
 //! - `kernels`: quantized matrix-vector products for generation (`Q4_1`, `Q8_0`; AVX2 with a
 //!   scalar fallback).
-//! - `llama`: the llama forward pass over shared weights and a per-session KV cache (dense
-//!   prefill, quantized generation).
+//! - `llama`: the llama-family forward pass (llama, qwen2, qwen3) over shared weights and a
+//!   per-session KV cache (dense prefill, quantized generation).
 //! - [`model`]: a loaded [`Model`] (weights shared behind an `Arc`).
 //! - [`embed`]: a loaded [`EmbeddingModel`] (BERT from `config.json`, `tokenizer.json`,
 //!   `model.safetensors`, in a directory or a zip): batched, padded, mean-pooled,
 //!   L2-normalized [`Embeddings`]; texts past 512 tokens are refused, not truncated.
-//! - [`session`]: a [`Session`] owns a KV cache and runs the generation loop into a
-//!   [`Completion`].
+//! - [`session`]: a [`Session`] owns a KV cache (and keeps its last prompt's, the prompt
+//!   cache) and runs the generation loop into a [`Completion`].
 //! - [`pool`]: the warm [`ModelPool`]: specs of either [`ModelKind`], single-flight loads,
 //!   per-model worker threads (each owning a session for chat models), bounded queues,
 //!   keep-alive, LRU eviction under a memory budget.
@@ -32,7 +32,8 @@
 //!   them.
 //! - [`device`]: CPU, or CUDA with the `cuda` feature.
 //! - [`error`]: the [`Error`] enum and its policy.
-//! - `testing` (feature `test-util`): a tiny random llama written as a real GGUF file;
+//! - `testing` (feature `test-util`): a tiny random llama, qwen2 or qwen3 written as a real
+//!   GGUF file;
 //!   `embed::testing`: a tiny random BERT written as real sentence-transformers files.
 //!
 //! Data flows one way: `ModelPool` → `Model` (gguf → tokenizer, template, weights) → `Session`

@@ -2,6 +2,16 @@
 //!
 //! The generation loop runs on the calling thread and blocks it; callers on an async runtime run
 //! it on a dedicated thread (see [`crate::pool`]). Between tokens it checks a [`CancelToken`].
+//!
+//! # Prompt cache
+//!
+//! A session keeps the keys and values of its last prompt. The next prompt that starts with the
+//! same tokens (an agent resending its system prompt and tool schemas, a chat resending its
+//! history) reuses them and prefills only the rest: [`Usage::cached_tokens`] says how many. Only
+//! prompt positions are reused, never generated ones (those went through the quantized decode
+//! kernels, where a fresh prompt goes through the dense ones), so a reused prefix computes what
+//! a chunked prefill of the whole prompt would. The last prompt token is always run again: its
+//! logits are the first token's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,10 +49,14 @@ pub enum FinishReason {
 pub struct Usage {
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Of `prompt_tokens`, the leading ones whose keys and values were reused from the
+    /// session's previous prompt instead of computed (see the module docs).
+    #[serde(default)]
+    pub cached_tokens: usize,
     /// Tokens the model generated, excluding the end-of-generation token (which is not text).
     /// Tokens of a matched stop string are counted: they were computed.
     pub completion_tokens: usize,
-    /// Time to process the prompt (prefill).
+    /// Time to process the prompt (prefill of the tokens not cached).
     pub prompt_duration: Duration,
     /// Time from the start of the call to the first sampled token.
     pub time_to_first_token: Duration,
@@ -51,9 +65,12 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Prefill throughput.
+    /// Prefill throughput, over the tokens computed (not the cached ones).
     pub fn prompt_tokens_per_second(&self) -> f64 {
-        rate(self.prompt_tokens, self.prompt_duration)
+        rate(
+            self.prompt_tokens - self.cached_tokens,
+            self.prompt_duration,
+        )
     }
 
     /// Decode throughput: tokens after the first, over the time after the first.
@@ -128,6 +145,8 @@ impl CancelToken {
 pub struct Session {
     model: Model,
     cache: LlamaCache,
+    /// The prompt tokens whose keys and values lead the cache (the prompt cache).
+    cached_prompt: Vec<u32>,
 }
 
 impl std::fmt::Debug for Session {
@@ -141,7 +160,30 @@ impl std::fmt::Debug for Session {
 impl Session {
     pub(crate) fn new(model: Model) -> Self {
         let cache = model.new_cache();
-        Self { model, cache }
+        Self {
+            model,
+            cache,
+            cached_prompt: Vec::new(),
+        }
+    }
+
+    /// Forgets the cached prompt and frees the KV cache: the next generation prefills its whole
+    /// prompt.
+    pub fn clear_prompt_cache(&mut self) {
+        self.cache.reset();
+        self.cached_prompt.clear();
+    }
+
+    /// How many leading tokens of `prompt` the cache holds and may reuse: the common prefix
+    /// with the cached prompt, less the last prompt token (it runs again for its logits).
+    pub fn reusable_prefix(&self, prompt: &[u32]) -> usize {
+        let common = self
+            .cached_prompt
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        common.min(prompt.len().saturating_sub(1))
     }
 
     /// The model this session runs.
@@ -185,11 +227,17 @@ impl Session {
                 context_length: metadata.context_length,
             });
         }
-        self.cache.reset();
+        let reused = self.reusable_prefix(prompt);
+        self.cache.truncate(reused);
+        self.cached_prompt.truncate(reused);
+        // Until the prefill succeeds, only the reused prefix is known good: a failed forward
+        // pass may leave some layers a chunk ahead of others.
+        let mut cached = std::mem::take(&mut self.cached_prompt);
 
         let mut out = Output::new(&params.stop, &mut on_chunk);
         let mut usage = Usage {
             prompt_tokens: prompt.len(),
+            cached_tokens: reused,
             ..Usage::default()
         };
         let finish = |out: Output<'_>, reason, usage: Usage| Completion {
@@ -203,14 +251,17 @@ impl Session {
         };
 
         let mut logits = None;
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
+        for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
             if cancel.is_cancelled() {
+                self.cached_prompt = cached;
                 usage.prompt_duration = started.elapsed();
                 return Ok(finish(out, FinishReason::Cancelled, usage));
             }
             logits = Some(model.forward(&mut self.cache, chunk, Phase::Prompt)?);
+            cached.extend_from_slice(chunk);
         }
-        let mut logits = logits.expect("the prompt is not empty");
+        self.cached_prompt = cached;
+        let mut logits = logits.expect("at least the last prompt token runs");
         usage.prompt_duration = started.elapsed();
 
         let mut history = Vec::with_capacity(prompt.len() + params.max_tokens);

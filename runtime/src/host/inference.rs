@@ -209,6 +209,7 @@ fn finish(
     }
     tracing::debug!(
         prompt_tokens = completion.usage.prompt_tokens,
+        cached_tokens = completion.usage.cached_tokens,
         completion_tokens = completion.usage.completion_tokens,
         "inference done"
     );

@@ -203,6 +203,8 @@ struct Scratch {
 pub(crate) struct LlamaCache {
     layers: Vec<LayerKv>,
     len: usize,
+    /// Floats per position of a layer's keys (and of its values).
+    kv_dim: usize,
     scratch: Scratch,
 }
 
@@ -213,6 +215,17 @@ impl LlamaCache {
             *kv = LayerKv::default();
         }
         self.len = 0;
+    }
+
+    /// Keeps the first `positions` positions (at most those held) and the memory reserved. Also
+    /// mends layers a failed forward pass left ahead of `len`.
+    pub(crate) fn truncate(&mut self, positions: usize) {
+        let positions = positions.min(self.len);
+        for kv in &mut self.layers {
+            kv.k.truncate(positions * self.kv_dim);
+            kv.v.truncate(positions * self.kv_dim);
+        }
+        self.len = positions;
     }
 }
 
@@ -384,6 +397,7 @@ impl Llama {
         LlamaCache {
             layers: (0..self.layers.len()).map(|_| LayerKv::default()).collect(),
             len: 0,
+            kv_dim: self.shape.kv_heads * self.shape.head_dim,
             scratch: Scratch::default(),
         }
     }
@@ -444,6 +458,7 @@ impl Llama {
             layers: kvs,
             len,
             scratch: s,
+            ..
         } = cache;
         s.x = self.embeddings.lookup(&[token], &self.device)?;
         let mut logits = vec![0f32; w.output.rows()];

@@ -241,6 +241,59 @@ fn qwen_models_load_and_generate() {
     }
 }
 
+/// A session reuses the keys and values of the prefix its prompt shares with the previous one
+/// and computes what a fresh prefill computes (candle's tokens); the last prompt token always
+/// runs again; `clear_prompt_cache` forgets.
+#[test]
+fn prompt_cache_reuses_the_common_prefix() {
+    let (model, _dir, path) = tiny_model_with(&TinyModel::default(), &quantized_only());
+    let system = Message::system("You are tiny and you answer the world.");
+    let first = model
+        .encode_chat(&[system.clone(), Message::user("hello")])
+        .unwrap();
+    let second = model
+        .encode_chat(&[system, Message::user("the cat is on the mat")])
+        .unwrap();
+    let common = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(common > 5 && common < first.len(), "{first:?} {second:?}");
+    let params = SamplingParams::greedy(12);
+    let mut session = model.session();
+    let (a, _) = generate(&mut session, &first, &params);
+    assert_eq!(a.usage.cached_tokens, 0);
+    assert_eq!(session.reusable_prefix(&second), common);
+
+    let (b, _) = generate(&mut session, &second, &params);
+    assert_eq!(
+        (b.usage.cached_tokens, b.usage.prompt_tokens),
+        (common, second.len())
+    );
+    assert_eq!(b.tokens, reference_greedy(&path, &second, b.tokens.len()));
+
+    let (c, _) = generate(&mut session, &second, &params);
+    assert_eq!(c.usage.cached_tokens, second.len() - 1);
+    assert_eq!(c.tokens, b.tokens);
+
+    // Generated tokens are not reused: the prompt plus the answer reuses the prompt only.
+    let continued = [second.clone(), c.tokens.clone()].concat();
+    assert_eq!(session.reusable_prefix(&continued), second.len());
+
+    // A prefill cancelled before it ran keeps what it reused and nothing more.
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let cancelled = session.generate(&first, &params, &cancel, |_| {}).unwrap();
+    assert_eq!(cancelled.finish_reason, FinishReason::Cancelled);
+    assert_eq!(session.reusable_prefix(&second), common);
+
+    session.clear_prompt_cache();
+    assert_eq!(session.reusable_prefix(&second), 0);
+    let (d, _) = generate(&mut session, &second, &params);
+    assert_eq!((d.usage.cached_tokens, &d.tokens), (0, &b.tokens));
+}
+
 #[test]
 fn seeded_sampling_is_deterministic() {
     let (model, _dir, _) = tiny_model(&TinyModel::default());

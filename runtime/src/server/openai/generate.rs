@@ -167,6 +167,8 @@ fn usage(usage: &Usage) -> Value {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        // OpenAI's field for prompt tokens served from a cache.
+        "prompt_tokens_details": { "cached_tokens": usage.cached_tokens },
     })
 }
 
