@@ -6,6 +6,10 @@ runtime/models/examples/inference_bench.rs step for step, on the same token ids:
   bench_llama.py generate MODEL TOKENS_JSON GEN RUNS THREADS
       load (timed: the `Llama(...)` constructor), then RUNS greedy generations of GEN tokens
       from TOKENS_JSON, end-of-generation ignored (the loop never looks at it)
+  bench_llama.py prompt-cache MODEL TOKENS_JSON B_JSON RUNS THREADS
+      per run: time to first token of B from an empty context, then of B after the prompt of
+      TOKENS_JSON, keeping the prefix the two share (llama-cpp-python's prompt reuse, as
+      `Llama.generate` does it: rewind `n_tokens`, `eval` drops the KV cells past it)
   bench_llama.py cold MODEL TOKENS_JSON THREADS
       import, load, evaluate the prompt and sample one token, printing a timestamped line at
       each step: the process-exec -> first-token path, measured by the driver from outside
@@ -81,6 +85,31 @@ def one_run(llm, sampler, prompt, gen):
     }
 
 
+def common_prefix(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prompt_cache_run(llm, sampler, a, b):
+    """TTFT of `b` fresh, then after `a` with their common prefix (all of `b` but its last token
+    at most) reused, as slmfn's session prompt cache does."""
+    fresh = one_run(llm, sampler, b, 1)
+    llm.reset()
+    llm.eval(a)
+    keep = min(common_prefix(a, b), len(b) - 1)
+    t0 = time.perf_counter()
+    llm.n_tokens = keep
+    llm.eval(b[keep:])
+    token = llama_cpp.llama_sampler_sample(sampler, llm._ctx.ctx, -1)
+    cached_s = time.perf_counter() - t0
+    return {"fresh_ttft_s": fresh["ttft_s"], "cached_ttft_s": cached_s, "cached_tokens": keep,
+            "prompt_tokens": len(b), "fresh_token": fresh["tokens"][0], "cached_token": token}
+
+
 def main():
     mode = sys.argv[1]
     model = sys.argv[2]
@@ -101,6 +130,17 @@ def main():
         sampler = llama_cpp.llama_sampler_init_greedy()
         for run in range(runs):
             out(event="run", run=run, **one_run(llm, sampler, prompt, gen))
+        llama_cpp.llama_sampler_free(sampler)
+        out(event="end")
+    elif mode == "prompt-cache":
+        with open(sys.argv[4]) as f:
+            b = json.load(f)
+        runs, threads = int(sys.argv[5]), int(sys.argv[6])
+        llm, load_s = load(model, threads)
+        out(event="load", load_s=load_s)
+        sampler = llama_cpp.llama_sampler_init_greedy()
+        for run in range(runs):
+            out(event="run", run=run, **prompt_cache_run(llm, sampler, prompt, b))
         llama_cpp.llama_sampler_free(sampler)
         out(event="end")
     elif mode == "cold":

@@ -11,7 +11,11 @@ only. Measurements (each repeated --repeats times, medians reported):
      same chat through the pool in-process (examples/inference_bench.rs `pool`, a second
      process kept up meanwhile), and through the OpenAI-compatible endpoint (the same server,
      no WASM), for a short question and for the support ticket; the three paths take turns;
-  3. cold start: `slmfn` exec -> /readyz green -> first token from the deployed agent (model
+  3. prompt cache: time to first token of the short question's chat from an empty cache, and
+     right after the ticket's chat (same system prompt: the shared prefix is reused), one
+     process per repetition and side (llama-cpp-python rewinds its context the way
+     `Llama.generate` does);
+  4. cold start: `slmfn` exec -> /readyz green -> first token from the deployed agent (model
      preloaded, function already in the data directory), against a Python process that imports
      llama-cpp-python, loads the model and samples one token of the same chat prompt.
 
@@ -306,6 +310,38 @@ def throughput(args, gate, files):
     return res
 
 
+def prompt_cache(args, gate, files):
+    sides = {
+        "llama": [args.python, os.path.join(HERE, "bench_llama.py"), "prompt-cache", args.model,
+                  files["chat_ticket"], files["chat_short"], str(args.runs + 1),
+                  str(args.threads)],
+        "slmfn": [args.bench, "prompt-cache", args.model, files["chat_ticket"],
+                  files["chat_short"], str(args.runs + 1)],
+    }
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    res = {k: {"runs": []} for k in sides}
+    for rep in range(args.repeats):
+        for side, cmd in sides.items():
+            def once(cmd=cmd):
+                lines, _, cpu = run_json(cmd, env)
+                return lines, cpu
+
+            lines, rec = gate.measure(f"prompt cache {side} #{rep + 1}", once)
+            runs = [x for x in lines if x["event"] == "run"][1:]  # the first is a warm-up
+            res[side]["runs"].extend(runs)
+            say(f"prompt cache {side} #{rep + 1}: fresh "
+                f"{ms(med([r['fresh_ttft_s'] for r in runs]))}, cached "
+                f"{ms(med([r['cached_ttft_s'] for r in runs]))} "
+                f"({runs[0]['cached_tokens']} of {runs[0]['prompt_tokens']} tokens reused)")
+    for d in res.values():
+        d["fresh_s"] = med([r["fresh_ttft_s"] for r in d["runs"]])
+        d["cached_s"] = med([r["cached_ttft_s"] for r in d["runs"]])
+        d["cached_tokens"] = d["runs"][0]["cached_tokens"]
+        d["prompt_tokens"] = d["runs"][0]["prompt_tokens"]
+        d["same_token"] = all(r["fresh_token"] == r["cached_token"] for r in d["runs"])
+    return res
+
+
 def warm_ttft(args, gate, files, prompts, data_dir):
     """Deployed agent vs /v1 vs the pool in-process, per prompt, interleaved: the server and a
     pool process (examples/inference_bench.rs `pool`) are both up, idle but for the call being
@@ -513,7 +549,7 @@ def common_prefix(a, b):
 # --- RESULTS.md --------------------------------------------------------------------------------
 
 
-def render(args, info, tp, warm, cold, gate, llama_info, files, date):
+def render(args, info, tp, warm, cold, gate, llama_info, files, date, pc=None):
     L, S, Q = tp["llama"], tp["slmfn"], tp["slmfn_q"]
     recs = [r for r in gate.records if not r["discarded"]]
     redone = [r for r in gate.records if r["discarded"]]
@@ -618,7 +654,8 @@ def render(args, info, tp, warm, cold, gate, llama_info, files, date):
       "`ModelPool::generate` in-process (`examples/inference_bench.rs pool`), and through "
       "`POST /v1/chat/completions` on the same server (HTTP, no WASM). Both processes are up; "
       "the three paths take turns (order rotating), one warm-up call each, then medians of "
-      f"{args.repeats}.")
+      f"{args.repeats}. Each side's model session keeps its prompt cache, so on every path "
+      "the system prompt is reused and only the question is prefilled.")
     w("")
     w("| question | prompt tokens | pool, in-process | /v1/chat/completions | deployed agent "
       "| agent / pool | target | |")
@@ -638,6 +675,31 @@ def render(args, info, tp, warm, cold, gate, llama_info, files, date):
           f"the agent's `usage.duration_ms` reports it) {samples(d['agent_inner_s'])}. Best of "
           f"each: agent / pool {min(d['agent_s']) / min(d['pool_s']):.2f}×.")
     w("")
+    if pc:
+        L2, S2 = pc["llama"], pc["slmfn"]
+        w("### Prompt cache")
+        w("")
+        w(f"Time to first token of the short question's chat ({S2['prompt_tokens']} tokens: the "
+          "support-desk system prompt + the question) from an empty KV cache, and right after "
+          f"the support ticket's chat, whose first {S2['cached_tokens']} tokens it shares and "
+          "reuses (slmfn: the session's prompt cache, `examples/inference_bench.rs "
+          "prompt-cache`; llama.cpp: `n_tokens` rewound to the shared prefix, as "
+          f"`Llama.generate` does; llama.cpp reused {L2['cached_tokens']}). Medians of "
+          f"{len(S2['runs'])} runs per side over {args.repeats} processes, one warm-up each.")
+        w("")
+        w("| | llama.cpp | slmfn | slmfn / llama.cpp |")
+        w("|---|---|---|---|")
+        w(f"| TTFT, empty cache | {ms(L2['fresh_s'])} | {ms(S2['fresh_s'])} | "
+          f"{S2['fresh_s'] / L2['fresh_s']:.2f}× |")
+        w(f"| TTFT, shared prefix reused | {ms(L2['cached_s'])} | {ms(S2['cached_s'])} | "
+          f"{S2['cached_s'] / L2['cached_s']:.2f}× |")
+        w(f"| reused / empty | {L2['cached_s'] / L2['fresh_s']:.2f}× | "
+          f"{S2['cached_s'] / S2['fresh_s']:.2f}× | |")
+        w("")
+        w(f"- The first token is the same with and without the cache: llama.cpp "
+          f"{'yes' if L2['same_token'] else 'NO'}, slmfn {'yes' if S2['same_token'] else 'NO'} "
+          "(every run).")
+        w("")
     w("### Cold start")
     w("")
     cs, cl = cold["slmfn"]["med"], cold["llama"]["med"]
@@ -725,7 +787,8 @@ def main():
         gate = Gate(run_args)
         gate.records = d["load"]
         section = render(run_args, d["machine"], d["throughput"], d["warm"], d["cold"], gate,
-                         d["throughput"]["llama"]["procs"][0]["load"], d["files"], d["date"])
+                         d["throughput"]["llama"]["procs"][0]["load"], d["files"], d["date"],
+                         d.get("prompt_cache"))
         write_section(args.results, section)
         say(f"wrote {args.results} (inference section) from {args.json_out}")
         return
@@ -750,9 +813,11 @@ def main():
     files["q_ticket_text"] = open(files["q_ticket"]).read().strip()
 
     enc, _, _ = run_json([args.bench, "encode", args.model, files["q_ticket"],
-                          str(args.prompt_tokens), files["system"], files["q_short"]])
+                          str(args.prompt_tokens), files["system"], files["q_short"],
+                          files["q_ticket"]])
     enc = enc[0]
-    for key, ids in (("raw", enc["raw"]), ("chat_short", enc["chats"][0])):
+    for key, ids in (("raw", enc["raw"]), ("chat_short", enc["chats"][0]),
+                     ("chat_ticket", enc["chats"][1])):
         files[key] = os.path.join(work, key + ".json")
         json.dump(ids, open(files[key], "w"))
 
@@ -764,15 +829,17 @@ def main():
     say("warm time to first token")
     warm = warm_ttft(args, gate, files,
                      {"short": files["q_short_text"], "ticket": files["q_ticket_text"]}, work)
+    say("prompt cache")
+    pc = prompt_cache(args, gate, files)
     say("cold start")
     cold = cold_start(args, gate, files, work)
 
-    section = render(args, info, tp, warm, cold, gate, llama_info, files, date)
+    section = render(args, info, tp, warm, cold, gate, llama_info, files, date, pc)
     write_section(args.results, section)
     os.makedirs(os.path.dirname(args.json_out), exist_ok=True)
     with open(args.json_out, "w") as f:
         json.dump({"date": date, "args": vars(args), "machine": info, "throughput": tp,
-                   "warm": warm, "cold": cold, "load": gate.records,
+                   "warm": warm, "cold": cold, "prompt_cache": pc, "load": gate.records,
                    "files": {k: files[k] for k in ("sha256", "python_rss_kb", "model_bytes")}},
                   f, indent=1)
     shutil.rmtree(work, ignore_errors=True)

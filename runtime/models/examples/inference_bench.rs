@@ -14,6 +14,9 @@
 //!     of standard input (a question file) one chat call (system + question) of max_tokens=1,
 //!     greedy, timed around `ModelPool::generate`: the driver interleaves these calls with
 //!     requests to a deployed agent
+//! inference_bench prompt-cache MODEL A_JSON B_JSON RUNS
+//!     per run: time to first token of B from an empty cache, then of B right after A, the
+//!     prefix they share reused (the session's prompt cache)
 //! ```
 //!
 //! Threads: candle's (`RAYON_NUM_THREADS`, else every core); the driver sets it.
@@ -42,7 +45,8 @@ fn main() -> anyhow::Result<()> {
             args.get(5).map(String::as_str) == Some("quantized"),
         ),
         "pool" => pool(arg(1)?, arg(2)?),
-        other => bail!("unknown mode `{other}` (encode, generate, pool)"),
+        "prompt-cache" => prompt_cache(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?),
+        other => bail!("unknown mode `{other}` (encode, generate, pool, prompt-cache)"),
     }
 }
 
@@ -191,6 +195,46 @@ fn pool(path: &str, system_file: &str) -> anyhow::Result<()> {
             })
         );
     }
+    Ok(())
+}
+
+/// Per run: time to first token of B from an empty cache, then of B after A, reusing the prefix
+/// they share (the session's prompt cache). Greedy, one token, dense prefill.
+fn prompt_cache(path: &str, a_json: &str, b_json: &str, runs: usize) -> anyhow::Result<()> {
+    let a: Vec<u32> = serde_json::from_str(&read(a_json)?)?;
+    let b: Vec<u32> = serde_json::from_str(&read(b_json)?)?;
+    let started = Instant::now();
+    let model = Model::load(path)?;
+    println!(
+        "{}",
+        json!({"event": "load", "load_s": started.elapsed().as_secs_f64()})
+    );
+    let params = SamplingParams::greedy(1);
+    let mut session = model.session();
+    let first = |session: &mut slmfn_models::Session, prompt: &[u32]| {
+        session.generate(prompt, &params, &CancelToken::new(), |_| {})
+    };
+    for run in 0..runs {
+        session.clear_prompt_cache();
+        let fresh = first(&mut session, &b)?;
+        session.clear_prompt_cache();
+        first(&mut session, &a)?;
+        let cached = first(&mut session, &b)?;
+        println!(
+            "{}",
+            json!({
+                "event": "run",
+                "run": run,
+                "fresh_ttft_s": fresh.usage.time_to_first_token.as_secs_f64(),
+                "cached_ttft_s": cached.usage.time_to_first_token.as_secs_f64(),
+                "cached_tokens": cached.usage.cached_tokens,
+                "prompt_tokens": cached.usage.prompt_tokens,
+                "fresh_token": fresh.tokens.first(),
+                "cached_token": cached.tokens.first(),
+            })
+        );
+    }
+    println!("{}", json!({"event": "end"}));
     Ok(())
 }
 

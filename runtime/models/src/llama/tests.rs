@@ -27,8 +27,11 @@ fn tiny(dir: &Path, architecture: &str) -> std::path::PathBuf {
     path
 }
 
-/// candle-transformers' model of the file's architecture, as a `forward(tokens, position)`.
-fn candle_model(path: &Path) -> Box<dyn FnMut(&Tensor, usize) -> candle_core::Result<Tensor>> {
+/// A model's `forward(tokens, position)`.
+type Forward = Box<dyn FnMut(&Tensor, usize) -> candle_core::Result<Tensor>>;
+
+/// candle-transformers' model of the file's architecture.
+fn candle_model(path: &Path) -> Forward {
     let mut file = std::fs::File::open(path).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();
     let arch = content.metadata["general.architecture"]

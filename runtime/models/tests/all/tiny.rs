@@ -28,6 +28,9 @@ fn quantized_only() -> LoadOptions {
     }
 }
 
+/// A candle model's `forward(tokens, position)`.
+type Forward = Box<dyn FnMut(&Tensor, usize) -> candle_core::Result<Tensor>>;
+
 /// Greedy tokens computed straight with candle's `quantized_llama` or `quantized_qwen3` (no
 /// slmfn code on the path).
 fn reference_greedy(path: &Path, prompt: &[u32], n: usize) -> Vec<u32> {
@@ -37,7 +40,7 @@ fn reference_greedy(path: &Path, prompt: &[u32], n: usize) -> Vec<u32> {
         .to_string()
         .unwrap()
         == "qwen3";
-    let mut forward: Box<dyn FnMut(&Tensor, usize) -> candle_core::Result<Tensor>> = if qwen3 {
+    let mut forward: Forward = if qwen3 {
         let mut w =
             quantized_qwen3::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
         Box::new(move |x, pos| w.forward(x, pos))
