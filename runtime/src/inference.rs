@@ -207,10 +207,13 @@ impl Inference {
     }
 
     /// Queues a generation. Fails at once with `ModelNotFound` or `Overloaded`; later errors
-    /// arrive through [`Generation::finish`]. The generation stops at `deadline`.
+    /// arrive through [`Generation::finish`]. The generation stops at `deadline`. It may reuse
+    /// the cached prompt prefix of an earlier generation of the same `cache_scope` only (see
+    /// `slmfn_models::pool::Job::cache_scope`).
     pub fn start(
         &self,
         model: &str,
+        cache_scope: &str,
         prompt: Prompt,
         params: SamplingParams,
         deadline: Option<Instant>,
@@ -223,6 +226,7 @@ impl Inference {
             model,
             Job {
                 prompt,
+                cache_scope: cache_scope.to_string(),
                 params: Some(params),
                 cancel: cancel.clone(),
                 on_chunk: Box::new(move |chunk| {

@@ -11,7 +11,9 @@
 //! prompt positions are reused, never generated ones (those went through the quantized decode
 //! kernels, where a fresh prompt goes through the dense ones), so a reused prefix computes what
 //! a chunked prefill of the whole prompt would. The last prompt token is always run again: its
-//! logits are the first token's.
+//! logits are the first token's. A session serves one cache scope at a time
+//! ([`Session::set_cache_scope`]): the pool passes each job's, so that callers do not reuse
+//! each other's prompts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,6 +149,8 @@ pub struct Session {
     cache: LlamaCache,
     /// The prompt tokens whose keys and values lead the cache (the prompt cache).
     cached_prompt: Vec<u32>,
+    /// Whose prompt `cached_prompt` is (see [`Session::set_cache_scope`]).
+    cache_scope: String,
 }
 
 impl std::fmt::Debug for Session {
@@ -164,6 +168,17 @@ impl Session {
             model,
             cache,
             cached_prompt: Vec::new(),
+            cache_scope: String::new(),
+        }
+    }
+
+    /// Says whose generations come next: a scope other than the current one forgets the
+    /// cached prompt, so that no scope reuses (and learns from `cached_tokens` or timing about)
+    /// another's prompt. Sessions start in the empty scope.
+    pub fn set_cache_scope(&mut self, scope: &str) {
+        if self.cache_scope != scope {
+            self.clear_prompt_cache();
+            scope.clone_into(&mut self.cache_scope);
         }
     }
 

@@ -185,7 +185,13 @@ impl InferenceCtx {
         let model = self.resolve_model(params.model.clone())?;
         let sampling = self.sampling(&model, &params)?;
         self.service()?
-            .start(&model, prompt, sampling, Some(self.generation_deadline()))
+            .start(
+                &model,
+                &self.function,
+                prompt,
+                sampling,
+                Some(self.generation_deadline()),
+            )
             .map(|g| g.for_function(self.function.clone()))
             .map_err(map_error)
     }

@@ -65,112 +65,83 @@ fn q4_1_avx2(data: &[u8], row_bytes: usize, blocks: usize, x: &Q8Vector, out: &m
     for (r, out) in out.iter_mut().enumerate() {
         // SAFETY: row r is within `data` (`out.len()` rows of `row_bytes`, checked by the
         // caller); each row has `blocks` blocks, as many as `x`.
-        *out = unsafe { q4_1_rows::<1>(data.as_ptr().add(r * row_bytes), row_bytes, blocks, x) }[0];
+        *out = unsafe { q4_1_row(data.as_ptr().add(r * row_bytes), blocks, x) };
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q8_0_avx2(data: &[u8], row_bytes: usize, blocks: usize, x: &Q8Vector, out: &mut [f32]) {
-    // One row at a time, front to back: a single sequential stream, which the hardware
-    // prefetchers follow. Taking four rows per activation load (four interleaved streams)
-    // measured 4x slower once the weights come from memory rather than cache.
+    // One row at a time, as in `q4_1_avx2`.
     for (r, out) in out.iter_mut().enumerate() {
-        // SAFETY: row r is within `data` (`out.len()` rows of `row_bytes`, checked by the
-        // caller); each row has `blocks` blocks, as many as `x`.
-        *out = unsafe { q8_0_rows::<1>(data.as_ptr().add(r * row_bytes), row_bytes, blocks, x) }[0];
+        // SAFETY: as in `q4_1_avx2`.
+        *out = unsafe { q8_0_row(data.as_ptr().add(r * row_bytes), blocks, x) };
     }
 }
 
-/// Dot products of `R` consecutive Q4_1 rows starting at `w` with `x`.
+/// The dot product of the Q4_1 row at `w` with `x`.
 ///
 /// # Safety
-/// `w` points to `R` rows of `row_bytes` bytes, each `blocks` Q4_1 blocks; `x` has `blocks`
-/// blocks; the CPU has AVX2, FMA and F16C.
+/// `w` points to `blocks` Q4_1 blocks; `x` has `blocks` blocks; the CPU has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q4_1_rows<const R: usize>(
-    w: *const u8,
-    row_bytes: usize,
-    blocks: usize,
-    x: &Q8Vector,
-) -> [f32; R] {
+unsafe fn q4_1_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = [0f32; R];
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0f32;
     for b in 0..blocks {
-        // SAFETY: block b < blocks of the activation: 32 bytes at b * 32 of `x.qs`.
-        let a = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()) };
-        let (xd, xs) = (x.d[b], x.s[b]);
-        for i in 0..R {
-            // SAFETY: block b of row i: 20 bytes within the `R` rows the caller vouches for.
-            let (dm, q) = unsafe {
-                let block = w.add(i * row_bytes + b * 20);
-                (
-                    block.cast::<i32>().read_unaligned(),
-                    _mm_loadu_si128(block.add(4).cast()),
-                )
-            };
-            // d in lane 0, m in lane 1.
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
-            let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-            // Values 0..16 are the low nibbles, 16..32 the high ones.
-            let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * xd), acc[i]);
-            mins[i] += m * xs;
-        }
+        // SAFETY: block b < blocks of the activation (32 bytes at b * 32 of `x.qs`) and of
+        // the row (20 bytes at b * 20), which the caller vouches for.
+        let (a, dm, q) = unsafe {
+            let block = w.add(b * 20);
+            (
+                _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()),
+                block.cast::<i32>().read_unaligned(),
+                _mm_loadu_si128(block.add(4).cast()),
+            )
+        };
+        // d in lane 0, m in lane 1.
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
+        let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+        // Values 0..16 are the low nibbles, 16..32 the high ones.
+        let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x.d[b]), acc);
+        mins += m * x.s[b];
     }
-    let mut out = [0f32; R];
-    for i in 0..R {
-        out[i] = hsum(acc[i]) + mins[i];
-    }
-    out
+    hsum(acc) + mins
 }
 
-/// Dot products of `R` consecutive Q8_0 rows starting at `w` with `x`.
+/// The dot product of the Q8_0 row at `w` with `x`.
 ///
 /// # Safety
-/// As [`q4_1_rows`], for Q8_0 blocks.
+/// As [`q4_1_row`], for Q8_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q8_0_rows<const R: usize>(
-    w: *const u8,
-    row_bytes: usize,
-    blocks: usize,
-    x: &Q8Vector,
-) -> [f32; R] {
+unsafe fn q8_0_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc = _mm256_setzero_ps();
     for b in 0..blocks {
-        // SAFETY: block b < blocks of the activation.
-        let a = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()) };
-        let xd = x.d[b];
-        for (i, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: block b of row i: 34 bytes within the rows the caller vouches for.
-            let (d, q) = unsafe {
-                let block = w.add(i * row_bytes + b * 34);
-                (
-                    // The scale and the first two values: a 32-bit load (`vmovd`, which
-                    // clears the rest of the register; a 16-bit one compiles to an insert
-                    // into whatever register is free, chaining the rows through an
-                    // accumulator).
-                    block.cast::<i32>().read_unaligned(),
-                    _mm256_loadu_si256(block.add(2).cast()),
-                )
-            };
-            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
-            // |q| (unsigned) times a with q's sign: maddubs wants one unsigned operand.
-            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q));
-            let p = _mm256_madd_epi16(p, ones);
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * xd), *acc);
-        }
+        // SAFETY: block b < blocks of the activation (32 bytes) and of the row (34 bytes at
+        // b * 34), which the caller vouches for.
+        let (a, d, q) = unsafe {
+            let block = w.add(b * 34);
+            (
+                _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()),
+                // The scale and the first two values: a 32-bit load (`vmovd`, which clears
+                // the rest of the register; a 16-bit one compiles to an insert into whatever
+                // register is free, chaining the blocks through that register).
+                block.cast::<i32>().read_unaligned(),
+                _mm256_loadu_si256(block.add(2).cast()),
+            )
+        };
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
+        // |q| (unsigned) times a with q's sign: maddubs wants one unsigned operand.
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q));
+        let p = _mm256_madd_epi16(p, ones);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x.d[b]), acc);
     }
-    let mut out = [0f32; R];
-    for i in 0..R {
-        out[i] = hsum(acc[i]);
-    }
-    out
+    hsum(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

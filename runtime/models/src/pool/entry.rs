@@ -295,6 +295,7 @@ impl Entry {
             };
             let outcome = match (job, &mut session, &model) {
                 (Work::Generate(job), Some(session), _) => {
+                    session.set_cache_scope(&job.cache_scope);
                     let result =
                         self.run(session, job.prompt, job.params, job.cancel, job.on_chunk);
                     Outcome::Generated(job.on_done, result)

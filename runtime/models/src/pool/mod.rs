@@ -233,6 +233,12 @@ pub type DoneFn = Box<dyn FnOnce(Result<Completion>) + Send>;
 pub struct Job {
     /// The input.
     pub prompt: Prompt,
+    /// Whose prompt cache this job may use: a session reuses the prefix of its previous prompt
+    /// only for a job of the same scope, and forgets it for any other (the runtime passes the
+    /// function's name, or `/v1` for the OpenAI-compatible API). Reuse shows in the usage and
+    /// in timing, so callers that must not learn about each other's prompts need scopes of
+    /// their own.
+    pub cache_scope: String,
     /// Sampling; `None` takes the model's defaults.
     pub params: Option<SamplingParams>,
     /// Set it to stop the generation (caller gone, deadline passed); queued jobs that are
@@ -471,7 +477,8 @@ impl ModelPool {
     }
 
     /// Submits a job and waits for its completion: a blocking convenience over
-    /// [`Self::submit`] (do not call it on an async executor thread).
+    /// [`Self::submit`] (do not call it on an async executor thread). Its calls share one
+    /// prompt-cache scope.
     pub fn generate(
         &self,
         model: &str,
@@ -485,6 +492,7 @@ impl ModelPool {
             model,
             Job {
                 prompt,
+                cache_scope: String::new(),
                 params,
                 cancel,
                 on_chunk: Box::new(on_chunk),

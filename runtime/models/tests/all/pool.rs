@@ -71,6 +71,7 @@ fn blocked_job() -> (Job, Blocked) {
     let mut first = true;
     let job = Job {
         prompt: text("hello world"),
+        cache_scope: String::new(),
         params: greedy(8),
         cancel: CancelToken::new(),
         on_chunk: Box::new(move |_| {
@@ -98,6 +99,7 @@ fn plain_job(cancel: CancelToken) -> (Job, mpsc::Receiver<slmfn_models::Result<C
     let (tx, rx) = mpsc::channel();
     let job = Job {
         prompt: text("the world"),
+        cache_scope: String::new(),
         params: greedy(4),
         cancel,
         on_chunk: Box::new(|_| {}),

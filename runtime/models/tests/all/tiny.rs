@@ -295,6 +295,16 @@ fn prompt_cache_reuses_the_common_prefix() {
     assert_eq!(session.reusable_prefix(&second), 0);
     let (d, _) = generate(&mut session, &second, &params);
     assert_eq!((d.usage.cached_tokens, &d.tokens), (0, &b.tokens));
+
+    // Another scope (another function) does not reuse this one's prompt; the same one does.
+    session.set_cache_scope("");
+    assert_eq!(session.reusable_prefix(&second), second.len() - 1);
+    session.set_cache_scope("other-function");
+    assert_eq!(session.reusable_prefix(&second), 0);
+    let (e, _) = generate(&mut session, &second, &params);
+    assert_eq!((e.usage.cached_tokens, &e.tokens), (0, &b.tokens));
+    session.set_cache_scope("other-function");
+    assert_eq!(session.reusable_prefix(&second), second.len() - 1);
 }
 
 #[test]

@@ -91,6 +91,8 @@ async fn run(
     let generation = inference
         .start(
             &model,
+            // The API's callers share one prompt-cache scope (functions have their own).
+            "/v1",
             prompt,
             params,
             Some(Instant::now() + GENERATION_TIMEOUT),
