@@ -191,6 +191,7 @@ fn pool(path: &str, system_file: &str) -> anyhow::Result<()> {
                 "wall_s": wall.as_secs_f64(),
                 "ttft_s": c.usage.time_to_first_token.as_secs_f64(),
                 "prompt_tokens": c.usage.prompt_tokens,
+                "cached_tokens": c.usage.cached_tokens,
                 "text": c.text,
             })
         );
