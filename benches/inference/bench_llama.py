@@ -20,6 +20,7 @@ Sampling is llama.cpp's own greedy sampler (native code, as `Llama.generate` wou
 """
 
 import json
+import os
 import sys
 import time
 
@@ -85,22 +86,13 @@ def one_run(llm, sampler, prompt, gen):
     }
 
 
-def common_prefix(a, b):
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def prompt_cache_run(llm, sampler, a, b):
     """TTFT of `b` fresh, then after `a` with their common prefix (all of `b` but its last token
     at most) reused, as slmfn's session prompt cache does."""
     fresh = one_run(llm, sampler, b, 1)
     llm.reset()
     llm.eval(a)
-    keep = min(common_prefix(a, b), len(b) - 1)
+    keep = min(len(os.path.commonprefix([a, b])), len(b) - 1)
     t0 = time.perf_counter()
     llm.n_tokens = keep
     llm.eval(b[keep:])
