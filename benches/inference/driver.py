@@ -266,6 +266,20 @@ def invoke_openai(port, system, question):
 # --- the measurements --------------------------------------------------------------------------
 
 
+def interleaved(args, gate, what, sides):
+    """Runs each side's command once per repetition, sides taking turns, each through the load
+    gate; yields (repetition, side, JSON lines, peak RSS in kB, the gate's record)."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    for rep in range(args.repeats):
+        for side, cmd in sides.items():
+            def once(cmd=cmd):
+                lines, rss, cpu = run_json(cmd, env)
+                return (lines, rss), cpu
+
+            (lines, rss), rec = gate.measure(f"{what} {side} #{rep + 1}", once)
+            yield rep, side, lines, rss, rec
+
+
 def throughput(args, gate, files):
     sides = {
         "llama": [args.python, os.path.join(HERE, "bench_llama.py"), "generate", args.model,
@@ -275,26 +289,19 @@ def throughput(args, gate, files):
         "slmfn_q": [args.bench, "generate", args.model, files["raw"], str(args.gen),
                     str(args.runs + 1), "quantized"],
     }
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     res = {k: {"procs": []} for k in sides}
-    for rep in range(args.repeats):
-        for side, cmd in sides.items():
-            def once(cmd=cmd):
-                lines, rss, cpu = run_json(cmd, env)
-                return (lines, rss), cpu
-
-            (lines, rss), rec = gate.measure(f"throughput {side} #{rep + 1}", once)
-            load = next(x for x in lines if x["event"] == "load")
-            runs = [x for x in lines if x["event"] == "run"]
-            res[side]["procs"].append({
-                "load": load, "peak_rss_kb": rss, "warmup": runs[0], "runs": runs[1:],
-                "meter": rec,
-            })
-            r = runs[1:]
-            say(f"{side} #{rep + 1}: load {load['load_s']:.3f} s, prompt "
-                f"{med([x['prompt_tps'] for x in r]):.1f} tok/s, generation "
-                f"{med([x['gen_tps'] for x in r]):.1f} tok/s, peak RSS {rss // 1024} MiB "
-                f"(load avg {rec['load1']:.2f}, other CPU {rec['other_cpu_pct']}%)")
+    for rep, side, lines, rss, rec in interleaved(args, gate, "throughput", sides):
+        load = next(x for x in lines if x["event"] == "load")
+        runs = [x for x in lines if x["event"] == "run"]
+        res[side]["procs"].append({
+            "load": load, "peak_rss_kb": rss, "warmup": runs[0], "runs": runs[1:],
+            "meter": rec,
+        })
+        r = runs[1:]
+        say(f"{side} #{rep + 1}: load {load['load_s']:.3f} s, prompt "
+            f"{med([x['prompt_tps'] for x in r]):.1f} tok/s, generation "
+            f"{med([x['gen_tps'] for x in r]):.1f} tok/s, peak RSS {rss // 1024} MiB "
+            f"(load avg {rec['load1']:.2f}, other CPU {rec['other_cpu_pct']}%)")
     for side, d in res.items():
         runs = [r for p in d["procs"] for r in p["runs"]]
         d["prompt_tps"] = med([r["prompt_tps"] for r in runs])
@@ -318,21 +325,14 @@ def prompt_cache(args, gate, files):
         "slmfn": [args.bench, "prompt-cache", args.model, files["chat_ticket"],
                   files["chat_short"], str(args.runs + 1)],
     }
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     res = {k: {"runs": []} for k in sides}
-    for rep in range(args.repeats):
-        for side, cmd in sides.items():
-            def once(cmd=cmd):
-                lines, _, cpu = run_json(cmd, env)
-                return lines, cpu
-
-            lines, rec = gate.measure(f"prompt cache {side} #{rep + 1}", once)
-            runs = [x for x in lines if x["event"] == "run"][1:]  # the first is a warm-up
-            res[side]["runs"].extend(runs)
-            say(f"prompt cache {side} #{rep + 1}: fresh "
-                f"{ms(med([r['fresh_ttft_s'] for r in runs]))}, cached "
-                f"{ms(med([r['cached_ttft_s'] for r in runs]))} "
-                f"({runs[0]['cached_tokens']} of {runs[0]['prompt_tokens']} tokens reused)")
+    for rep, side, lines, _, _ in interleaved(args, gate, "prompt cache", sides):
+        runs = [x for x in lines if x["event"] == "run"][1:]  # the first is a warm-up
+        res[side]["runs"].extend(runs)
+        say(f"prompt cache {side} #{rep + 1}: fresh "
+            f"{ms(med([r['fresh_ttft_s'] for r in runs]))}, cached "
+            f"{ms(med([r['cached_ttft_s'] for r in runs]))} "
+            f"({runs[0]['cached_tokens']} of {runs[0]['prompt_tokens']} tokens reused)")
     for d in res.values():
         d["fresh_s"] = med([r["fresh_ttft_s"] for r in d["runs"]])
         d["cached_s"] = med([r["cached_ttft_s"] for r in d["runs"]])
