@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use slmfn_models::{
-    CancelToken, Completion, EmbedJob, Embeddings, Job, ModelKind, ModelPool, Prompt,
+    CancelToken, Completion, EmbedJob, Embeddings, Grammar, Job, ModelKind, ModelPool, Prompt,
     SamplingParams,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -53,6 +53,8 @@ pub struct SamplingOverrides {
     pub seed: Option<u64>,
     /// Extra stop strings.
     pub stop: Vec<String>,
+    /// A constraint on the output (JSON schema, Lark grammar, regex).
+    pub grammar: Option<Grammar>,
 }
 
 /// A generation in progress: its text chunks and its final result.
@@ -202,6 +204,9 @@ impl Inference {
             s.seed = overrides.seed;
         }
         s.stop.extend(overrides.stop.iter().cloned());
+        if overrides.grammar.is_some() {
+            s.grammar = overrides.grammar.clone();
+        }
         s.validate()?;
         Ok(s)
     }

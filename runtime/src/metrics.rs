@@ -617,6 +617,7 @@ mod tests {
                 prompt_tokens: 10,
                 cached_tokens: 4,
                 completion_tokens: 3,
+                forced_tokens: 0,
                 prompt_duration: Duration::from_millis(20),
                 time_to_first_token: Duration::from_millis(30),
                 duration: Duration::from_millis(100),

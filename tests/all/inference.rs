@@ -155,6 +155,83 @@ async fn allow_list_streaming_and_errors_through_the_wit_interface() {
     assert!(body.contains("may use no model"), "{body}");
 }
 
+/// A deployed guest's `response-format`: JSON schema, any JSON and a Lark grammar hold at
+/// temperature 1 over several seeds, whole and streamed; a bad schema or grammar is
+/// `invalid-input` naming it, before anything is generated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_gets_answers_in_its_response_format() {
+    let (rt, _dir) = tiny_runtime(&[]).await;
+    let g = guests();
+    let manifest = "name = \"tb\"\n[models]\nallowed = [\"tiny\"]\n";
+    assert_eq!(rt.deploy("tb", manifest, &g.testbed).await.unwrap().0, 201);
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"mood": {"enum": ["happy", "sad"]}, "level": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["mood", "level"],
+        "additionalProperties": false,
+    });
+    for seed in 0..5 {
+        for stream in [false, true] {
+            let body = serde_json::json!({
+                "prompt": "hello", "max_tokens": 40, "temperature": 1.0, "seed": seed,
+                "stream": stream, "json_schema": schema,
+            });
+            let (s, out) = rt.invoke("tb", "/chat", &body.to_string()).await.unwrap();
+            assert_eq!(s, 200, "{out}");
+            let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(out["finish_reason"], "stop", "{out}");
+            let answer: serde_json::Value =
+                serde_json::from_str(out["text"].as_str().unwrap()).unwrap();
+            assert!(
+                ["happy", "sad"].contains(&answer["mood"].as_str().unwrap()),
+                "{answer}"
+            );
+            assert!(answer["level"].as_u64().unwrap() <= 9, "{answer}");
+        }
+        let body = serde_json::json!({
+            "prompt": "hi", "max_tokens": 12, "temperature": 1.0, "seed": seed,
+            "grammar": "start: (\"yes\" | \"no\") \".\"",
+        });
+        let (s, out) = rt.invoke("tb", "/chat", &body.to_string()).await.unwrap();
+        assert_eq!(s, 200, "{out}");
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(
+            ["yes.", "no."].contains(&out["text"].as_str().unwrap()),
+            "{out}"
+        );
+    }
+    let (s, out) = rt
+        .invoke(
+            "tb",
+            "/chat",
+            r#"{"prompt": "hi", "max_tokens": 24, "json": true}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{out}");
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    if out["finish_reason"] == "stop" {
+        serde_json::from_str::<serde_json::Value>(out["text"].as_str().unwrap()).unwrap();
+    }
+    for (body, needle) in [
+        (
+            r#"{"prompt": "hi", "json_schema": {"type": "frobnicate"}}"#,
+            "invalid JSON schema",
+        ),
+        (
+            r#"{"prompt": "hi", "grammar": "start: undefined_rule"}"#,
+            "invalid Lark grammar",
+        ),
+    ] {
+        let (s, out) = rt.invoke("tb", "/chat", body).await.unwrap();
+        assert_eq!(s, 500, "{out}");
+        assert!(
+            out.contains("invalid input") && out.contains(needle),
+            "{out}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_queue_agents_get_429_with_retry_after() {
     let (rt, _dir) = tiny_runtime(&["--model-parallel", "1", "--model-queue-depth", "1"]).await;

@@ -262,17 +262,14 @@ fn errors_have_openai_shapes_and_statuses() {
     let refused = [
         (json!({"messages": hello, "n": 2}), "n"),
         (
-            json!({"messages": hello, "response_format": {"type": "json_object"}}),
-            "response_format",
-        ),
-        (
             json!({"messages": hello, "presence_penalty": 0.5}),
             "presence_penalty",
         ),
         (json!({"messages": hello, "logprobs": true}), "logprobs"),
         (
-            json!({"messages": hello, "tools": [{"type": "function", "function": {"name": "f"}}]}),
-            "tools",
+            json!({"messages": hello, "response_format": {"type": "json_object"},
+                   "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "response_format",
         ),
         (
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
@@ -311,6 +308,67 @@ fn errors_have_openai_shapes_and_statuses() {
         let (s, body) = post_json(&rt, CHAT, &request);
         assert_eq!(s, 400, "{request}: {body}");
         assert_eq!(openai_error(&body, "invalid_value")["param"], param);
+    }
+    // Structured output and tools: each bad part is named, before anything is generated.
+    let tool = |parameters: Value| json!([{"type": "function", "function": {"name": "get_price", "parameters": parameters}}]);
+    let ok_tool = tool(json!({"type": "object", "properties": {"ticker": {"type": "string"}}}));
+    let schema_format = |schema: Value| json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}});
+    let named = [
+        (
+            json!({"messages": hello, "response_format": schema_format(json!({"type": "frobnicate"}))}),
+            "response_format.json_schema.schema",
+            "frobnicate",
+        ),
+        (
+            json!({"messages": hello, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            "response_format.json_schema.schema",
+            "json_schema.schema",
+        ),
+        (
+            json!({"messages": hello, "response_format": {"type": "yaml"}}),
+            "response_format.type",
+            "yaml",
+        ),
+        (
+            json!({"messages": hello, "tools": ok_tool, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "tool_choice",
+            "\"nope\"",
+        ),
+        (
+            json!({"messages": hello, "tools": ok_tool, "tool_choice": "sometimes"}),
+            "tool_choice",
+            "sometimes",
+        ),
+        (
+            json!({"messages": hello, "tools": tool(json!({"type": "frobnicate"}))}),
+            "tools",
+            "tools[0].function.parameters (get_price)",
+        ),
+        (
+            json!({"messages": hello, "tools": [{"type": "function", "function": {"name": "has space"}}]}),
+            "tools",
+            "tools[0].function.name",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42"}], "tools": ok_tool}),
+            "messages",
+            "tool_call_id",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_price", "arguments": "{not json"}}]}]}),
+            "messages",
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+    ];
+    for (request, param, needle) in named {
+        let (s, body) = post_json(&rt, CHAT, &request);
+        assert_eq!(s, 400, "{request}: {body}");
+        let e = openai_error(&body, "invalid_value");
+        assert_eq!(e["param"], param, "{body}");
+        assert!(
+            e["message"].as_str().unwrap().contains(needle),
+            "{needle}: {body}"
+        );
     }
     let (s, body) = post_json(&rt, CHAT, &json!({"messages": hello, "temperature": -1}));
     assert_eq!(s, 400, "{body}");
@@ -612,7 +670,10 @@ fn metrics_count_invocations_generations_and_the_pool_without_prompts() {
     assert!(metrics.ends_with("# EOF\n"));
 }
 
-/// A venv with the official `openai` client, made once per target dir.
+/// The venv's clients, pinned: the official `openai` client and `jsonschema`.
+const PYTHON_CLIENTS: [&str; 2] = ["openai==3.57.0", "jsonschema==4.26.0"];
+
+/// A venv with the official `openai` client (and `jsonschema`), made once per target dir.
 fn openai_python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
@@ -620,7 +681,13 @@ fn openai_python() -> &'static Path {
         let python = venv.join("bin/python");
         let importable = |python: &Path| {
             Command::new(python)
-                .args(["-c", "import openai"])
+                .args([
+                    "-c",
+                    "import importlib.metadata as m, sys; \
+                     sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] \
+                     for p in sys.argv[1:]))",
+                ])
+                .args(PYTHON_CLIENTS)
                 .output()
                 .is_ok_and(|o| o.status.success())
         };
@@ -637,18 +704,19 @@ fn openai_python() -> &'static Path {
                 String::from_utf8_lossy(&out.stderr)
             );
             let out = Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "openai"])
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(PYTHON_CLIENTS)
                 .output()
                 .expect("running pip");
             assert!(
                 out.status.success(),
-                "pip install openai failed:\n{}{}",
+                "pip install {PYTHON_CLIENTS:?} failed:\n{}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
             assert!(
                 importable(&python),
-                "openai is not importable after pip install"
+                "{PYTHON_CLIENTS:?} are not installed after pip install"
             );
         }
         python
@@ -694,6 +762,32 @@ fn the_official_openai_python_client_chats_with_the_real_model() {
     );
     let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!(summary["answer"].as_str().unwrap().contains("Paris"));
+}
+
+/// Structured output (`response_format` json_schema at temperature 0.9 over 20 seeds,
+/// json_object, the client's `parse` helper) and tool calling (`tool_choice` required, auto, a
+/// named function, streamed and not, a multi-turn exchange with a tool result), every answer
+/// checked with `jsonschema` against the declared schema.
+#[test]
+fn the_official_openai_python_client_gets_structured_answers_and_tool_calls() {
+    let model = real_model();
+    let python = openai_python();
+    let (rt, _data) = preloaded("smollm2", &model);
+    let out = Command::new(python)
+        .arg(crate::support::repo().join("tests/clients/openai_tools.py"))
+        .args(["--base-url", &format!("{}/v1", rt.url)])
+        .args(["--api-key", "sk-test", "--model", "smollm2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "openai tool checks failed:\n{stdout}\n{}\nruntime log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rt.log_text()
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("{summary}");
 }
 
 #[test]

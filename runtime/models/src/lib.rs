@@ -13,10 +13,14 @@
 //! - [`sampler`]: [`SamplingParams`] and the [`Sampler`] (temperature, top-k, top-p, repeat
 //!   penalty, seed).
 //! - `stop`: stop strings over streamed text (holds back partial matches).
+//! - [`constraint`]: constrained decoding (llguidance): a [`Grammar`] (JSON schema, Lark,
+//!   regex) as a token mask before each sampled token, forced tokens appended unsampled.
 //! - `kernels`: quantized matrix-vector products for generation (`Q4_1`, `Q8_0`; AVX2 with a
-//!   scalar fallback).
+//!   scalar fallback) and the batch-invariant dense products of prompts.
 //! - `llama`: the llama-family forward pass (llama, qwen2, qwen3) over shared weights and a
 //!   per-session KV cache (dense prefill, quantized generation).
+//! - [`tool_call`]: tool calling for templates without tool support: tools in the system
+//!   prompt, the answer constrained to a call or text, read back as [`tool_call::ToolAnswer`].
 //! - [`model`]: a loaded [`Model`] (weights shared behind an `Arc`).
 //! - [`embed`]: a loaded [`EmbeddingModel`] (BERT from `config.json`, `tokenizer.json`,
 //!   `model.safetensors`, in a directory or a zip): batched, padded, mean-pooled,
@@ -57,6 +61,7 @@
 //! # Ok::<(), slmfn_models::Error>(())
 //! ```
 
+pub mod constraint;
 pub mod device;
 pub mod embed;
 pub mod error;
@@ -73,7 +78,9 @@ pub mod template;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod tokenizer;
+pub mod tool_call;
 
+pub use constraint::Grammar;
 pub use embed::{EmbeddingModel, Embeddings};
 pub use error::{Error, Result};
 pub use gguf::ModelMetadata;

@@ -1,11 +1,12 @@
 //! A loaded model: weights shared by every session, tokenizer, chat template, metadata.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
+use crate::constraint::{Constraint, Grammar, Grammars};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, ModelMetadata};
 use crate::llama::{Llama, LlamaCache, Phase};
@@ -54,6 +55,9 @@ struct ModelInner {
     llama: Llama,
     device: Device,
     load_duration: Duration,
+    /// The vocabulary's token trie for constrained decoding, built on first use (tens of
+    /// milliseconds for a 49k vocabulary); the error text when it cannot be built.
+    grammars: OnceLock<std::result::Result<Grammars, String>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -95,6 +99,7 @@ impl Model {
                 llama,
                 device: options.device.clone(),
                 load_duration: started.elapsed(),
+                grammars: OnceLock::new(),
             }),
         })
     }
@@ -169,6 +174,26 @@ impl Model {
             ids.insert(0, bos);
         }
         ids
+    }
+
+    /// Checks `grammar` against this model's vocabulary and starts its parser: an invalid or
+    /// unsupported grammar is an `InvalidInput` error naming the problem.
+    pub fn constrain(&self, grammar: &Grammar) -> Result<Constraint> {
+        let grammars = self.inner.grammars.get_or_init(|| {
+            Grammars::new(&self.inner.tokenizer, self.inner.metadata.vocab_size)
+                .map_err(|e| e.to_string())
+        });
+        match grammars {
+            Ok(g) => g.compile(grammar),
+            Err(e) => Err(Error::InvalidInput(e.clone())),
+        }
+    }
+
+    /// Whether sessions reuse the keys and values of a cached prompt prefix. Only where that
+    /// cannot change a bit of the answer: where a prompt's forward pass is batch-invariant (the
+    /// CPU, with `f32` or our kernels' weights; see `Session`'s prompt cache).
+    pub fn prompt_cache(&self) -> bool {
+        self.inner.llama.batch_invariant()
     }
 
     pub(crate) fn new_cache(&self) -> LlamaCache {

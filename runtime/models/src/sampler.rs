@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::constraint::Grammar;
 use crate::error::{Error, Result};
 
 /// Longest stop string accepted: stop strings are held back while they might still match, so a
@@ -38,8 +39,12 @@ pub struct SamplingParams {
     /// Generation stops before any of these strings; they are not part of the output.
     pub stop: Vec<String>,
     /// Keep generating past end-of-generation tokens (benchmarks that need exactly
-    /// `max_tokens`); they are then printed as nothing.
+    /// `max_tokens`); they are then printed as nothing. Ignored under a `grammar`.
     pub ignore_eos: bool,
+    /// Constrains the output to a JSON schema, Lark grammar or regex (see
+    /// [`crate::constraint`]). The output obeys it by construction; when `max_tokens` runs out
+    /// first, the completion ends with `FinishReason::Length` and is incomplete.
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for SamplingParams {
@@ -55,6 +60,7 @@ impl Default for SamplingParams {
             seed: None,
             stop: Vec::new(),
             ignore_eos: false,
+            grammar: None,
         }
     }
 }
@@ -206,8 +212,10 @@ impl Sampler {
             }
             r -= p;
         }
-        // Rounding left r just above the last probability.
-        self.ids[keep - 1]
+        // Rounding left r just above the last probability: the last candidate that can be
+        // drawn (a masked one, at probability 0, never is).
+        let last = kept.iter().rposition(|&p| p > 0.0).unwrap_or(0);
+        self.ids[last]
     }
 
     /// CTRL-style penalty (as candle's `apply_repeat_penalty` and llama.cpp): each distinct

@@ -7,13 +7,22 @@
 //!
 //! A session keeps the keys and values of its last prompt. The next prompt that starts with the
 //! same tokens (an agent resending its system prompt and tool schemas, a chat resending its
-//! history) reuses them and prefills only the rest: [`Usage::cached_tokens`] says how many. Only
-//! prompt positions are reused, never generated ones (those went through the quantized decode
-//! kernels, where a fresh prompt goes through the dense ones), so a reused prefix computes what
-//! a chunked prefill of the whole prompt would. The last prompt token is always run again: its
-//! logits are the first token's. A session serves one cache scope at a time
-//! ([`Session::set_cache_scope`]): the pool passes each job's, so that callers do not reuse
-//! each other's prompts.
+//! history) reuses them and prefills only the rest: [`Usage::cached_tokens`] says how many. The
+//! last prompt token is always run again: its logits are the first token's. A session serves
+//! one cache scope at a time ([`Session::set_cache_scope`]): the pool passes each job's, so that
+//! callers do not reuse each other's prompts.
+//!
+//! **The cache never changes an answer.** A prompt's logits, and the keys and values it leaves,
+//! are the same bits whether its prefix was reused or computed: only prompt positions are
+//! reused, never generated ones (those went through the quantized decode kernels, where a
+//! prompt goes through the dense ones), and the prompt path is batch-invariant — each position's
+//! values depend on its own row and the positions before it, computed in the same order of
+//! float operations whatever the batch (`crate::llama::prompt`, `crate::kernels::dense`). A
+//! BLAS-style GEMM does not promise that (its kernels and blockings depend on the matrix sizes
+//! and the CPU), which once made a cached prefix flip a near-tie in a greedy answer. Where the
+//! prompt path is not batch-invariant (another device, candle's quantized formats without dense
+//! copies: [`Model::prompt_cache`]), sessions do not reuse prefixes. Any change to the prompt
+//! path must keep this property; `llama::tests` checks it bit for bit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +67,10 @@ pub struct Usage {
     /// Tokens the model generated, excluding the end-of-generation token (which is not text).
     /// Tokens of a matched stop string are counted: they were computed.
     pub completion_tokens: usize,
+    /// Of `completion_tokens`, those a grammar forced: appended without sampling, several
+    /// per forward pass.
+    #[serde(default)]
+    pub forced_tokens: usize,
     /// Time to process the prompt (prefill of the tokens not cached).
     pub prompt_duration: Duration,
     /// Time from the start of the call to the first sampled token.
@@ -192,6 +205,9 @@ impl Session {
     /// How many leading tokens of `prompt` the cache holds and may reuse: the common prefix
     /// with the cached prompt, less the last prompt token (it runs again for its logits).
     pub fn reusable_prefix(&self, prompt: &[u32]) -> usize {
+        if !self.model.prompt_cache() {
+            return 0;
+        }
         let common = self
             .cached_prompt
             .iter()
@@ -242,6 +258,17 @@ impl Session {
                 context_length: metadata.context_length,
             });
         }
+        // A grammar is checked before anything runs; the tokens it forces at the start go
+        // through the prefill's forward passes, right after the prompt.
+        let mut constraint = match &params.grammar {
+            Some(grammar) => Some(model.constrain(grammar)?),
+            None => None,
+        };
+        let mut forced = match &mut constraint {
+            Some(c) => c.forced()?,
+            None => Vec::new(),
+        };
+        forced.truncate(params.max_tokens);
         let reused = self.reusable_prefix(prompt);
         self.cache.truncate(reused);
         self.cached_prompt.truncate(reused);
@@ -265,33 +292,65 @@ impl Session {
             tokens: out.tokens,
         };
 
+        let input = [&prompt[reused..], &forced[..]].concat();
+        let prompt_rest = prompt.len() - reused;
         let mut logits = None;
-        for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
+        let mut done = 0;
+        for chunk in input.chunks(PREFILL_CHUNK) {
             if cancel.is_cancelled() {
+                cached.extend_from_slice(&prompt[reused..reused + done.min(prompt_rest)]);
                 self.cached_prompt = cached;
                 usage.prompt_duration = started.elapsed();
                 return Ok(finish(out, FinishReason::Cancelled, usage));
             }
             logits = Some(model.forward(&mut self.cache, chunk, Phase::Prompt)?);
-            cached.extend_from_slice(chunk);
+            done += chunk.len();
         }
+        cached.extend_from_slice(&prompt[reused..]);
         self.cached_prompt = cached;
         let mut logits = logits.expect("at least the last prompt token runs");
         usage.prompt_duration = started.elapsed();
 
         let mut history = Vec::with_capacity(prompt.len() + params.max_tokens);
         history.extend_from_slice(prompt);
-        let reason = loop {
-            let token = sampler.sample(&mut logits, &history);
+        // Tokens chosen but not yet shown: each sampled token with the ones the grammar forces
+        // after it; first the tokens forced at the start, which the prefill already ran.
+        let mut prefilled = !forced.is_empty();
+        let mut step = forced;
+        let reason = 'generation: loop {
+            if step.is_empty() {
+                if let Some(c) = &mut constraint {
+                    c.mask(&mut logits)?;
+                }
+                let token = sampler.sample(&mut logits, &history);
+                let ends = tokenizer.is_end_of_generation(token);
+                if ends && (!params.ignore_eos || constraint.is_some()) {
+                    if history.len() == prompt.len() {
+                        usage.time_to_first_token = started.elapsed();
+                    }
+                    break FinishReason::Stop;
+                }
+                step.push(token);
+                if let Some(c) = &mut constraint {
+                    c.commit(token)?;
+                    step.extend(c.forced()?);
+                }
+            }
             if history.len() == prompt.len() {
                 usage.time_to_first_token = started.elapsed();
             }
-            if !params.ignore_eos && tokenizer.is_end_of_generation(token) {
-                break FinishReason::Stop;
+            step.truncate(params.max_tokens - usage.completion_tokens);
+            // All of the first step when the grammar forced it, else all but the sampled token.
+            let sampled = usize::from(!prefilled);
+            for (i, &token) in step.iter().enumerate() {
+                history.push(token);
+                usage.completion_tokens += 1;
+                usage.forced_tokens += usize::from(i >= sampled);
+                if out.push_token(token, tokenizer.token_bytes(token)) {
+                    break 'generation FinishReason::Stop;
+                }
             }
-            history.push(token);
-            usage.completion_tokens += 1;
-            if out.push_token(token, tokenizer.token_bytes(token)) {
+            if constraint.as_ref().is_some_and(|c| c.is_stopped()) {
                 break FinishReason::Stop;
             }
             if usage.completion_tokens == params.max_tokens {
@@ -300,7 +359,16 @@ impl Session {
             if cancel.is_cancelled() {
                 break FinishReason::Cancelled;
             }
-            logits = model.forward(&mut self.cache, &[token], Phase::Generate)?;
+            if !std::mem::take(&mut prefilled) {
+                // Several forced tokens go through one pass (the batch-invariant prompt path).
+                let phase = if step.len() == 1 {
+                    Phase::Generate
+                } else {
+                    Phase::Prompt
+                };
+                logits = model.forward(&mut self.cache, &step, phase)?;
+            }
+            step.clear();
         };
         let reason = if out.finish() {
             FinishReason::Stop

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slmfn_models::{
-    Completion as ModelCompletion, FinishReason, Message as ModelMessage, ModelKind, Prompt,
-    SamplingParams,
+    Completion as ModelCompletion, FinishReason, Grammar, Message as ModelMessage, ModelKind,
+    Prompt, SamplingParams,
 };
 use wasmtime::component::Resource;
 
@@ -19,7 +19,7 @@ use crate::host::bindings::slmfn::agent::inference::{
     self, Completion, Error, HostCompletionStream, Message, Params, ResponseFormat, Usage,
 };
 use crate::host::state::HostState;
-use crate::inference::{Generation, Inference, ModelError};
+use crate::inference::{Generation, Inference, ModelError, SamplingOverrides};
 use crate::manifest::ModelsSection;
 
 /// The inference capability of one invocation.
@@ -135,40 +135,31 @@ impl InferenceCtx {
 
     /// Sampling for a call: the model's defaults, overridden by the call, capped by the manifest.
     fn sampling(&self, model: &str, params: &Params) -> Result<SamplingParams, Error> {
-        let mut s = self.service()?.defaults(model).map_err(map_error)?;
-        if let Some(v) = params.max_tokens {
-            s.max_tokens = v as usize;
-        }
-        if let Some(cap) = self.models.max_tokens {
-            s.max_tokens = s.max_tokens.min(cap as usize);
-        }
-        if let Some(v) = params.temperature {
-            s.temperature = v;
-        }
-        if let Some(v) = params.top_p {
-            s.top_p = v;
-        }
-        if let Some(v) = params.top_k {
-            s.top_k = v as usize;
-        }
-        if let Some(v) = params.repeat_penalty {
-            s.repeat_penalty = v;
-        }
-        if params.seed.is_some() {
-            s.seed = params.seed;
-        }
-        s.stop.extend(params.stop.iter().cloned());
-        match &params.response_format {
-            None | Some(ResponseFormat::Text) => {}
-            Some(_) => {
-                return Err(Error::InvalidInput(
-                    "constrained decoding (response-format json / json-schema / grammar) is not available in this runtime yet"
-                        .into(),
-                ));
+        let grammar = match &params.response_format {
+            None | Some(ResponseFormat::Text) => None,
+            Some(ResponseFormat::Json) => Some(Grammar::JsonSchema(serde_json::json!({}))),
+            Some(ResponseFormat::JsonSchema(schema)) => {
+                let schema = serde_json::from_str(schema).map_err(|e| {
+                    Error::InvalidInput(format!("response-format json-schema is not JSON: {e}"))
+                })?;
+                Some(Grammar::JsonSchema(schema))
             }
-        }
-        s.validate().map_err(map_error)?;
-        Ok(s)
+            Some(ResponseFormat::Grammar(lark)) => Some(Grammar::Lark(lark.clone())),
+        };
+        let overrides = SamplingOverrides {
+            max_tokens: params.max_tokens.map(|v| v as usize),
+            max_tokens_cap: self.models.max_tokens.map(|v| v as usize),
+            temperature: params.temperature,
+            top_p: params.top_p,
+            top_k: params.top_k.map(|v| v as usize),
+            repeat_penalty: params.repeat_penalty,
+            seed: params.seed,
+            stop: params.stop.clone(),
+            grammar,
+        };
+        self.service()?
+            .sampling(model, &overrides)
+            .map_err(map_error)
     }
 
     /// When generation must stop: the invocation deadline or the manifest's inference budget.

@@ -21,11 +21,21 @@
 //!   and L2-normalized (unit length: a dot product is the cosine). A text over the model's 512
 //!   tokens is a 400 naming it (never truncated); token-id inputs and a `dimensions` other than
 //!   the model's are 400 `unsupported_parameter`.
+//! - **Structured output.** `response_format` `json_object` (any JSON object) or `json_schema`
+//!   (`json_schema.schema`, enforced whether `strict` or not) constrains the answer by
+//!   construction (llguidance); a schema it cannot compile is a 400 naming the problem. An
+//!   answer cut by the token bound ends with `finish_reason: "length"` and is incomplete.
+//! - **Tools.** `tools` (`type: function`) and `tool_choice` (`auto`, the default; `required`;
+//!   a named function; `none`) list the tools in the system prompt and constrain the answer to
+//!   a call of one of them with arguments valid against its `parameters` (or, under `auto`, to
+//!   text); a call comes back as `message.tool_calls` with `finish_reason: "tool_calls"`,
+//!   streamed as one `tool_calls` delta. One call per answer. History may carry assistant
+//!   `tool_calls` and `tool` messages (with `tool_call_id`). See [`tools`].
 //! - **Auth.** [`super::auth::openai`]: with `SLMFN_TOKEN`, `Authorization: Bearer <token>`
 //!   (the client's API key); without, loopback clients only.
 //! - **Errors** have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for
 //!   invalid or unsupported parameters (we refuse rather than silently ignore a parameter
-//!   that would change the answer: `n > 1`, JSON response formats, penalties, logprobs, tools),
+//!   that would change the answer: `n > 1`, penalties, logprobs, `response_format` with tools),
 //!   400 `model_not_embedding` / `model_not_chat` for a model of the other kind, 404 for an
 //!   unknown model, 413 for a body over [`MAX_BODY_BYTES`], 429 with `Retry-After`
 //!   when the model's queue is full, 503 when no model is configured, 504 when a generation
@@ -37,6 +47,7 @@
 
 mod generate;
 mod models;
+mod tools;
 mod wire;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@
 //! - [`QMatrix::gemv`]: rows times the vector, with AVX2 (`x86` module, chosen at run time) or
 //!   the portable scalar code, which is also the reference the SIMD code is tested against.
 //! - [`par_gemv`]: the same, rows split over the rayon pool in one fork/join.
+//! - [`dense`]: batch-invariant `f32` matrix products for prompts.
 
 use std::ops::Range;
 
@@ -18,6 +19,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 use rayon::prelude::*;
 
+pub(crate) mod dense;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

@@ -1,5 +1,6 @@
-//! Self-attention: over tensors for prompts (one matrix product per KV head group), over plain
-//! rows for a generated token.
+//! Self-attention: over tensors (one matrix product per KV head group), and over plain rows
+//! for generated tokens and for prompts on the CPU (the same code per row, so a position's
+//! output does not depend on the batch it was computed in).
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
@@ -85,38 +86,69 @@ pub(super) fn attention(
 /// position of `kv` (this token's included) into `out`; the tensor path's maths. Heads are
 /// independent: they split over the rayon pool.
 pub(super) fn attend(q: &mut [f32], kv: &LayerKv, shape: Shape, out: &mut Vec<f32>) {
-    let Shape {
-        heads,
-        kv_heads,
-        head_dim,
-        ..
-    } = shape;
-    let kv_dim = kv_heads * head_dim;
-    let group = heads / kv_heads;
-    let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+    let head_dim = shape.head_dim;
+    let positions = kv.k.len() / (shape.kv_heads * head_dim);
     out.clear();
-    out.resize(heads * head_dim, 0.0);
+    out.resize(shape.heads * head_dim, 0.0);
     q.par_chunks_mut(head_dim)
         .zip(out.par_chunks_mut(head_dim))
         .enumerate()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (h, (q, out))| {
-            let g = h / group;
-            q.iter_mut().for_each(|v| *v *= scale);
-            scores.clear();
-            scores.extend(
-                kv.k.chunks_exact(kv_dim)
-                    .map(|k| dot(q, &k[g * head_dim..(g + 1) * head_dim])),
-            );
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            for (p, v) in scores.iter().zip(kv.v.chunks_exact(kv_dim)) {
-                let p = p / sum;
-                let v = &v[g * head_dim..(g + 1) * head_dim];
-                out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
+        .for_each_init(Vec::new, |scores, (h, (q, out))| {
+            head(q, kv, h, positions, shape, scores, out)
+        });
+}
+
+/// Attention of the prompt's rows `q` (each `heads x head_dim`, rotated; the first at position
+/// `pos`, already in `kv` with all the others) into `out`: each row sees the positions up to its
+/// own, and computes exactly what [`attend`] computes for a generated token at that position.
+/// Rows split over the rayon pool.
+pub(super) fn attend_rows(q: &mut [f32], kv: &LayerKv, pos: usize, shape: Shape, out: &mut [f32]) {
+    let row = shape.heads * shape.head_dim;
+    q.par_chunks_mut(row)
+        .zip(out.par_chunks_mut(row))
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (i, (q, out))| {
+            let heads = q
+                .chunks_exact_mut(shape.head_dim)
+                .zip(out.chunks_exact_mut(shape.head_dim));
+            for (h, (q, out)) in heads.enumerate() {
+                head(q, kv, h, pos + i + 1, shape, scores, out);
             }
         });
+}
+
+/// Query head `h` (`q`, scaled in place) against the first `positions` cached positions of its
+/// KV head, into `out` (zeroed): scores, a softmax in position order, the weighted values.
+fn head(
+    q: &mut [f32],
+    kv: &LayerKv,
+    h: usize,
+    positions: usize,
+    shape: Shape,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let head_dim = shape.head_dim;
+    let kv_dim = shape.kv_heads * head_dim;
+    let g = h / (shape.heads / shape.kv_heads);
+    let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+    let (keys, values) = (&kv.k[..positions * kv_dim], &kv.v[..positions * kv_dim]);
+    q.iter_mut().for_each(|v| *v *= scale);
+    scores.clear();
+    scores.extend(
+        keys.chunks_exact(kv_dim)
+            .map(|k| dot(q, &k[g * head_dim..(g + 1) * head_dim])),
+    );
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    out.fill(0.0);
+    for (p, v) in scores.iter().zip(values.chunks_exact(kv_dim)) {
+        let p = p / sum;
+        let v = &v[g * head_dim..(g + 1) * head_dim];
+        out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
+    }
 }

@@ -11,9 +11,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use rayon::prelude::*;
 
 use super::Phase;
+use super::ops::add_assign;
 use crate::error::Result;
 use crate::gguf::GgufFile;
-use crate::kernels::{Q8Vector, QMatrix, par_gemv};
+use crate::kernels::{Q8Vector, QMatrix, dense, par_gemv};
 
 /// Where the quantized weights of a matrix live.
 pub(super) enum Quant {
@@ -83,6 +84,61 @@ impl Linear {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
         })
+    }
+
+    /// Whether [`Self::rows`] can run: `f32` weights (a dense copy, or stored so) on the CPU, or
+    /// our quantized kernels.
+    pub(super) fn has_rows(&self) -> bool {
+        match (&self.dense, &self.quant) {
+            (Some(w), _) | (None, Quant::Candle(QMatMul::Tensor(w))) => {
+                w.device().is_cpu() && w.dtype() == DType::F32
+            }
+            (None, quant) => matches!(quant, Quant::Own { .. }),
+        }
+    }
+
+    /// `x`: rows of `in` floats → rows of `out`, plus the bias, on plain buffers (the CPU
+    /// prompt path): the dense copy through the batch-invariant [`dense::matmul`], else our
+    /// quantized kernels one row at a time. Either way a row's result does not depend on the
+    /// other rows. Only where [`Self::has_rows`].
+    pub(super) fn rows(&self, x: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
+        let mut y = match (&self.dense, &self.quant) {
+            (Some(w), _) | (None, Quant::Candle(QMatMul::Tensor(w))) => {
+                let (storage, layout) = w.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    return Err(candle_core::Error::Msg("dense rows off the CPU".into()).into());
+                };
+                let (n, k) = w.dims2()?;
+                if !layout.is_contiguous() {
+                    return Err(candle_core::Error::Msg("dense rows not contiguous".into()).into());
+                }
+                let data = &cpu.as_slice::<f32>()?[layout.start_offset()..][..n * k];
+                dense::matmul(x, data, k)
+            }
+            (None, Quant::Own { matrix, rows }) => {
+                let (k, n) = (matrix.cols(), rows.len());
+                let mut out = vec![0f32; x.len() / k * n];
+                out.par_chunks_mut(n).zip(x.par_chunks(k)).for_each_init(
+                    Q8Vector::default,
+                    |q, (out, x)| {
+                        q.quantize(x);
+                        matrix.gemv(q, rows.clone(), out);
+                    },
+                );
+                out
+            }
+            (None, Quant::Candle(_)) => {
+                return Err(candle_core::Error::Msg(
+                    "no row kernels for candle's quantized formats".into(),
+                )
+                .into());
+            }
+        };
+        if let Some(bias) = bias {
+            y.chunks_exact_mut(bias.len())
+                .for_each(|row| add_assign(row, bias));
+        }
+        Ok(y)
     }
 
     fn product(&self, x: &Tensor, phase: Phase) -> Result<Tensor> {

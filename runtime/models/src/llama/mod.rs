@@ -41,6 +41,7 @@ mod arch;
 mod attention;
 mod linear;
 mod ops;
+mod prompt;
 #[cfg(test)]
 mod tests;
 
@@ -158,6 +159,9 @@ pub(crate) struct Llama {
     norm: Norm,
     output: Linear,
     decode: Option<Decode>,
+    /// Whether prompts run on plain rows (`prompt`): batch-invariant, so the prompt cache is
+    /// exact.
+    rows: bool,
     /// `(context_length, head_dim / 2)` rotary tables, as tensors and as plain rows.
     cos: Tensor,
     sin: Tensor,
@@ -372,7 +376,7 @@ impl Llama {
         };
         let decode = decode();
         let (cos, sin) = rotary_tables(meta.context_length, head_dim, meta.rope_freq_base, device)?;
-        Ok(Self {
+        let mut llama = Self {
             shape: Shape {
                 heads: meta.head_count,
                 kv_heads: meta.head_count_kv,
@@ -384,12 +388,22 @@ impl Llama {
             norm: norm(file, "output_norm.weight", dim)?,
             output,
             decode,
+            rows: false,
             cos_rows: cos.flatten_all()?.to_vec1()?,
             sin_rows: sin.flatten_all()?.to_vec1()?,
             cos,
             sin,
             device: device.clone(),
-        })
+        };
+        llama.rows = llama.rows_cover();
+        Ok(llama)
+    }
+
+    /// Whether a prompt's logits, and the keys and values it leaves in the cache, are the same
+    /// bits however the prompt is split over forward passes (whole, in chunks, after a cached
+    /// prefix): true where prompts run on plain rows (see `prompt`).
+    pub(crate) fn batch_invariant(&self) -> bool {
+        self.rows
     }
 
     /// An empty KV cache for this model.
@@ -410,9 +424,24 @@ impl Llama {
         tokens: &[u32],
         phase: Phase,
     ) -> Result<Vec<f32>> {
-        if let (Phase::Generate, &[token], Some(decode)) = (phase, tokens, &self.decode) {
-            return self.decode_token(decode, cache, token);
+        match (phase, tokens, &self.decode) {
+            (Phase::Generate, &[token], Some(decode)) => {
+                return self.decode_token(decode, cache, token);
+            }
+            (Phase::Prompt, _, _) if self.rows => return self.prompt_rows(cache, tokens),
+            _ => {}
         }
+        self.forward_tensors(cache, tokens, phase)
+    }
+
+    /// [`Llama::forward`] through candle's tensors: the path of the devices and formats the
+    /// row paths do not cover.
+    fn forward_tensors(
+        &self,
+        cache: &mut LlamaCache,
+        tokens: &[u32],
+        phase: Phase,
+    ) -> Result<Vec<f32>> {
         let seq = tokens.len();
         let pos = cache.len;
         let x = self.embeddings.lookup(tokens, &self.device)?;

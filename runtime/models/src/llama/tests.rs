@@ -180,8 +180,9 @@ fn quantized_forward_matches_candle() {
     }
 }
 
-/// Generation on plain buffers (`decode_token`) against the tensor path over the same
-/// kernels: the same maths, so equal up to float summation order (attention, norms).
+/// The row paths (prompts on plain rows, generation through `decode_token`) against the
+/// tensor path over the same weights: the same maths, so equal up to float summation order
+/// (matrix products, attention, norms).
 #[test]
 fn buffer_decode_matches_tensor_decode() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +200,8 @@ fn buffer_decode_matches_tensor_decode() {
             "{arch}: Q4_1 layers and Q8_0 output use our kernels"
         );
         slow.decode = None;
+        slow.rows = false;
+        assert!(fast.rows, "{arch}: prompts run on plain rows");
         let run = |llama: &super::Llama| -> Vec<Vec<f32>> {
             let mut cache = llama.new_cache();
             by_step(STEPS, |tokens, phase| {
@@ -260,5 +263,146 @@ fn architecture_changes_the_logits() {
         rewrite(&path, &as_llama, as_llama_metadata, |_, t| t);
         let llama = our_logits(&Model::load(&as_llama).unwrap(), STEPS);
         assert!(max_diff(&ours, &llama) > 1e-2, "{arch} ran as llama");
+    }
+}
+
+/// A llama-family model read straight from `path`, with or without dense prefill.
+fn load_llama(path: &Path, dense: bool) -> super::Llama {
+    let mut file = crate::gguf::GgufFile::open(path).unwrap();
+    let meta = file.metadata(None, dense).unwrap();
+    super::Llama::load(&mut file, &meta, &Device::Cpu, dense).unwrap()
+}
+
+/// The prompt cache's promise, bit for bit: a prompt's logits are the same whole, split at
+/// every point, token by token, and after the cache held another prompt's keys and values
+/// (with generated positions after them) and kept the common prefix — with dense prefill
+/// (the batch-invariant `f32` kernel) and without (our quantized kernels row by row).
+#[test]
+fn prompt_logits_are_batch_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt: Vec<u32> = (0..41).map(|i| 1 + (i * 37) % 200).collect();
+    let other: Vec<u32> = prompt[..23].iter().copied().chain([9, 8, 7, 6]).collect();
+    for arch in ARCHITECTURES {
+        let path = tiny(dir.path(), arch);
+        for dense in [true, false] {
+            let llama = load_llama(&path, dense);
+            assert!(llama.batch_invariant(), "{arch}, dense {dense}");
+            let run = |cache: &mut super::LlamaCache, tokens: &[u32]| {
+                llama.forward(cache, tokens, Phase::Prompt).unwrap()
+            };
+            let whole = run(&mut llama.new_cache(), &prompt);
+            for split in 1..prompt.len() {
+                let mut cache = llama.new_cache();
+                run(&mut cache, &prompt[..split]);
+                let rest = run(&mut cache, &prompt[split..]);
+                assert_eq!(rest, whole, "{arch}, dense {dense}: split at {split}");
+            }
+            let mut cache = llama.new_cache();
+            let mut last = Vec::new();
+            for token in &prompt {
+                last = run(&mut cache, std::slice::from_ref(token));
+            }
+            assert_eq!(last, whole, "{arch}, dense {dense}: one token at a time");
+
+            let mut cache = llama.new_cache();
+            run(&mut cache, &other);
+            for token in [3, 4, 5] {
+                llama
+                    .forward(&mut cache, &[token], Phase::Generate)
+                    .unwrap();
+            }
+            cache.truncate(23);
+            let reused = run(&mut cache, &prompt[23..]);
+            assert_eq!(
+                reused, whole,
+                "{arch}, dense {dense}: after a cached prefix"
+            );
+        }
+    }
+}
+
+/// Where the prompt path is candle's (a format our kernels do not read, without dense copies)
+/// it is not batch-invariant, and sessions do not reuse prefixes; `f32` files run on rows.
+#[test]
+fn prompt_cache_only_where_prompts_are_batch_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), "llama");
+    let q4_0 = dir.path().join("llama-q4_0.gguf");
+    rewrite(
+        &path,
+        &q4_0,
+        |_| {},
+        |name, t| {
+            if name.starts_with("blk.") && name.ends_with(".weight") && t.shape().dims().len() == 2
+            {
+                let w = t.dequantize(&Device::Cpu).unwrap();
+                QTensor::quantize(&w, GgmlDType::Q4_0).unwrap()
+            } else {
+                t
+            }
+        },
+    );
+    assert!(!load_llama(&q4_0, false).batch_invariant());
+    assert!(load_llama(&q4_0, true).batch_invariant());
+    let f32_path = dir.path().join("llama-f32.gguf");
+    write_f32_copy(&path, &f32_path);
+    assert!(load_llama(&f32_path, false).batch_invariant());
+
+    let options = LoadOptions {
+        dense_prefill: false,
+        ..LoadOptions::default()
+    };
+    let model = Model::load_with(&q4_0, &options).unwrap();
+    assert!(!model.prompt_cache());
+    let mut session = model.session();
+    let prompt = [1, 40, 50, 60, 70];
+    let params = crate::SamplingParams::greedy(3);
+    let cancel = crate::CancelToken::new();
+    let first = session.generate(&prompt, &params, &cancel, |_| {}).unwrap();
+    assert_eq!(session.reusable_prefix(&prompt), 0);
+    let again = session.generate(&prompt, &params, &cancel, |_| {}).unwrap();
+    assert_eq!(again.usage.cached_tokens, 0);
+    assert_eq!(again.tokens, first.tokens);
+}
+
+/// `SLMFN_MODEL_PATH=... cargo test -p slmfn-models --lib prompt_path_timings -- --ignored
+/// --nocapture`: best-of-3 prefill time of the real model, the plain-rows path (what prompts
+/// run through) against candle's tensor path on the same dense weights. Prints, asserts
+/// nothing.
+#[test]
+#[ignore]
+fn prompt_path_timings() {
+    let Some(path) = std::env::var_os("SLMFN_MODEL_PATH") else {
+        eprintln!("SLMFN_MODEL_PATH is not set");
+        return;
+    };
+    let llama = load_llama(Path::new(&path), true);
+    for len in [8, 48, 200, 512] {
+        let tokens: Vec<u32> = (0..len).map(|i| 100 + (i * 7919) % 40000).collect();
+        let time = |rows: bool| {
+            (0..3)
+                .map(|_| {
+                    let mut cache = llama.new_cache();
+                    let t = std::time::Instant::now();
+                    if rows {
+                        llama.prompt_rows(&mut cache, &tokens).unwrap();
+                    } else {
+                        llama
+                            .forward_tensors(&mut cache, &tokens, Phase::Prompt)
+                            .unwrap();
+                    }
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let (rows, tensors) = (time(true), time(false));
+        eprintln!(
+            "{len:4} tokens: rows {:7.1} ms ({:5.0} tok/s), tensors {:7.1} ms ({:5.0} tok/s)",
+            rows.as_secs_f64() * 1e3,
+            len as f64 / rows.as_secs_f64(),
+            tensors.as_secs_f64() * 1e3,
+            len as f64 / tensors.as_secs_f64()
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! Integration tests of slmfn-models, one binary (wasmtime's `tests/all` layout).
 //!
 //! - `tiny`: a tiny random llama each test writes itself (real GGUF, real tokenizer and template).
+//! - `constraint`: constrained decoding (JSON schema, Lark, regex) on the tiny model.
 //! - `pool`: the warm pool (sharing, queueing, overload, keep-alive, eviction, failures).
 //! - `real`: SmolLM2-135M-Instruct, only when `SLMFN_MODEL_PATH` points at its GGUF.
 
+mod constraint;
 mod pool;
 mod real;
 mod tiny;

@@ -148,3 +148,48 @@ fn real_model_through_the_pool() {
     );
     assert_eq!(pool.status()[0].loads, 1);
 }
+
+/// The prompt cache never changes a greedy answer: each chat, on a fresh session, answers the
+/// same 96 tokens as after the same session ran it (the whole prompt but its last token
+/// reused) and after it ran another chat with the same system prompt (that prefix reused).
+/// Long answers under the support agent's system prompt reach the near-ties where a batch-size
+/// dependent prefill once flipped a token.
+#[test]
+fn real_model_answers_the_same_with_and_without_a_cached_prefix() {
+    let Some(model) = real_model() else { return };
+    let system = Message::system(
+        "You are a helpful customer-support agent for Acme Cloud. Answer briefly and politely.",
+    );
+    let questions = [
+        "What is the capital of France?",
+        "How do I reset my password?",
+        "My invoice shows a charge twice. What should I do?",
+    ];
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(96)
+    };
+    let prompts: Vec<Vec<u32>> = questions
+        .iter()
+        .map(|q| {
+            model
+                .encode_chat(&[system.clone(), Message::user(*q)])
+                .unwrap()
+        })
+        .collect();
+    let fresh: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| generate(&mut model.session(), p, &params).0.tokens)
+        .collect();
+    let mut session = model.session();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let (a, _) = generate(&mut session, prompt, &params);
+        if i > 0 {
+            assert!(a.usage.cached_tokens > 10, "the system prompt was reused");
+        }
+        let (b, _) = generate(&mut session, prompt, &params);
+        assert_eq!(b.usage.cached_tokens, prompt.len() - 1);
+        assert_eq!(a.tokens, fresh[i], "{:?} after another chat", questions[i]);
+        assert_eq!(b.tokens, fresh[i], "{:?} after itself", questions[i]);
+    }
+}

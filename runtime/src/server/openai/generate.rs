@@ -15,13 +15,14 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use slmfn_models::{Completion, FinishReason, Prompt, Usage};
+use slmfn_models::{Completion, FinishReason, Usage};
 
-use super::wire::{ChatRequest, CompletionRequest, Sampling};
+use super::tools::{self, Tools};
+use super::wire::{ChatRequest, CompletionRequest, Plan, Sampling};
 use super::{
     GENERATION_TIMEOUT, OpenAiJson, cancelled, model_error, resolve_model, service, unix_now,
 };
-use crate::inference::{Generation, ModelError};
+use crate::inference::{Generation, ModelError, SamplingOverrides};
 use crate::server::AppState;
 use crate::server::error::ApiError;
 
@@ -38,53 +39,64 @@ struct Answer {
     id: String,
     created: u64,
     model: String,
+    /// Set when the answer may be a tool call.
+    tools: Option<Tools>,
 }
 
 pub(in crate::server) async fn chat(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let prompt = req.check_unsupported().and_then(|()| req.prompt());
-    run(
-        &state,
-        Kind::Chat,
-        req.model.as_deref(),
-        prompt,
-        &req.sampling,
-        req.max_completion_tokens,
-    )
-    .await
+    let request = Request {
+        model: req.model.as_deref(),
+        plan: req.plan(),
+        sampling: &req.sampling,
+        max_tokens: req.max_completion_tokens,
+    };
+    run(&state, Kind::Chat, request).await
 }
 
 pub(in crate::server) async fn completions(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let prompt = req.check_unsupported().and_then(|()| req.prompt());
-    run(
-        &state,
-        Kind::Text,
-        req.model.as_deref(),
-        prompt,
-        &req.sampling,
-        None,
-    )
-    .await
+    let plan = req.check_unsupported().and_then(|()| req.prompt());
+    let request = Request {
+        model: req.model.as_deref(),
+        plan: plan.map(|prompt| Plan {
+            prompt,
+            grammar: None,
+            tools: None,
+        }),
+        sampling: &req.sampling,
+        max_tokens: None,
+    };
+    run(&state, Kind::Text, request).await
 }
 
-async fn run(
-    state: &AppState,
-    kind: Kind,
-    model: Option<&str>,
-    prompt: Result<Prompt, ApiError>,
-    sampling: &Sampling,
+/// What both endpoints ask of the pool, each part checked in [`run`]'s order.
+struct Request<'a> {
+    model: Option<&'a str>,
+    plan: Result<Plan, ApiError>,
+    sampling: &'a Sampling,
+    /// The request's token bound besides `max_tokens` (chat's `max_completion_tokens`).
     max_tokens: Option<u64>,
-) -> Result<Response, ApiError> {
+}
+
+async fn run(state: &AppState, kind: Kind, req: Request<'_>) -> Result<Response, ApiError> {
     // The model first: an unknown model is 404 whatever else is wrong.
     let inference = service(state)?;
-    let model = resolve_model(inference, model)?;
-    let prompt = prompt?;
-    let overrides = sampling.overrides(max_tokens)?;
+    let model = resolve_model(inference, req.model)?;
+    let Plan {
+        prompt,
+        grammar,
+        tools,
+    } = req.plan?;
+    let sampling = req.sampling;
+    let overrides = SamplingOverrides {
+        grammar,
+        ..sampling.overrides(req.max_tokens)?
+    };
     let params = inference
         .sampling(&model, &overrides)
         .map_err(model_error)?;
@@ -110,6 +122,7 @@ async fn run(
         ),
         created: unix_now(),
         model,
+        tools,
     };
     if sampling.stream() {
         stream(answer, generation, sampling.include_usage()).await
@@ -123,14 +136,30 @@ async fn run(
 async fn whole(answer: Answer, mut generation: Generation) -> Result<Response, ApiError> {
     let completion = generation.finish().await.map_err(model_error)?;
     let finish_reason = finish_reason(&completion, &generation)?;
-    let choice = match answer.kind {
-        Kind::Chat => json!({
+    let calls = answer
+        .tools
+        .as_ref()
+        .filter(|_| completion.finish_reason == FinishReason::Stop)
+        .and_then(|_| tools::calls(&completion.text));
+    let choice = match (answer.kind, calls) {
+        (Kind::Chat, Some(calls)) => json!({
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": null,
+                "refusal": null,
+                "tool_calls": calls.iter().map(tools::call_json).collect::<Vec<_>>(),
+            },
+            "logprobs": null,
+            "finish_reason": "tool_calls",
+        }),
+        (Kind::Chat, None) => json!({
             "index": 0,
             "message": { "role": "assistant", "content": completion.text, "refusal": null },
             "logprobs": null,
             "finish_reason": finish_reason,
         }),
-        Kind::Text => json!({
+        (Kind::Text, _) => json!({
             "index": 0,
             "text": completion.text,
             "logprobs": null,
@@ -180,22 +209,21 @@ async fn stream(
     include_usage: bool,
 ) -> Result<Response, ApiError> {
     let first = generation.next_chunk().await;
+    let held = answer.tools.as_ref().map(|_| String::new());
     let mut streamer = Streamer {
         answer,
         generation,
         include_usage,
         queue: VecDeque::new(),
         over: false,
+        held,
     };
     if let Kind::Chat = streamer.answer.kind {
         let role = streamer.chunk(json!({ "role": "assistant", "content": "" }), None);
         streamer.queue.push_back(role);
     }
     match first {
-        Some(text) => {
-            let chunk = streamer.content(&text);
-            streamer.queue.push_back(chunk);
-        }
+        Some(text) => streamer.push_text(&text),
         None => {
             // Over before any text: errors still get their HTTP status.
             let result = streamer.generation.finish().await;
@@ -223,6 +251,9 @@ struct Streamer {
     queue: VecDeque<Event>,
     /// The generation's outcome has been queued; nothing follows the queue.
     over: bool,
+    /// With tools: the text held back while it may be a tool call (`None` once it is known
+    /// to be text, which then streams).
+    held: Option<String>,
 }
 
 impl Streamer {
@@ -236,10 +267,7 @@ impl Streamer {
             }
             match self.generation.next_chunk().await {
                 Some(text) if text.is_empty() => {}
-                Some(text) => {
-                    let chunk = self.content(&text);
-                    self.queue.push_back(chunk);
-                }
+                Some(text) => self.push_text(&text),
                 None => {
                     let result = self.generation.finish().await;
                     self.end(result);
@@ -256,10 +284,33 @@ impl Streamer {
             Ok(c) => c,
             Err(e) => return self.queue.push_back(error_event(model_error(e))),
         };
-        let reason = match finish_reason(&completion, &self.generation) {
+        let mut reason = match finish_reason(&completion, &self.generation) {
             Ok(r) => r,
             Err(e) => return self.queue.push_back(error_event(e)),
         };
+        // A held answer is a whole call (one chunk, as OpenAI's deltas add up to) or text.
+        if let Some(held) = self.held.take().filter(|h| !h.is_empty()) {
+            match tools::calls(&held).filter(|_| completion.finish_reason == FinishReason::Stop) {
+                Some(calls) => {
+                    let deltas: Vec<Value> = calls
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            let mut call = tools::call_json(c);
+                            call["index"] = json!(i);
+                            call
+                        })
+                        .collect();
+                    let chunk = self.chunk(json!({ "tool_calls": deltas }), None);
+                    self.queue.push_back(chunk);
+                    reason = "tool_calls";
+                }
+                None => {
+                    let chunk = self.content(&held);
+                    self.queue.push_back(chunk);
+                }
+            }
+        }
         let last = match self.answer.kind {
             Kind::Chat => self.chunk(json!({}), Some(reason)),
             Kind::Text => self.chunk(json!(""), Some(reason)),
@@ -273,6 +324,24 @@ impl Streamer {
             self.queue.push_back(data(&body));
         }
         self.queue.push_back(Event::default().data("[DONE]"));
+    }
+
+    /// Queues generated text, or holds it while it may be a tool call (it starts with `{`).
+    fn push_text(&mut self, text: &str) {
+        let Some(held) = &mut self.held else {
+            let chunk = self.content(text);
+            return self.queue.push_back(chunk);
+        };
+        held.push_str(text);
+        match held.trim_start().chars().next() {
+            None | Some('{') => {}
+            Some(_) => {
+                let text = std::mem::take(held);
+                self.held = None;
+                let chunk = self.content(&text);
+                self.queue.push_back(chunk);
+            }
+        }
     }
 
     fn content(&self, text: &str) -> Event {

@@ -7,9 +7,11 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::Value;
-use slmfn_models::{Message, Prompt};
+use serde_json::{Value, json};
+use slmfn_models::tool_call;
+use slmfn_models::{Grammar, Message, Prompt};
 
+use super::tools::{self, Tools};
 use super::{invalid, unsupported};
 use crate::inference::SamplingOverrides;
 use crate::server::error::ApiError;
@@ -85,17 +87,29 @@ enum Stop {
     Many(Vec<String>),
 }
 
+/// `response_format`: `text`, `json_object` or `json_schema` (+ `json_schema.schema`).
 #[derive(Debug, Deserialize)]
 pub(super) struct ResponseFormat {
     #[serde(rename = "type")]
     kind: String,
+    json_schema: Option<JsonSchemaFormat>,
+}
+
+/// `response_format.json_schema`. The schema is enforced whether `strict` is set or not
+/// (constrained decoding costs nothing in accuracy); `name` and `description` are labels.
+#[derive(Debug, Deserialize)]
+struct JsonSchemaFormat {
+    schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ChatMessage {
     role: String,
     content: Option<Content>,
+    /// An assistant's calls (`[{id, type, function: {name, arguments}}]`).
     tool_calls: Option<Value>,
+    /// A `tool` message's answer to this call.
+    tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,54 +195,97 @@ impl Sampling {
                 Some(Stop::One(s)) => vec![s.clone()],
                 Some(Stop::Many(v)) => v.clone(),
             },
+            grammar: None,
         })
     }
 }
 
 impl ChatRequest {
-    /// Refuses what would change the answer's form: JSON modes and tools.
-    pub(super) fn check_unsupported(&self) -> Result<(), ApiError> {
-        if let Some(f) = &self.response_format
-            && f.kind != "text"
-        {
-            return Err(unsupported(
-                "response_format",
+    /// The constraint `response_format` asks for: none for `text`, any JSON object for
+    /// `json_object`, the schema for `json_schema`.
+    pub(super) fn grammar(&self) -> Result<Option<Grammar>, ApiError> {
+        let Some(f) = &self.response_format else {
+            return Ok(None);
+        };
+        match f.kind.as_str() {
+            "text" => Ok(None),
+            "json_object" => Ok(Some(Grammar::JsonSchema(json!({"type": "object"})))),
+            "json_schema" => match f.json_schema.as_ref().and_then(|j| j.schema.as_ref()) {
+                Some(schema) => {
+                    let grammar = Grammar::JsonSchema(schema.clone());
+                    grammar.check().map_err(|e| {
+                        invalid("response_format.json_schema.schema", e.to_string())
+                    })?;
+                    Ok(Some(grammar))
+                }
+                None => Err(invalid(
+                    "response_format.json_schema.schema",
+                    "response_format of type json_schema needs json_schema.schema, the JSON \
+                     schema of the answer",
+                )),
+            },
+            other => Err(invalid(
+                "response_format.type",
                 format!(
-                    "response_format {:?} is not supported: constrained decoding (json_object, \
-                     json_schema) is not available in this runtime yet; use \"text\"",
-                    f.kind
+                    "response_format type {other:?} is unknown: expected text, json_object or \
+                     json_schema"
                 ),
-            ));
+            )),
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(unsupported("tools", "tool calling is not supported"));
-        }
-        match &self.tool_choice {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s == "none" || s == "auto" => {}
-            Some(_) => {
-                return Err(unsupported("tool_choice", "tool calling is not supported"));
-            }
-        }
-        Ok(())
     }
 
-    /// The conversation as the pool's prompt.
-    pub(super) fn prompt(&self) -> Result<Prompt, ApiError> {
+    /// What the request asks of the pool: the prompt (tools listed in it), the constraint on
+    /// the answer (a tool call, or `response_format`), the tools to read calls back with.
+    pub(super) fn plan(&self) -> Result<Plan, ApiError> {
+        let tools = tools::parse(self.tools.as_deref(), self.tool_choice.as_ref())?;
+        let grammar = self.grammar()?;
+        if tools.is_some() && grammar.is_some() {
+            return Err(unsupported(
+                "response_format",
+                "response_format with tools is not supported: the answer is either a tool \
+                 call or text",
+            ));
+        }
         if self.messages.is_empty() {
             return Err(invalid("messages", "messages must not be empty"));
         }
         let messages = self
             .messages
             .iter()
-            .map(ChatMessage::to_model)
+            .enumerate()
+            .map(|(i, m)| m.to_model(i))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Prompt::Chat(messages))
+        Ok(match tools {
+            Some(tools) => Plan {
+                prompt: Prompt::Chat(tool_call::with_tools(
+                    &messages,
+                    &tools.specs,
+                    &tools.choice,
+                )),
+                grammar: Some(tool_call::grammar(&tools.specs, &tools.choice)),
+                tools: Some(tools),
+            },
+            None => Plan {
+                prompt: Prompt::Chat(messages),
+                grammar,
+                tools: None,
+            },
+        })
     }
 }
 
+/// A request translated for the pool.
+#[derive(Debug)]
+pub(super) struct Plan {
+    pub(super) prompt: Prompt,
+    pub(super) grammar: Option<Grammar>,
+    /// Set when the answer may be a tool call.
+    pub(super) tools: Option<Tools>,
+}
+
 impl ChatMessage {
-    fn to_model(&self) -> Result<Message, ApiError> {
+    /// The message at index `at` for the pool.
+    fn to_model(&self, at: usize) -> Result<Message, ApiError> {
         let role = match self.role.as_str() {
             // OpenAI's newer name for system instructions; chat templates know `system`.
             "developer" | "system" => "system",
@@ -244,11 +301,21 @@ impl ChatMessage {
                 ));
             }
         };
-        if self.tool_calls.as_ref().is_some_and(|c| !c.is_null()) {
-            return Err(unsupported(
+        if role == "tool" && self.tool_call_id.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
                 "messages",
-                "messages with tool_calls are not supported",
+                format!("messages[{at}] has role tool but no tool_call_id"),
             ));
+        }
+        if let Some(calls) = self.tool_calls.as_ref().filter(|c| !c.is_null()) {
+            if role != "assistant" {
+                return Err(invalid(
+                    "messages",
+                    format!("messages[{at}]: only assistant messages carry tool_calls"),
+                ));
+            }
+            let calls = tools::history_calls(at, calls)?;
+            return Ok(tool_call::call_message(&calls));
         }
         let content = match &self.content {
             None => String::new(),
@@ -368,7 +435,7 @@ mod tests {
             {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
             {"role": "assistant", "content": null},
         ]}));
-        let Prompt::Chat(messages) = req.prompt().unwrap() else {
+        let Prompt::Chat(messages) = req.plan().unwrap().prompt else {
             panic!("a chat prompt")
         };
         let flat: Vec<(&str, &str)> = messages

@@ -33,7 +33,7 @@
 use std::hint::black_box;
 
 use serde_json::json;
-use slmfn_sdk::inference::{self, Message, Params};
+use slmfn_sdk::inference::{self, Message, Params, ResponseFormat};
 use slmfn_sdk::{CloudEvent, Error, Request, Response, export_agent, kv, log};
 
 fn handle(req: Request) -> Result<Response, Error> {
@@ -168,10 +168,22 @@ fn chat(req: &Request) -> Result<Response, Error> {
     let prompt = body["prompt"]
         .as_str()
         .ok_or_else(|| Error::bad_request("missing `prompt`"))?;
+    // `json_schema` (a schema, as JSON), `json: true` or `grammar` (Lark): the response format.
+    let response_format = if let Some(schema) = body.get("json_schema") {
+        Some(ResponseFormat::JsonSchema(schema.to_string()))
+    } else if let Some(lark) = body["grammar"].as_str() {
+        Some(ResponseFormat::Grammar(lark.to_owned()))
+    } else if body["json"].as_bool() == Some(true) {
+        Some(ResponseFormat::Json)
+    } else {
+        None
+    };
     let params = Params {
         model: body["model"].as_str().map(str::to_owned),
         max_tokens: body["max_tokens"].as_u64().map(|n| n as u32),
-        temperature: Some(0.0),
+        temperature: Some(body["temperature"].as_f64().unwrap_or(0.0) as f32),
+        seed: body["seed"].as_u64(),
+        response_format,
         ..Params::default()
     };
     let messages = [Message::user(prompt)];
