@@ -232,6 +232,153 @@ async fn a_guest_gets_answers_in_its_response_format() {
     }
 }
 
+/// `chat-with-tools` from a deployed guest: under `required` and a named tool the answer is a
+/// call of an offered tool whose arguments validate, at temperature 1 over several seeds; under
+/// `auto` text or a call; a conversation with the call and its result continues; bad tools and
+/// turns are `invalid-input` naming them. `chat_json::<T>` parses into the guest's type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_calls_tools_through_chat_with_tools() {
+    let (rt, _dir) = tiny_runtime(&[]).await;
+    let g = guests();
+    let manifest = "name = \"tb\"\n[models]\nallowed = [\"tiny\"]\n";
+    assert_eq!(rt.deploy("tb", manifest, &g.testbed).await.unwrap().0, 201);
+    let tools = serde_json::json!([
+        {"name": "market.price", "description": "Latest price of a ticker",
+         "input_schema": {"type": "object", "properties": {"ticker": {"enum": ["ACME", "GLOBEX"]}}, "required": ["ticker"]}},
+        {"name": "faq.search", "description": "Search the FAQ",
+         "input_schema": {"type": "object", "properties": {"query": {"type": "string", "maxLength": 12}}, "required": ["query"]}},
+    ]);
+    let ask = |choice: &str, seed: u64| {
+        serde_json::json!({
+            "turns": [{"role": "user", "content": "What is ACME at?"}],
+            "tools": tools, "choice": choice, "max_tokens": 48, "temperature": 1.0, "seed": seed,
+        })
+        .to_string()
+    };
+    let mut first_call = None;
+    for seed in 0..4 {
+        for choice in ["required", "market.price", "faq.search"] {
+            let (s, out) = rt
+                .invoke("tb", "/tools/chat", &ask(choice, seed))
+                .await
+                .unwrap();
+            assert_eq!(s, 200, "{out}");
+            let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(out["finish_reason"], "tool-calls", "{choice}: {out}");
+            assert_eq!(out["text"], "");
+            let call = &out["tool_calls"][0];
+            let name = call["name"].as_str().unwrap();
+            let args: serde_json::Value =
+                serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+            match name {
+                "market.price" => {
+                    assert!(["ACME", "GLOBEX"].contains(&args["ticker"].as_str().unwrap()))
+                }
+                "faq.search" => assert!(args["query"].as_str().unwrap().chars().count() <= 12),
+                other => panic!("called {other}"),
+            }
+            if choice != "required" {
+                assert_eq!(name, choice);
+            }
+            assert!(call["id"].as_str().unwrap().starts_with("call_"));
+            first_call.get_or_insert_with(|| call.clone());
+        }
+        let (s, out) = rt
+            .invoke("tb", "/tools/chat", &ask("auto", seed))
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{out}");
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        match out["finish_reason"].as_str().unwrap() {
+            "tool-calls" => assert!(out["tool_calls"][0]["name"].is_string(), "{out}"),
+            "stop" | "length" => {
+                assert!(out["tool_calls"].as_array().unwrap().is_empty());
+                assert!(!out["text"].as_str().unwrap().trim_start().starts_with('{'));
+            }
+            other => panic!("{other}: {out}"),
+        }
+    }
+    // The call and its result in the history: the conversation goes on.
+    let call = first_call.unwrap();
+    let body = serde_json::json!({
+        "turns": [
+            {"role": "user", "content": "What is ACME at?"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": "{\"price\": 12.5}", "tool_call_id": call["id"]},
+        ],
+        "tools": tools, "choice": "auto", "max_tokens": 16,
+    });
+    let (s, out) = rt
+        .invoke("tb", "/tools/chat", &body.to_string())
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{out}");
+    // Bad tools and turns are named.
+    let bad = [
+        (
+            serde_json::json!({"turns": [{"role": "user", "content": "x"}], "tools": [{"name": "t", "input_schema": {"type": "frobnicate"}}]}),
+            "tools[0] (t)",
+        ),
+        (
+            serde_json::json!({"turns": [{"role": "user", "content": "x"}], "tools": tools, "choice": "nope"}),
+            "\"nope\"",
+        ),
+        (
+            serde_json::json!({"turns": [{"role": "tool", "content": "x"}], "tools": tools}),
+            "tool-call-id",
+        ),
+        (
+            serde_json::json!({"turns": [{"role": "user", "content": "x"}], "tools": []}),
+            "tools must not be empty",
+        ),
+    ];
+    for (body, needle) in bad {
+        let (s, out) = rt
+            .invoke("tb", "/tools/chat", &body.to_string())
+            .await
+            .unwrap();
+        assert_eq!(s, 500, "{out}");
+        assert!(
+            out.contains("invalid input") && out.contains(needle),
+            "{needle}: {out}"
+        );
+    }
+    // chat_json::<Verdict>: the type's schema, parsed.
+    for seed in 0..4 {
+        let body = serde_json::json!({"prompt": "rate this", "temperature": 1.0, "seed": seed});
+        let (s, out) = rt.invoke("tb", "/json", &body.to_string()).await.unwrap();
+        assert_eq!(s, 200, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(
+            ["good", "bad"].contains(&v["label"].as_str().unwrap()),
+            "{v}"
+        );
+        assert!(v["score"].as_u64().unwrap() <= 255);
+    }
+}
+
+/// A component built against `slmfn:agent@0.1.0` (the testbed as it was before 0.1.1 added
+/// `chat-with-tools`, committed as `tests/fixtures/testbed-0.1.0.wasm`) still deploys and
+/// runs: wasmtime resolves 0.1.0 imports and exports to the runtime's 0.1.1 (semver).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_built_against_0_1_0_still_runs() {
+    let (rt, _dir) = tiny_runtime(&[]).await;
+    let old =
+        std::fs::read(crate::support::repo().join("tests/fixtures/testbed-0.1.0.wasm")).unwrap();
+    let manifest = "name = \"old\"\n[models]\nallowed = [\"tiny\"]\n";
+    let (s, body) = rt.deploy("old", manifest, &old).await.unwrap();
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = rt.invoke("old", "/echo", "ping").await.unwrap();
+    assert_eq!((s, body.as_str()), (200, "ping"));
+    let (s, body) = rt
+        .invoke("old", "/chat", r#"{"prompt": "hello", "max_tokens": 4}"#)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = rt.invoke("old", "/kv/incr?key=n", "").await.unwrap();
+    assert_eq!((s, body.as_str()), (200, "1"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_queue_agents_get_429_with_retry_after() {
     let (rt, _dir) = tiny_runtime(&["--model-parallel", "1", "--model-queue-depth", "1"]).await;

@@ -8,7 +8,7 @@ use crate::host::error::{HostError, Result};
 use crate::host::state::HostState;
 
 /// The export every agent must have.
-pub(crate) const HANDLER_EXPORT: &str = "slmfn:agent/handler@0.1.0";
+pub(crate) const HANDLER_EXPORT: &str = "slmfn:agent/handler@0.1.1";
 
 /// Rejects bytes that are not a component, naming what they are instead.
 pub(crate) fn check_binary(bytes: &[u8]) -> Result<()> {
@@ -67,7 +67,7 @@ pub(crate) fn pre_instantiate(
     })?;
     AgentPre::new(pre).map_err(|e| {
         HostError::InvalidComponent(format!(
-            "the component is not an slmfn agent: it must export {HANDLER_EXPORT} (and slmfn:agent/event-handler@0.1.0); build it with slmfn-sdk's `export_agent!` ({e:#})"
+            "the component is not an slmfn agent: it must export {HANDLER_EXPORT} (and slmfn:agent/event-handler@0.1.1); build it with slmfn-sdk's `export_agent!` ({e:#})"
         ))
     })
 }

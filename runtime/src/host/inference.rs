@@ -16,7 +16,8 @@ use slmfn_models::{
 use wasmtime::component::Resource;
 
 use crate::host::bindings::slmfn::agent::inference::{
-    self, Completion, Error, HostCompletionStream, Message, Params, ResponseFormat, Usage,
+    self, Completion, Error, HostCompletionStream, Message, Params, ResponseFormat, Tool,
+    ToolChoice, ToolCompletion, Turn, Usage,
 };
 use crate::host::state::HostState;
 use crate::inference::{Generation, Inference, ModelError, SamplingOverrides};
@@ -52,7 +53,7 @@ impl InferenceCtx {
 
     /// The model a call uses: the one it names, else the manifest's default, else the only
     /// allowed one, else the only allowed chat model. It must be on the manifest's allow-list.
-    fn resolve_model(&self, requested: Option<String>) -> Result<String, Error> {
+    pub(super) fn resolve_model(&self, requested: Option<String>) -> Result<String, Error> {
         let allowed = &self.models.allowed;
         let model = requested
             .or_else(|| self.models.default.clone())
@@ -134,7 +135,7 @@ impl InferenceCtx {
     }
 
     /// Sampling for a call: the model's defaults, overridden by the call, capped by the manifest.
-    fn sampling(&self, model: &str, params: &Params) -> Result<SamplingParams, Error> {
+    pub(super) fn sampling(&self, model: &str, params: &Params) -> Result<SamplingParams, Error> {
         let grammar = match &params.response_format {
             None | Some(ResponseFormat::Text) => None,
             Some(ResponseFormat::Json) => Some(Grammar::JsonSchema(serde_json::json!({}))),
@@ -175,9 +176,19 @@ impl InferenceCtx {
     fn start(&self, prompt: Prompt, params: Params) -> Result<Generation, Error> {
         let model = self.resolve_model(params.model.clone())?;
         let sampling = self.sampling(&model, &params)?;
+        self.start_with(&model, prompt, sampling)
+    }
+
+    /// Queues a generation of `model` with sampling already resolved.
+    pub(super) fn start_with(
+        &self,
+        model: &str,
+        prompt: Prompt,
+        sampling: SamplingParams,
+    ) -> Result<Generation, Error> {
         self.service()?
             .start(
-                &model,
+                model,
                 &self.function,
                 prompt,
                 sampling,
@@ -195,7 +206,7 @@ impl InferenceCtx {
     }
 }
 
-fn finish(
+pub(super) fn finish(
     result: Result<ModelCompletion, ModelError>,
     generation: &Generation,
     started: Instant,
@@ -230,7 +241,7 @@ fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn map_error(e: ModelError) -> Error {
+pub(super) fn map_error(e: ModelError) -> Error {
     match e {
         ModelError::ModelNotFound(m) => Error::ModelNotFound(m),
         ModelError::Overloaded { retry_after, .. } => {
@@ -270,6 +281,18 @@ fn messages(messages: Vec<Message>) -> Result<Prompt, Error> {
 }
 
 impl inference::Host for HostState {
+    async fn chat_with_tools(
+        &mut self,
+        turns: Vec<Turn>,
+        tools: Vec<Tool>,
+        choice: ToolChoice,
+        params: Params,
+    ) -> Result<ToolCompletion, Error> {
+        self.inference
+            .chat_with_tools(turns, tools, choice, params)
+            .await
+    }
+
     async fn chat(&mut self, msgs: Vec<Message>, params: Params) -> Result<Completion, Error> {
         self.inference.complete(messages(msgs)?, params).await
     }

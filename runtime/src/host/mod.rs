@@ -20,6 +20,7 @@ pub(crate) mod inference;
 mod kv;
 mod output;
 mod state;
+mod tool_chat;
 mod tools;
 
 use std::collections::HashMap;

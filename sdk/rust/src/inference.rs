@@ -39,7 +39,10 @@
 
 use crate::wit::slmfn::agent::inference as wit;
 
-pub use wit::{Completion, CompletionStream, Error, Message, Params, ResponseFormat, Usage};
+pub use wit::{
+    Completion, CompletionStream, Error, Message, Params, ResponseFormat, ToolCall, ToolChoice,
+    ToolCompletion, Turn, Usage,
+};
 
 /// A `Result` whose error is the inference [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
@@ -89,6 +92,123 @@ impl Message {
     pub fn tool(content: impl Into<String>) -> Self {
         Self::new("tool", content)
     }
+}
+
+impl Turn {
+    /// A turn with any role and no tool calls.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// A `system` turn.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+
+    /// A `user` turn.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+
+    /// An `assistant` turn that answered in text.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
+
+    /// The `assistant` turn that made `calls` (what [`chat_with_tools`] returned).
+    pub fn calls(calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::new("assistant", "")
+        }
+    }
+
+    /// The `tool` turn that answers the call `call_id` with `content` (the tool's result).
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new("tool", content)
+        }
+    }
+}
+
+impl From<Message> for Turn {
+    fn from(m: Message) -> Self {
+        Self::new(m.role, m.content)
+    }
+}
+
+/// A chat that answers text or calls one of `tools` (e.g. [`crate::tools::list`]'s): a call
+/// names one of them and its arguments are valid against its input schema, by construction.
+/// `finish_reason` is `tool-calls` when [`ToolCompletion::tool_calls`] is not empty.
+/// `params.response_format` must be `None`.
+///
+/// ```no_run
+/// use slmfn_sdk::inference::{self, Params, ToolChoice, Turn};
+/// use slmfn_sdk::tools;
+///
+/// # fn main() -> Result<(), slmfn_sdk::Error> {
+/// let available = tools::list()?;
+/// let mut turns = vec![Turn::user("What is ACME trading at?")];
+/// let answer = inference::chat_with_tools(&turns, &available, &ToolChoice::Auto, &Params::default())?;
+/// for call in &answer.tool_calls {
+///     let result = tools::call(&call.name, &call.arguments)?;
+///     let text = result.content.iter().map(|c| format!("{c:?}")).collect::<String>();
+///     turns.push(Turn::calls(vec![call.clone()]));
+///     turns.push(Turn::tool_result(call.id.clone(), text));
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub fn chat_with_tools(
+    turns: &[Turn],
+    tools: &[crate::tools::Tool],
+    choice: &ToolChoice,
+    params: &Params,
+) -> Result<ToolCompletion> {
+    wit::chat_with_tools(turns, tools, choice, params)
+}
+
+/// A chat whose answer is JSON valid against `T`'s schema (from `schemars`), parsed as `T`.
+/// An answer cut by `max_tokens` (incomplete JSON) is an [`Error::InvalidInput`] saying so.
+///
+/// ```no_run
+/// use slmfn_sdk::inference::{self, Message, Params};
+///
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// struct Triage { category: String, urgent: bool }
+///
+/// # fn main() -> Result<(), slmfn_sdk::Error> {
+/// let t: Triage = inference::chat_json(&[Message::user("My card was charged twice!")], &Params::default())?;
+/// # let _ = (t.category, t.urgent);
+/// # Ok(())
+/// # }
+/// ```
+pub fn chat_json<T: serde::de::DeserializeOwned + schemars::JsonSchema>(
+    messages: &[Message],
+    params: &Params,
+) -> Result<T> {
+    let schema = schemars::schema_for!(T);
+    let params = Params {
+        response_format: Some(ResponseFormat::JsonSchema(
+            serde_json::to_string(&schema).expect("a schema serializes"),
+        )),
+        ..params.clone()
+    };
+    let done = chat_with(messages, &params)?;
+    if done.finish_reason != "stop" {
+        return Err(Error::InvalidInput(format!(
+            "the answer was cut ({}) before its JSON was complete: raise max_tokens",
+            done.finish_reason
+        )));
+    }
+    serde_json::from_str(&done.text)
+        .map_err(|e| Error::Runtime(format!("the constrained answer did not parse: {e}")))
 }
 
 /// Chat completion with default [`Params`].

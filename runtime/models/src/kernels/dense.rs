@@ -91,9 +91,20 @@ fn block(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
     }
 }
 
-/// The dot product of every row of `x` with every row of `w` (all `k` long).
+/// The dot product of every row of `x` with every row of `w` (all `k` long): with AVX2 and
+/// FMA where the CPU has them, else [`tile_portable`]; both compute the same bits.
 #[inline(always)]
 fn tile<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[f32]; C]) -> [[f32; C]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::available() {
+        return super::x86::dense_tile(x, w);
+    }
+    tile_portable(x, w)
+}
+
+/// [`tile`] in portable code: the reference the SIMD version is tested against.
+#[inline(always)]
+fn tile_portable<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[f32]; C]) -> [[f32; C]; R] {
     let x8: [&[[f32; 8]]; R] = array::from_fn(|i| x[i].as_chunks::<8>().0);
     let w8: [&[[f32; 8]]; C] = array::from_fn(|j| w[j].as_chunks::<8>().0);
     let chunks = x8[0].len();
@@ -140,6 +151,19 @@ mod tests {
         (0..len).map(|_| rng.random_range(-1f32..1.0)).collect()
     }
 
+    /// The SIMD tile computes the portable code's bits, partial tiles and tails included.
+    #[test]
+    fn simd_tiles_equal_the_portable_code() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for k in [8, 13, 576, 1539] {
+            let rows: Vec<Vec<f32>> = (0..7).map(|_| random(&mut rng, k)).collect();
+            let x: [&[f32]; 4] = std::array::from_fn(|i| rows[i].as_slice());
+            let w: [&[f32]; 3] = std::array::from_fn(|j| rows[4 + j].as_slice());
+            assert_eq!(tile(x, w), tile_portable(x, w), "k {k}");
+            assert_eq!(tile([x[0]], [w[0]]), tile_portable([x[0]], [w[0]]), "k {k}");
+        }
+    }
+
     /// Each row's products are the same bits alone, in any batch, at any row of it, on one
     /// thread or many, and close to a plain `f64` sum.
     #[test]
@@ -176,6 +200,58 @@ mod tests {
                 .build()
                 .unwrap();
             assert_eq!(pool.install(|| matmul(&x, &w, k)), whole, "one thread");
+        }
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    //! `cargo test --release -p slmfn-models --lib kernels::dense::bench -- --ignored
+    //! --nocapture`: best-of-5 times of [`matmul`] against candle's GEMM on SmolLM2-135M's
+    //! shapes (200 prompt rows). Prints, asserts nothing.
+
+    use std::time::{Duration, Instant};
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn best(mut f: impl FnMut()) -> Duration {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .min()
+            .unwrap()
+    }
+
+    #[test]
+    #[ignore]
+    fn matmul_timings() {
+        let m = 200;
+        for (n, k) in [(576, 576), (192, 576), (1536, 576), (576, 1536)] {
+            let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+            let ours = best(|| {
+                std::hint::black_box(matmul(&x, &w, k));
+            });
+            let (xt, wt) = (
+                Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap(),
+                Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap(),
+            );
+            let candle = best(|| {
+                std::hint::black_box(xt.matmul(&wt.t().unwrap()).unwrap());
+            });
+            let gmac = |d: Duration| (m * n * k) as f64 / d.as_secs_f64() / 1e9;
+            eprintln!(
+                "{m}x{k} . {k}x{n}: ours {:6.2} ms ({:5.1} GMAC/s), candle {:6.2} ms ({:5.1} GMAC/s)",
+                ours.as_secs_f64() * 1e3,
+                gmac(ours),
+                candle.as_secs_f64() * 1e3,
+                gmac(candle)
+            );
         }
     }
 }

@@ -151,3 +151,59 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
+
+/// [`super::dense`]'s tile with AVX2 and FMA: the dot products of each of the `R` rows of `x`
+/// with each of the `C` rows of `w` (all as long), in the portable code's exact order of
+/// operations (eight lanes of fused multiply-adds, [`hsum`]'s pairwise lane sum, the columns
+/// past the last multiple of 8 in sequence), so both give the same bits.
+pub(super) fn dense_tile<const R: usize, const C: usize>(
+    x: [&[f32]; R],
+    w: [&[f32]; C],
+) -> [[f32; C]; R] {
+    assert!(available(), "AVX2/FMA kernels on a CPU without them");
+    let k = x[0].len();
+    assert!(
+        x.iter().chain(&w).all(|r| r.len() == k),
+        "rows of different lengths"
+    );
+    // SAFETY: the CPU has AVX2 and FMA (asserted), and every row holds `k` floats, the bound
+    // `dense_tile_avx2` reads within.
+    unsafe { dense_tile_avx2(x, w) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dense_tile_avx2<const R: usize, const C: usize>(
+    x: [&[f32]; R],
+    w: [&[f32]; C],
+) -> [[f32; C]; R] {
+    let k = x[0].len();
+    let steps = k / 8;
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut wv = [_mm256_setzero_ps(); C];
+    for s in 0..steps {
+        let off = s * 8;
+        for j in 0..C {
+            // SAFETY: off + 8 <= k, the length of every row (checked by `dense_tile`).
+            wv[j] = unsafe { _mm256_loadu_ps(w[j].as_ptr().add(off)) };
+        }
+        for i in 0..R {
+            // SAFETY: as above.
+            let xv = unsafe { _mm256_loadu_ps(x[i].as_ptr().add(off)) };
+            for j in 0..C {
+                acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+            }
+        }
+    }
+    let tail = steps * 8;
+    let mut out = [[0f32; C]; R];
+    for i in 0..R {
+        for j in 0..C {
+            let mut sum = hsum(acc[i][j]);
+            for (a, b) in x[i][tail..].iter().zip(&w[j][tail..]) {
+                sum = a.mul_add(*b, sum);
+            }
+            out[i][j] = sum;
+        }
+    }
+    out
+}

@@ -33,7 +33,9 @@
 use std::hint::black_box;
 
 use serde_json::json;
-use slmfn_sdk::inference::{self, Message, Params, ResponseFormat};
+use slmfn_sdk::inference::{
+    self, Message, Params, ResponseFormat, ToolCall, ToolChoice, Turn,
+};
 use slmfn_sdk::{CloudEvent, Error, Request, Response, export_agent, kv, log};
 
 fn handle(req: Request) -> Result<Response, Error> {
@@ -80,6 +82,8 @@ fn handle(req: Request) -> Result<Response, Error> {
         "/error/internal" => Err(Error::internal("it broke")),
         "/chat" => chat(&req),
         "/embed" => embed(&req),
+        "/tools/chat" => tool_chat(&req),
+        "/json" => typed_json(&req),
         path => Err(Error::not_found(format!("testbed has no route {path}"))),
     }
 }
@@ -208,6 +212,94 @@ fn chat(req: &Request) -> Result<Response, Error> {
             "completion_tokens": done.usage.completion_tokens,
         },
     }))
+}
+
+/// `inference.chat-with-tools`: the body's `turns` (role, content, optional `tool_calls`
+/// and `tool_call_id`), `tools` (name, description, `input_schema` object), `choice` (`auto`,
+/// `required` or a tool name), `max_tokens`, `temperature`, `seed`.
+fn tool_chat(req: &Request) -> Result<Response, Error> {
+    let body: serde_json::Value = req.json()?;
+    let turns: Vec<Turn> = body["turns"]
+        .as_array()
+        .ok_or_else(|| Error::bad_request("missing `turns`"))?
+        .iter()
+        .map(|t| Turn {
+            role: t["role"].as_str().unwrap_or_default().to_owned(),
+            content: t["content"].as_str().unwrap_or_default().to_owned(),
+            tool_calls: t["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| ToolCall {
+                    id: c["id"].as_str().unwrap_or_default().to_owned(),
+                    name: c["name"].as_str().unwrap_or_default().to_owned(),
+                    arguments: c["arguments"].as_str().unwrap_or_default().to_owned(),
+                })
+                .collect(),
+            tool_call_id: t["tool_call_id"].as_str().map(str::to_owned),
+        })
+        .collect();
+    let tools: Vec<slmfn_sdk::tools::Tool> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| slmfn_sdk::tools::Tool {
+            name: t["name"].as_str().unwrap_or_default().to_owned(),
+            description: t["description"].as_str().unwrap_or_default().to_owned(),
+            input_schema: t["input_schema"].to_string(),
+        })
+        .collect();
+    let choice = match body["choice"].as_str().unwrap_or("auto") {
+        "auto" => ToolChoice::Auto,
+        "required" => ToolChoice::Required,
+        name => ToolChoice::Function(name.to_owned()),
+    };
+    let params = Params {
+        max_tokens: body["max_tokens"].as_u64().map(|n| n as u32),
+        temperature: Some(body["temperature"].as_f64().unwrap_or(0.0) as f32),
+        seed: body["seed"].as_u64(),
+        ..Params::default()
+    };
+    let done = inference::chat_with_tools(&turns, &tools, &choice, &params)?;
+    let calls: Vec<serde_json::Value> = done
+        .tool_calls
+        .iter()
+        .map(|c| json!({ "id": c.id, "name": c.name, "arguments": c.arguments }))
+        .collect();
+    Response::json(&json!({
+        "text": done.text,
+        "tool_calls": calls,
+        "finish_reason": done.finish_reason,
+    }))
+}
+
+/// The answer [`inference::chat_json`] parses into a Rust type.
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+struct Verdict {
+    label: Label,
+    score: u8,
+}
+
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Label {
+    Good,
+    Bad,
+}
+
+/// `inference::chat_json::<Verdict>` of the body's `prompt`, at the body's `temperature` and
+/// `seed`.
+fn typed_json(req: &Request) -> Result<Response, Error> {
+    let body: serde_json::Value = req.json()?;
+    let prompt = body["prompt"].as_str().unwrap_or("hello");
+    let params = Params {
+        max_tokens: Some(48),
+        temperature: Some(body["temperature"].as_f64().unwrap_or(0.0) as f32),
+        seed: body["seed"].as_u64(),
+        ..Params::default()
+    };
+    let verdict: Verdict = inference::chat_json(&[Message::user(prompt)], &params)?;
+    Response::json(&verdict)
 }
 
 /// Embeds the texts of the body through the runtime's model pool.
