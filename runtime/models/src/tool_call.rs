@@ -1,7 +1,8 @@
 //! Tool calling for chat models whose template has no tool support (SmolLM2's): the tools are
 //! listed in the system prompt, and the answer is constrained to a call
-//! `{"name": ..., "arguments": ...}` whose arguments obey the tool's schema — or, under
-//! [`ToolChoice::Auto`], to either such a call or plain text that does not start with `{`.
+//! `{"name": ..., "arguments": ...}` whose arguments obey the tool's schema, closed to
+//! properties it does not declare — or, under [`ToolChoice::Auto`], to either such a call or
+//! plain text that does not start with `{`.
 //!
 //! # Layout
 //!
@@ -166,7 +167,7 @@ pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Grammar {
                 "type": "object",
                 "properties": {
                     "name": {"const": t.name},
-                    "arguments": t.parameters,
+                    "arguments": closed(&t.parameters),
                 },
                 "required": ["name", "arguments"],
                 "additionalProperties": false,
@@ -185,6 +186,41 @@ pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Grammar {
             ))
         }
         _ => Grammar::JsonSchema(call),
+    }
+}
+
+/// `schema` with `additionalProperties: false` on every object schema that lists properties
+/// and says nothing about others (OpenAI's strict mode does the same): a call writes the
+/// arguments the tool declares, not inventions a permissive schema would let through.
+fn closed(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut map: serde_json::Map<String, Value> = map
+                .iter()
+                .map(|(k, v)| {
+                    let v = match k.as_str() {
+                        "properties" | "$defs" | "definitions" => match v {
+                            Value::Object(props) => Value::Object(
+                                props.iter().map(|(n, s)| (n.clone(), closed(s))).collect(),
+                            ),
+                            other => other.clone(),
+                        },
+                        "items" | "additionalItems" => closed(v),
+                        "anyOf" | "oneOf" | "allOf" | "prefixItems" => match v {
+                            Value::Array(items) => Value::Array(items.iter().map(closed).collect()),
+                            other => other.clone(),
+                        },
+                        _ => v.clone(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            Value::Object(map)
+        }
+        other => other.clone(),
     }
 }
 
@@ -279,6 +315,18 @@ mod tests {
         // Without a system message one is added; the block is the same for the same tools.
         let bare = with_tools(&messages[1..2], &tools(), &ToolChoice::Auto);
         assert!(out[0].content.starts_with(&bare[0].content));
+    }
+
+    #[test]
+    fn call_arguments_are_closed_to_undeclared_properties() {
+        let open = json!({"type": "object", "properties": {
+            "a": {"type": "object", "properties": {"b": {"type": "string"}}},
+            "c": {"type": "object", "properties": {}, "additionalProperties": true},
+        }});
+        let shut = closed(&open);
+        assert_eq!(shut["additionalProperties"], false);
+        assert_eq!(shut["properties"]["a"]["additionalProperties"], false);
+        assert_eq!(shut["properties"]["c"]["additionalProperties"], true);
     }
 
     #[test]

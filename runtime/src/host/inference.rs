@@ -247,8 +247,8 @@ pub(super) fn map_error(e: ModelError) -> Error {
         ModelError::Overloaded { retry_after, .. } => {
             Error::Overloaded(saturate(retry_after.as_millis() as usize).max(1))
         }
-        e @ (ModelError::InvalidInput(_)
-        | ModelError::Tokenizer(_)
+        ModelError::InvalidInput(m) => Error::InvalidInput(m),
+        e @ (ModelError::Tokenizer(_)
         | ModelError::Template(_)
         | ModelError::WrongModelKind { .. }) => Error::InvalidInput(e.to_string()),
         e @ ModelError::ContextLengthExceeded { .. } => Error::ContextLengthExceeded(e.to_string()),

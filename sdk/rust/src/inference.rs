@@ -176,11 +176,14 @@ pub fn chat_with_tools(
 
 /// A chat whose answer is JSON valid against `T`'s schema (from `schemars`), parsed as `T`.
 /// An answer cut by `max_tokens` (incomplete JSON) is an [`Error::InvalidInput`] saying so.
+/// Derive `T` with `#[serde(deny_unknown_fields)]`: its schema then forbids properties it does
+/// not declare, which a small model would otherwise add.
 ///
 /// ```no_run
 /// use slmfn_sdk::inference::{self, Message, Params};
 ///
 /// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// #[serde(deny_unknown_fields)]
 /// struct Triage { category: String, urgent: bool }
 ///
 /// # fn main() -> Result<(), slmfn_sdk::Error> {

@@ -33,9 +33,7 @@
 use std::hint::black_box;
 
 use serde_json::json;
-use slmfn_sdk::inference::{
-    self, Message, Params, ResponseFormat, ToolCall, ToolChoice, Turn,
-};
+use slmfn_sdk::inference::{self, Message, Params, ResponseFormat, ToolCall, ToolChoice, Turn};
 use slmfn_sdk::{CloudEvent, Error, Request, Response, export_agent, kv, log};
 
 fn handle(req: Request) -> Result<Response, Error> {
@@ -275,6 +273,7 @@ fn tool_chat(req: &Request) -> Result<Response, Error> {
 
 /// The answer [`inference::chat_json`] parses into a Rust type.
 #[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Verdict {
     label: Label,
     score: u8,
@@ -293,7 +292,7 @@ fn typed_json(req: &Request) -> Result<Response, Error> {
     let body: serde_json::Value = req.json()?;
     let prompt = body["prompt"].as_str().unwrap_or("hello");
     let params = Params {
-        max_tokens: Some(48),
+        max_tokens: Some(96),
         temperature: Some(body["temperature"].as_f64().unwrap_or(0.0) as f32),
         seed: body["seed"].as_u64(),
         ..Params::default()
