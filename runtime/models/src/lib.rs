@@ -21,6 +21,8 @@
 //!   per-session KV cache (dense prefill, quantized generation).
 //! - [`tool_call`]: tool calling for templates without tool support: tools in the system
 //!   prompt, the answer constrained to a call or text, read back as [`tool_call::ToolAnswer`].
+//! - [`tool_select`]: tool calls a small model gets right: candidates by feasibility,
+//!   arguments constrained to the user's spans, the tool chosen by calibrated name scores.
 //! - [`model`]: a loaded [`Model`] (weights shared behind an `Arc`).
 //! - [`embed`]: a loaded [`EmbeddingModel`] (BERT from `config.json`, `tokenizer.json`,
 //!   `model.safetensors`, in a directory or a zip): batched, padded, mean-pooled,
@@ -79,6 +81,7 @@ pub mod template;
 pub mod testing;
 pub mod tokenizer;
 pub mod tool_call;
+pub mod tool_select;
 
 pub use constraint::Grammar;
 pub use embed::{EmbeddingModel, Embeddings};

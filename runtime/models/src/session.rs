@@ -379,6 +379,83 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The log-probability of each of `continuations` after `prompt` (the sum over its tokens
+    /// of the log-softmax of the logits before it): how likely the model finds each ending.
+    /// `prompt` goes through the prompt cache like a generation's (and stays cached); each
+    /// continuation runs on top of it through the generation path and is then dropped from
+    /// the cache. Deterministic. Errors as [`Session::generate`]'s for the prompt; an empty
+    /// continuation is `InvalidInput`.
+    pub fn score(
+        &mut self,
+        prompt: &[u32],
+        continuations: &[Vec<u32>],
+        cancel: &CancelToken,
+    ) -> Result<Vec<f32>> {
+        let model = self.model.clone();
+        let context = model.metadata().context_length;
+        let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
+        if prompt.is_empty() || continuations.iter().any(Vec::is_empty) {
+            return Err(Error::InvalidInput(
+                "score needs a prompt and non-empty continuations".into(),
+            ));
+        }
+        let vocab = model.metadata().vocab_size;
+        if let Some(bad) = prompt
+            .iter()
+            .chain(continuations.iter().flatten())
+            .find(|&&t| t as usize >= vocab)
+        {
+            return Err(Error::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary of {vocab} tokens"
+            )));
+        }
+        if prompt.len() + longest > context {
+            return Err(Error::ContextLengthExceeded {
+                prompt_tokens: prompt.len(),
+                max_tokens: longest,
+                context_length: context,
+            });
+        }
+        let reused = self.reusable_prefix(prompt);
+        self.cache.truncate(reused);
+        self.cached_prompt.truncate(reused);
+        let mut cached = std::mem::take(&mut self.cached_prompt);
+        let mut last = None;
+        for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
+            if cancel.is_cancelled() {
+                self.cached_prompt = cached;
+                return Err(Error::Cancelled(model.path().display().to_string()));
+            }
+            last = Some(model.forward(&mut self.cache, chunk, Phase::Prompt)?);
+            cached.extend_from_slice(chunk);
+        }
+        self.cached_prompt = cached;
+        let last = last.expect("at least the last prompt token runs");
+        let mut scores = Vec::with_capacity(continuations.len());
+        for continuation in continuations {
+            let mut logits = last.clone();
+            let mut total = 0f32;
+            for (i, &token) in continuation.iter().enumerate() {
+                total += log_softmax_at(&logits, token);
+                if i + 1 < continuation.len() {
+                    logits = model.forward(&mut self.cache, &[token], Phase::Generate)?;
+                }
+            }
+            self.cache.truncate(prompt.len());
+            scores.push(total);
+        }
+        Ok(scores)
+    }
+}
+
+/// `log softmax(logits)[token]`.
+fn log_softmax_at(logits: &[f32], token: u32) -> f32 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    logits[token as usize] - max - sum.ln()
+}
+
 /// The text side of a generation: bytes → UTF-8 → stop strings → chunks.
 struct Output<'a> {
     utf8: Utf8Stream,

@@ -1,5 +1,5 @@
 //! `inference.chat-with-tools`: the WIT face of tool calling, a thin adapter over
-//! `slmfn_models::tool_call` — the same tool block in the system prompt and the same
+//! `slmfn_models::tool_select` — the same tool block in the system prompt, tool choice and
 //! constraint on the answer as the OpenAI API's `tools`, so a call names one of the tools and
 //! its arguments obey that tool's input schema by construction.
 
@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use slmfn_models::tool_call::{self, ToolAnswer, ToolSpec};
+use slmfn_models::tool_select::ToolRequest;
 use slmfn_models::{Grammar, Message as ModelMessage, Prompt};
 
 use crate::host::bindings::slmfn::agent::inference::{
@@ -50,9 +51,12 @@ impl InferenceCtx {
             ));
         }
         let model = self.resolve_model(params.model.clone())?;
-        let mut sampling = self.sampling(&model, &params)?;
-        sampling.grammar = Some(tool_call::grammar(&specs, &choice));
-        let prompt = Prompt::Chat(tool_call::with_tools(&messages, &specs, &choice));
+        let sampling = self.sampling(&model, &params)?;
+        let prompt = Prompt::Tools(ToolRequest {
+            messages,
+            tools: specs,
+            choice,
+        });
         let started = Instant::now();
         let mut generation = self.start_with(&model, prompt, sampling)?;
         let result = generation.finish().await;

@@ -371,6 +371,15 @@ impl Entry {
                 Prompt::Chat(messages) => model.encode_chat(&messages)?,
                 Prompt::Text(text) => model.encode_prompt(&text)?,
                 Prompt::Tokens(tokens) => tokens,
+                Prompt::Tools(request) => {
+                    return crate::tool_select::generate(
+                        session,
+                        &request,
+                        &params,
+                        &cancel,
+                        |chunk| on_chunk(chunk),
+                    );
+                }
             };
             session.generate(&tokens, &params, &cancel, |chunk| on_chunk(chunk))
         }))

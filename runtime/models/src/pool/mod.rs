@@ -52,6 +52,7 @@ use crate::error::{Error, Result};
 use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion};
 use crate::template::Message;
+use crate::tool_select::ToolRequest;
 use entry::{Entry, Work};
 
 /// What a model does.
@@ -222,6 +223,9 @@ pub enum Prompt {
     Text(String),
     /// Token ids as is.
     Tokens(Vec<u32>),
+    /// A conversation that may call tools: the tool is chosen first, its arguments drawn
+    /// from the conversation (see [`crate::tool_select`]). The params' own grammar is ignored.
+    Tools(ToolRequest),
 }
 
 /// Called with each streamed chunk of text, on a worker thread.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slmfn_models::tool_call;
+use slmfn_models::tool_select::ToolRequest;
 use slmfn_models::{Grammar, Message, Prompt};
 
 use super::tools::{self, Tools};
@@ -257,12 +258,12 @@ impl ChatRequest {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(match tools {
             Some(tools) => Plan {
-                prompt: Prompt::Chat(tool_call::with_tools(
-                    &messages,
-                    &tools.specs,
-                    &tools.choice,
-                )),
-                grammar: Some(tool_call::grammar(&tools.specs, &tools.choice)),
+                prompt: Prompt::Tools(ToolRequest {
+                    messages,
+                    tools: tools.specs.clone(),
+                    choice: tools.choice.clone(),
+                }),
+                grammar: None,
                 tools: Some(tools),
             },
             None => Plan {

@@ -1,0 +1,434 @@
+//! Tool calls a small model gets right: choose the tool first, then write its arguments from
+//! what the user said. A grammar alone guarantees the shape of a call, not its sense: a 135M
+//! model under one grammar over all tools mostly picks a favourite tool and invents arguments.
+//!
+//! A [`ToolRequest`] runs in three steps (all on the session, its prompt cache reusing the
+//! shared prefix of the prompts):
+//!
+//! 1. **Feasibility and spans** ([`narrow`]): an argument that names something in the
+//!    conversation — a number, an id (a token with a digit: `SUP-1042`), a ticker symbol (an
+//!    upper-case word), a search query or topic (up to six consecutive words) by its schema's
+//!    type, name and description — is constrained to the spans of that kind in the last user
+//!    message (`enum`). A tool with a required argument of that kind and no such span is not
+//!    a candidate: an id the user never wrote is never right. Other free text (a reason, a
+//!    message) stays free, bounded to 80 characters unless its schema bounds it.
+//! 2. **Choice** (under `required`, with several candidates): each candidate's name is scored
+//!    by its log-probability after the prompt and `{"name": "`, calibrated by the same score
+//!    with the user's message emptied (which removes the model's a-priori favourite); the
+//!    best one wins.
+//! 3. **Arguments**: generation under the chosen tool's narrowed schema
+//!    ([`crate::tool_call::grammar`] with that one tool), so the call is valid by
+//!    construction.
+//!
+//! Under `auto` the answer may be text, which this does not score: it generates once under
+//! [`crate::tool_call::grammar`] (text, or a call of a narrowed tool). A named function skips
+//! step 2.
+
+use serde_json::{Map, Value, json};
+
+use crate::error::Result;
+use crate::sampler::SamplingParams;
+use crate::session::{CancelToken, Completion, Session};
+use crate::template::Message;
+use crate::tool_call::{self, ToolChoice, ToolSpec};
+
+/// A chat that may call tools, for [`crate::Prompt::Tools`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolRequest {
+    /// The conversation (past calls as [`tool_call::call_message`] writes them, tool results
+    /// as `tool` messages).
+    pub messages: Vec<Message>,
+    /// The tools offered (validated with [`tool_call::validate`]).
+    pub tools: Vec<ToolSpec>,
+    /// How they may be used.
+    pub choice: ToolChoice,
+}
+
+/// What the answer's first tokens are under the call grammar, before the tool's name.
+const CALL_PREFIX: &str = "{\"name\": \"";
+
+/// Runs `request` on `session` (see the module docs). The completion's text is the answer:
+/// a call as [`tool_call::parse`] reads it, or text under `auto`.
+pub(crate) fn generate(
+    session: &mut Session,
+    request: &ToolRequest,
+    params: &SamplingParams,
+    cancel: &CancelToken,
+    on_chunk: impl FnMut(&str),
+) -> Result<Completion> {
+    tool_call::validate(&request.tools, &request.choice)?;
+    let user = request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map_or("", |m| m.content.as_str());
+    let narrowed: Vec<Option<ToolSpec>> = request.tools.iter().map(|t| narrow(t, user)).collect();
+    let feasible: Vec<ToolSpec> = narrowed.iter().flatten().cloned().collect();
+    let model = session.model().clone();
+    // The prompt lists every tool as offered, so it stays the same (and cached) whatever
+    // this request's spans are.
+    let listed = tool_call::with_tools(&request.messages, &request.tools, &request.choice);
+    let prompt = model.encode_chat(&listed)?;
+    let (offered, choice) = match &request.choice {
+        ToolChoice::Function(name) => {
+            let i = request.tools.iter().position(|t| &t.name == name);
+            let tool = i
+                .and_then(|i| narrowed[i].clone())
+                .unwrap_or_else(|| request.tools[i.unwrap_or(0)].clone());
+            (vec![tool], request.choice.clone())
+        }
+        ToolChoice::Auto => {
+            let offered = if feasible.is_empty() {
+                request.tools.clone()
+            } else {
+                feasible
+            };
+            (offered, ToolChoice::Auto)
+        }
+        ToolChoice::Required => {
+            let candidates = if feasible.is_empty() {
+                request.tools.clone()
+            } else {
+                feasible
+            };
+            let best = if candidates.len() == 1 {
+                0
+            } else {
+                choose(session, request, &prompt, &candidates, cancel)?
+            };
+            let tool = candidates[best].clone();
+            let name = tool.name.clone();
+            (vec![tool], ToolChoice::Function(name))
+        }
+    };
+    let params = SamplingParams {
+        grammar: Some(tool_call::grammar(&offered, &choice)),
+        ..params.clone()
+    };
+    session.generate(&prompt, &params, cancel, on_chunk)
+}
+
+/// The index of the candidate whose name scores best after the prompt, calibrated by its score
+/// after the same prompt with the user's last message emptied.
+fn choose(
+    session: &mut Session,
+    request: &ToolRequest,
+    prompt: &[u32],
+    candidates: &[ToolSpec],
+    cancel: &CancelToken,
+) -> Result<usize> {
+    let model = session.model().clone();
+    let tokenizer = model.tokenizer();
+    let prefix = tokenizer.encode(CALL_PREFIX, false)?;
+    let names = candidates
+        .iter()
+        .map(|t| tokenizer.encode(&format!("{}\"", t.name), false))
+        .collect::<Result<Vec<_>>>()?;
+    let mut empty = request.messages.clone();
+    if let Some(m) = empty.iter_mut().rev().find(|m| m.role == "user") {
+        m.content.clear();
+    }
+    let empty = model.encode_chat(&tool_call::with_tools(
+        &empty,
+        &request.tools,
+        &request.choice,
+    ))?;
+    // The empty prompt first: the real one is scored next and then generated from, its whole
+    // prefix cached.
+    let prior = session.score(&[empty, prefix.clone()].concat(), &names, cancel)?;
+    let scored = session.score(&[prompt, &prefix[..]].concat(), &names, cancel)?;
+    let mut best = 0;
+    let mut best_score = f32::NEG_INFINITY;
+    for (i, (s, p)) in scored.iter().zip(&prior).enumerate() {
+        let calibrated = s - p;
+        tracing::debug!(tool = %candidates[i].name, score = s, prior = p, calibrated, "tool score");
+        if calibrated > best_score {
+            best = i;
+            best_score = calibrated;
+        }
+    }
+    Ok(best)
+}
+
+/// What kind of span an argument takes from the conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Span {
+    /// A number written in the text.
+    Number,
+    /// A token with a digit in it (`SUP-1042`, `A17`, `v2.3`).
+    Id,
+    /// An upper-case word of 2 to 5 letters (`AAPL`, `IBM`).
+    Symbol,
+    /// One to [`MAX_PHRASE_WORDS`] consecutive words (a search query, a topic).
+    Phrase,
+}
+
+/// Words a phrase does not start or end with: English function words and the requests'
+/// verbs around a query ("find", "search", "look up").
+const STOPWORDS: &[&str] = &[
+    "a",
+    "about",
+    "an",
+    "and",
+    "any",
+    "are",
+    "at",
+    "be",
+    "can",
+    "could",
+    "do",
+    "does",
+    "find",
+    "for",
+    "from",
+    "have",
+    "help",
+    "how",
+    "i",
+    "i'd",
+    "i'm",
+    "in",
+    "information",
+    "is",
+    "it",
+    "like",
+    "look",
+    "me",
+    "my",
+    "of",
+    "on",
+    "or",
+    "please",
+    "search",
+    "show",
+    "tell",
+    "that",
+    "the",
+    "there",
+    "this",
+    "to",
+    "up",
+    "want",
+    "what",
+    "when",
+    "where",
+    "which",
+    "who",
+    "why",
+    "with",
+    "would",
+    "you",
+    "your",
+];
+
+/// The longest phrase a [`Span::Phrase`] argument takes from the conversation.
+const MAX_PHRASE_WORDS: usize = 6;
+/// The length free-text arguments are held to when their schema sets none: a small model left
+/// free writes URLs and timestamps until the token budget runs out.
+const FREE_TEXT_MAX_CHARS: u64 = 80;
+
+/// The kind of span a property takes, from its schema: numbers and integers; strings whose
+/// name or description says id, number, code, ticker or symbol. `None`: free (or already
+/// constrained by `enum`, `const`, `pattern` or `format`).
+fn span_kind(name: &str, schema: &Value) -> Option<Span> {
+    let Value::Object(s) = schema else {
+        return None;
+    };
+    if ["enum", "const", "pattern", "format"]
+        .iter()
+        .any(|k| s.contains_key(*k))
+    {
+        return None;
+    }
+    let description = s
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase();
+    let name = name.to_lowercase();
+    let says = |words: &[&str]| {
+        words.iter().any(|w| {
+            name.split(|c: char| !c.is_alphanumeric())
+                .any(|part| part == *w)
+                || description
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|part| part == *w)
+        })
+    };
+    match s.get("type").and_then(Value::as_str) {
+        Some("integer" | "number") => Some(Span::Number),
+        Some("string") if says(&["ticker", "symbol"]) => Some(Span::Symbol),
+        Some("string") if says(&["id", "identifier", "number", "code"]) => Some(Span::Id),
+        Some("string") if says(&["query", "search", "keyword", "keywords", "topic", "term"]) => {
+            Some(Span::Phrase)
+        }
+        _ => None,
+    }
+}
+
+/// The spans of `kind` in `text`, in order, without repeats.
+fn spans(kind: Span, text: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || ",;:!?()\"`".contains(c))
+        .map(|w| w.trim_end_matches('.'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    if kind == Span::Phrase {
+        for n in 1..=MAX_PHRASE_WORDS.min(words.len()) {
+            for phrase in words.windows(n) {
+                let edge = |w: &str| STOPWORDS.contains(&w.to_lowercase().as_str());
+                if edge(phrase[0]) || edge(phrase[n - 1]) {
+                    continue;
+                }
+                let value = json!(phrase.join(" "));
+                if !out.contains(&value) {
+                    out.push(value);
+                }
+            }
+        }
+        return out;
+    }
+    for word in words {
+        let value = match kind {
+            Span::Number => {
+                let digits = word.trim_start_matches('#');
+                match digits.parse::<i64>() {
+                    Ok(n) => json!(n),
+                    Err(_) => match digits.parse::<f64>() {
+                        Ok(x) if x.is_finite() && digits.contains('.') => json!(x),
+                        _ => continue,
+                    },
+                }
+            }
+            Span::Id if word.chars().any(|c| c.is_ascii_digit()) => json!(word),
+            Span::Symbol
+                if (2..=5).contains(&word.len())
+                    && word.chars().all(|c| c.is_ascii_uppercase()) =>
+            {
+                json!(word)
+            }
+            Span::Id | Span::Symbol | Span::Phrase => continue,
+        };
+        if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    out
+}
+
+/// A free-text string schema with a length bound ([`FREE_TEXT_MAX_CHARS`] unless it sets one);
+/// other schemas as they are.
+fn bounded(schema: &Value) -> Value {
+    match schema {
+        Value::Object(s)
+            if s.get("type").and_then(Value::as_str) == Some("string")
+                && !["enum", "const", "pattern", "format", "maxLength"]
+                    .iter()
+                    .any(|k| s.contains_key(*k)) =>
+        {
+            let mut s = s.clone();
+            s.insert("maxLength".into(), json!(FREE_TEXT_MAX_CHARS));
+            Value::Object(s)
+        }
+        other => other.clone(),
+    }
+}
+
+/// `tool` with each argument that names something in `text` constrained to its spans there;
+/// `None` when a required one has no span (see the module docs).
+pub fn narrow(tool: &ToolSpec, text: &str) -> Option<ToolSpec> {
+    let Value::Object(schema) = &tool.parameters else {
+        return Some(tool.clone());
+    };
+    let Some(Value::Object(properties)) = schema.get("properties") else {
+        return Some(tool.clone());
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut narrowed = Map::new();
+    for (name, property) in properties {
+        let Some(kind) = span_kind(name, property) else {
+            narrowed.insert(name.clone(), bounded(property));
+            continue;
+        };
+        let found = spans(kind, text);
+        if found.is_empty() {
+            if required.contains(&name.as_str()) {
+                return None;
+            }
+            narrowed.insert(name.clone(), property.clone());
+            continue;
+        }
+        let mut property = property.clone();
+        if let Value::Object(p) = &mut property {
+            p.remove("type");
+            p.insert("enum".into(), Value::Array(found));
+        }
+        narrowed.insert(name.clone(), property);
+    }
+    let mut schema = schema.clone();
+    schema.insert("properties".into(), Value::Object(narrowed));
+    Some(ToolSpec {
+        parameters: Value::Object(schema),
+        ..tool.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, property: &str, schema: Value) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: String::new(),
+            parameters: json!({"type": "object", "properties": {property: schema}, "required": [property]}),
+        }
+    }
+
+    #[test]
+    fn arguments_come_from_the_users_words() {
+        let ticket = tool(
+            "lookup",
+            "ticket_id",
+            json!({"type": "string", "description": "Ticket id such as SUP-1"}),
+        );
+        let build = tool("log", "build", json!({"type": "integer"}));
+        let price = tool("price", "ticker", json!({"type": "string"}));
+        let faq = tool("faq", "query", json!({"type": "string"}));
+        let text = "Is SUP-1042 about build #977 or 978? Ask IBM.";
+        let enum_of = |t: &ToolSpec, p: &str| {
+            narrow(t, text).unwrap().parameters["properties"][p]["enum"].clone()
+        };
+        assert_eq!(
+            enum_of(&ticket, "ticket_id"),
+            json!(["SUP-1042", "#977", "978"])
+        );
+        assert_eq!(enum_of(&build, "build"), json!([977, 978]));
+        assert_eq!(enum_of(&price, "ticker"), json!(["IBM"]));
+        let query = enum_of(&faq, "query");
+        assert!(
+            query
+                .as_array()
+                .unwrap()
+                .contains(&json!("build #977 or 978")),
+            "{query}"
+        );
+        let note = tool("note", "text", json!({"type": "string"}));
+        let free = narrow(&note, text).unwrap();
+        assert_eq!(
+            free.parameters["properties"]["text"],
+            json!({"type": "string", "maxLength": 80}),
+            "free text stays free, bounded"
+        );
+        // A required id the text does not have: not a candidate.
+        assert!(narrow(&ticket, "How do I reset my password?").is_none());
+        assert!(narrow(&price, "What is the price of this?").is_none());
+        assert!(narrow(&faq, "anything").is_some());
+    }
+}
