@@ -59,3 +59,9 @@ RAYON_NUM_THREADS=2 "$venv/bin/python" benches/agent/accuracy.py \
     --tasks benches/agent/tasks.json --slmfn-url "http://127.0.0.1:$port/v1" \
     --llama-model "$model" --threads 2 --json-out "$out"
 "$venv/bin/python" benches/agent/render.py "$out" benches/RESULTS.md "$(git rev-parse --short HEAD)"
+
+# Constrained vs free decode speed on the same prompt (every token masked by a JSON schema).
+nice -n 5 cargo build --release -p slmfn-models --example inference_bench
+RAYON_NUM_THREADS=2 "$target/release/examples/inference_bench" constrained "$model" \
+    "Describe the weather in Paris in a few sentences." 128 5 >"$data/constrained.jsonl"
+"$venv/bin/python" benches/agent/render.py --constrained "$data/constrained.jsonl" benches/RESULTS.md

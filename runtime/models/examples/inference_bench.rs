@@ -14,6 +14,9 @@
 //!     of standard input (a question file) one chat call (system + question) of max_tokens=1,
 //!     greedy, timed around `ModelPool::generate`: the driver interleaves these calls with
 //!     requests to a deployed agent
+//! inference_bench constrained MODEL QUESTION GEN RUNS
+//!     decode tok/s of greedy generation free and under a JSON schema (every token masked),
+//!     alternating
 //! inference_bench prompt-cache MODEL A_JSON B_JSON RUNS
 //!     per run: time to first token of B from an empty cache, then of B right after A, the
 //!     prefix they share reused (the session's prompt cache)
@@ -46,8 +49,48 @@ fn main() -> anyhow::Result<()> {
         ),
         "pool" => pool(arg(1)?, arg(2)?),
         "prompt-cache" => prompt_cache(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?),
-        other => bail!("unknown mode `{other}` (encode, generate, pool, prompt-cache)"),
+        "constrained" => constrained(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?),
+        other => bail!("unknown mode `{other}` (encode, generate, pool, prompt-cache, constrained)"),
     }
+}
+
+/// Per run, greedy generation of GEN tokens of a chat asking QUESTION free (end of
+/// generation ignored) and under a JSON schema no answer completes within GEN tokens (a
+/// string of at least 4 GEN characters: every token masked, none forced), prompt cache
+/// cleared before each: decode tok/s of both, alternating.
+fn constrained(path: &str, question: &str, gen_len: usize, runs: usize) -> anyhow::Result<()> {
+    let model = Model::load(path)?;
+    let prompt = model.encode_chat(&[Message::user(question)])?;
+    let free = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(gen_len)
+    };
+    let schema = json!({"type": "object", "properties": {"answer": {"type": "string", "minLength": 4 * gen_len}}, "required": ["answer"]});
+    let constrained = SamplingParams {
+        grammar: Some(slmfn_models::Grammar::JsonSchema(schema)),
+        ..SamplingParams::greedy(gen_len)
+    };
+    let mut session = model.session();
+    for run in 0..runs {
+        for (side, params) in [("free", &free), ("constrained", &constrained)] {
+            session.clear_prompt_cache();
+            let c = session.generate(&prompt, params, &CancelToken::new(), |_| {})?;
+            let u = c.usage;
+            println!(
+                "{}",
+                json!({
+                    "event": "constrained",
+                    "run": run,
+                    "side": side,
+                    "completion_tokens": u.completion_tokens,
+                    "forced_tokens": u.forced_tokens,
+                    "decode_tok_s": u.generation_tokens_per_second(),
+                    "ttft_s": u.time_to_first_token.as_secs_f64(),
+                })
+            );
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &str) -> anyhow::Result<String> {

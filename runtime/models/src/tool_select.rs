@@ -318,6 +318,30 @@ fn spans(kind: Span, text: &str) -> Vec<Value> {
     out
 }
 
+/// Whether `value` keeps the bounds of `schema` (`minLength`/`maxLength` of a string,
+/// `minimum`/`maximum` of a number): the `enum` of spans replaces the type, not the bounds.
+fn within_bounds(schema: &Value, value: &Value) -> bool {
+    let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
+    let (low, high) = match value {
+        Value::String(s) => {
+            let n = s.chars().count() as f64;
+            (
+                bound("minLength").is_none_or(|b| n >= b),
+                bound("maxLength").is_none_or(|b| n <= b),
+            )
+        }
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            (
+                bound("minimum").is_none_or(|b| x >= b),
+                bound("maximum").is_none_or(|b| x <= b),
+            )
+        }
+        _ => (true, true),
+    };
+    low && high
+}
+
 /// A free-text string schema with a length bound ([`FREE_TEXT_MAX_CHARS`] unless it sets one);
 /// other schemas as they are.
 fn bounded(schema: &Value) -> Value {
@@ -356,7 +380,10 @@ pub fn narrow(tool: &ToolSpec, text: &str) -> Option<ToolSpec> {
             narrowed.insert(name.clone(), bounded(property));
             continue;
         };
-        let found = spans(kind, text);
+        let found: Vec<Value> = spans(kind, text)
+            .into_iter()
+            .filter(|v| within_bounds(property, v))
+            .collect();
         if found.is_empty() {
             if required.contains(&name.as_str()) {
                 return None;
@@ -430,5 +457,16 @@ mod tests {
         assert!(narrow(&ticket, "How do I reset my password?").is_none());
         assert!(narrow(&price, "What is the price of this?").is_none());
         assert!(narrow(&faq, "anything").is_some());
+        // The schema's bounds still hold over the spans.
+        let short = tool("faq", "query", json!({"type": "string", "maxLength": 4}));
+        assert_eq!(
+            narrow(&short, "reset password now").unwrap().parameters["properties"]["query"]["enum"],
+            json!(["now"])
+        );
+        let small = tool("log", "build", json!({"type": "integer", "maximum": 100}));
+        assert!(
+            narrow(&small, text).is_none(),
+            "977 and 978 are out of bounds"
+        );
     }
 }
