@@ -50,7 +50,9 @@ fn main() -> anyhow::Result<()> {
         "pool" => pool(arg(1)?, arg(2)?),
         "prompt-cache" => prompt_cache(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?),
         "constrained" => constrained(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?),
-        other => bail!("unknown mode `{other}` (encode, generate, pool, prompt-cache, constrained)"),
+        other => {
+            bail!("unknown mode `{other}` (encode, generate, pool, prompt-cache, constrained)")
+        }
     }
 }
 

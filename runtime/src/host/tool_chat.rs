@@ -52,11 +52,11 @@ impl InferenceCtx {
         }
         let model = self.resolve_model(params.model.clone())?;
         let sampling = self.sampling(&model, &params)?;
-        let prompt = Prompt::Tools(ToolRequest {
+        let prompt = Prompt::Tools(Box::new(ToolRequest {
             messages,
             tools: specs,
             choice,
-        });
+        }));
         let started = Instant::now();
         let mut generation = self.start_with(&model, prompt, sampling)?;
         let result = generation.finish().await;

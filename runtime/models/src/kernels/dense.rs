@@ -210,21 +210,14 @@ mod bench {
     //! --nocapture`: best-of-5 times of [`matmul`] against candle's GEMM on SmolLM2-135M's
     //! shapes (200 prompt rows). Prints, asserts nothing.
 
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use candle_core::{Device, Tensor};
 
     use super::*;
 
-    fn best(mut f: impl FnMut()) -> Duration {
-        (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed()
-            })
-            .min()
-            .unwrap()
+    fn best(f: impl FnMut()) -> Duration {
+        crate::kernels::bench::best(5, f)
     }
 
     #[test]

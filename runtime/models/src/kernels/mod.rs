@@ -474,7 +474,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod bench {
+pub(crate) mod bench {
     //! `cargo test --release -p slmfn-models --lib kernels::bench -- --ignored --nocapture`:
     //! best-of-N timings of the kernels on SmolLM2-135M's shapes. Prints, asserts nothing.
 
@@ -485,7 +485,8 @@ mod bench {
 
     use super::*;
 
-    fn best(reps: usize, mut f: impl FnMut()) -> Duration {
+    /// The fastest of `reps` runs of `f`.
+    pub(crate) fn best(reps: usize, mut f: impl FnMut()) -> Duration {
         (0..reps)
             .map(|_| {
                 let t = Instant::now();

@@ -225,7 +225,7 @@ pub enum Prompt {
     Tokens(Vec<u32>),
     /// A conversation that may call tools: the tool is chosen first, its arguments drawn
     /// from the conversation (see [`crate::tool_select`]). The params' own grammar is ignored.
-    Tools(ToolRequest),
+    Tools(Box<ToolRequest>),
 }
 
 /// Called with each streamed chunk of text, on a worker thread.

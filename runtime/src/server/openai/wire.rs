@@ -258,11 +258,11 @@ impl ChatRequest {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(match tools {
             Some(tools) => Plan {
-                prompt: Prompt::Tools(ToolRequest {
+                prompt: Prompt::Tools(Box::new(ToolRequest {
                     messages,
                     tools: tools.specs.clone(),
                     choice: tools.choice.clone(),
-                }),
+                })),
                 grammar: None,
                 tools: Some(tools),
             },
