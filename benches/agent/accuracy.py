@@ -2,8 +2,10 @@
 
 Sides (each greedy, every tool offered, a call required):
 
-- `slmfn`: the runtime's OpenAI API (`tools`, `tool_choice: "required"`) through the official
-  `openai` client: the technique the runtime uses by default.
+- `slmfn, TECHNIQUE`: the runtime's OpenAI API (`tools`, `tool_choice: "required"`) through the
+  official `openai` client, once per `tool_selection` technique (`grammar`: one grammar over
+  all tools; `spans`: + arguments from the request's spans, infeasible tools dropped; `scores`:
+  + the tool chosen by calibrated name scores, the runtime's default).
 - `llama.cpp`: llama-cpp-python on the same GGUF, the same rendered prompt (the runtime's tool
   block in the system prompt, from `/v1/chat/completions`' own rendering rules mirrored below)
   and a JSON-schema grammar over all tools (`{"name", "arguments"}`): a bare grammar.
@@ -51,7 +53,7 @@ def score(task, name, arguments_text):
     return valid, right
 
 
-def run_slmfn(url, model, tasks):
+def run_slmfn(url, model, tasks, technique):
     import openai
 
     client = openai.OpenAI(base_url=url, api_key="bench", max_retries=0, timeout=300)
@@ -65,6 +67,7 @@ def run_slmfn(url, model, tasks):
             tool_choice="required",
             temperature=0,
             max_tokens=64,
+            extra_body={"tool_selection": technique},
         )
         elapsed = time.perf_counter() - t
         calls = r.choices[0].message.tool_calls or []
@@ -137,6 +140,8 @@ def main():
     parser.add_argument("--slmfn-url")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--llama-model")
+    parser.add_argument("--techniques", default="grammar,spans,scores",
+                        help="slmfn's tool_selection values to measure, comma-separated")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json-out", required=True)
     args = parser.parse_args()
@@ -145,9 +150,11 @@ def main():
     tasks = data["tasks"]
     report = {"tasks": len(tasks), "tools": len(TOOLS), "sides": {}, "summary": []}
     if args.slmfn_url:
-        results = run_slmfn(args.slmfn_url, args.model, tasks)
-        report["sides"]["slmfn"] = results
-        report["summary"] += summarize("slmfn", results)
+        for technique in args.techniques.split(","):
+            side = f"slmfn, {technique}"
+            results = run_slmfn(args.slmfn_url, args.model, tasks, technique)
+            report["sides"][side] = results
+            report["summary"] += summarize(side, results)
     if args.llama_model:
         results = run_llama(args.llama_model, tasks, args.threads)
         report["sides"]["llama.cpp + JSON grammar"] = results

@@ -742,6 +742,65 @@ fn preloaded(name: &str, path: &Path) -> (Runtime, tempfile::TempDir) {
     (rt, data)
 }
 
+/// The `tool_selection` extension: each technique answers a call of an offered tool with
+/// arguments valid for it; an unknown technique is refused.
+#[test]
+fn each_tool_selection_technique_answers_a_valid_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    // Room for the tool block: the tiny vocabulary spends a token per character.
+    slmfn_models::testing::TinyModel {
+        context_length: 1024,
+        ..Default::default()
+    }
+    .write(&model)
+    .unwrap();
+    let rt = Runtime::start(
+        &dir.path().join("data"),
+        Options {
+            extra_args: vec!["--model".into(), format!("tiny={}", model.display())],
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_price", "parameters": {"type": "object", "properties": {"ticker": {"type": "string", "description": "ticker symbol"}}, "required": ["ticker"]}}},
+        {"type": "function", "function": {"name": "get_build_log", "parameters": {"type": "object", "properties": {"build": {"type": "integer"}}, "required": ["build"]}}},
+    ]);
+    for technique in ["grammar", "spans", "scores"] {
+        let ask = json!({"messages": [{"role": "user", "content": "price of ACME?"}],
+                         "tools": tools, "tool_choice": "required", "max_tokens": 300,
+                         "tool_selection": technique});
+        let (s, body) = post_json(&rt, CHAT, &ask);
+        assert_eq!(s, 200, "{technique}: {body}");
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{technique}: {body}");
+        let call = &choice["message"]["tool_calls"][0]["function"];
+        let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+        match call["name"].as_str().unwrap() {
+            "get_price" => assert!(args["ticker"].is_string(), "{body}"),
+            "get_build_log" => assert!(args["build"].is_i64(), "{body}"),
+            other => panic!("{other}"),
+        }
+        if technique != "grammar" {
+            // No number in the request: the build-log tool is not a candidate, and the only
+            // upper-case word is the ticker.
+            assert_eq!(call["name"], "get_price", "{technique}: {body}");
+            assert_eq!(args["ticker"], "ACME", "{technique}: {body}");
+        }
+    }
+    let (s, body) = post_json(
+        &rt,
+        CHAT,
+        &json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools, "tool_selection": "magic"}),
+    );
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("magic"),
+        "{body}"
+    );
+}
+
 /// Runs the client script `tests/clients/{script}` against a runtime serving the real
 /// SmolLM2; returns the JSON summary it prints when every check passed.
 fn run_client_against_the_real_model(script: &str) -> Value {

@@ -24,6 +24,7 @@
 //! [`crate::tool_call::grammar`] (text, or a call of a narrowed tool). A named function skips
 //! step 2.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::Result;
@@ -31,6 +32,21 @@ use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion, Session};
 use crate::template::Message;
 use crate::tool_call::{self, ToolChoice, ToolSpec};
+
+/// How much of the module's machinery a [`ToolRequest`] uses: benchmarks compare them, the
+/// default is all of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Technique {
+    /// One grammar over every tool and its schema as given: what a bare server does.
+    Grammar,
+    /// Step 1: arguments constrained to the user's spans, infeasible tools dropped; one
+    /// grammar over the candidates.
+    Spans,
+    /// Steps 1 to 3: the tool chosen by calibrated name scores, then its arguments.
+    #[default]
+    Scores,
+}
 
 /// A chat that may call tools, for [`crate::Prompt::Tools`].
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +58,8 @@ pub struct ToolRequest {
     pub tools: Vec<ToolSpec>,
     /// How they may be used.
     pub choice: ToolChoice,
+    /// Which techniques choose the call.
+    pub technique: Technique,
 }
 
 /// What the answer's first tokens are under the call grammar, before the tool's name.
@@ -63,7 +81,12 @@ pub(crate) fn generate(
         .rev()
         .find(|m| m.role == "user")
         .map_or("", |m| m.content.as_str());
-    let narrowed: Vec<Option<ToolSpec>> = request.tools.iter().map(|t| narrow(t, user)).collect();
+    let narrowed: Vec<Option<ToolSpec>> = match request.technique {
+        Technique::Grammar => request.tools.iter().cloned().map(Some).collect(),
+        Technique::Spans | Technique::Scores => {
+            request.tools.iter().map(|t| narrow(t, user)).collect()
+        }
+    };
     let feasible: Vec<ToolSpec> = narrowed.iter().flatten().cloned().collect();
     let model = session.model().clone();
     // The prompt lists every tool as offered, so it stays the same (and cached) whatever
@@ -92,14 +115,18 @@ pub(crate) fn generate(
             } else {
                 feasible
             };
-            let best = if candidates.len() == 1 {
-                0
+            if request.technique != Technique::Scores {
+                (candidates, ToolChoice::Required)
             } else {
-                choose(session, request, &prompt, &candidates, cancel)?
-            };
-            let tool = candidates[best].clone();
-            let name = tool.name.clone();
-            (vec![tool], ToolChoice::Function(name))
+                let best = if candidates.len() == 1 {
+                    0
+                } else {
+                    choose(session, request, &prompt, &candidates, cancel)?
+                };
+                let tool = candidates[best].clone();
+                let name = tool.name.clone();
+                (vec![tool], ToolChoice::Function(name))
+            }
         }
     };
     let params = SamplingParams {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use slmfn_models::tool_call::{self, ToolAnswer, ToolSpec};
-use slmfn_models::tool_select::ToolRequest;
+use slmfn_models::tool_select::{Technique, ToolRequest};
 use slmfn_models::{Grammar, Message as ModelMessage, Prompt};
 
 use crate::host::bindings::slmfn::agent::inference::{
@@ -56,6 +56,7 @@ impl InferenceCtx {
             messages,
             tools: specs,
             choice,
+            technique: Technique::default(),
         }));
         let started = Instant::now();
         let mut generation = self.start_with(&model, prompt, sampling)?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slmfn_models::tool_call;
-use slmfn_models::tool_select::ToolRequest;
+use slmfn_models::tool_select::{Technique, ToolRequest};
 use slmfn_models::{Grammar, Message, Prompt};
 
 use super::tools::{self, Tools};
@@ -28,6 +28,9 @@ pub(super) struct ChatRequest {
     pub(super) response_format: Option<ResponseFormat>,
     pub(super) tools: Option<Vec<Value>>,
     pub(super) tool_choice: Option<Value>,
+    /// Extension: how a tool call is chosen (`grammar`, `spans`, `scores`: the default); for
+    /// comparing the techniques (see `slmfn_models::tool_select::Technique`).
+    pub(super) tool_selection: Option<Technique>,
 }
 
 /// `POST /v1/completions`.
@@ -262,6 +265,7 @@ impl ChatRequest {
                     messages,
                     tools: tools.specs.clone(),
                     choice: tools.choice.clone(),
+                    technique: self.tool_selection.unwrap_or_default(),
                 })),
                 grammar: None,
                 tools: Some(tools),
@@ -465,5 +469,23 @@ mod tests {
         assert_eq!(prompt(json!([])).unwrap_err().status(), 400);
         assert_eq!(prompt(json!(5_000_000_000u64)).unwrap_err().status(), 400);
         assert_eq!(prompt(json!([5_000_000_000u64])).unwrap_err().status(), 400);
+    }
+}
+
+#[cfg(test)]
+mod tool_selection_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_unknown_tool_selection_is_an_error() {
+        let ok: ChatRequest =
+            serde_json::from_value(json!({"messages": [], "tool_selection": "spans"})).unwrap();
+        assert_eq!(ok.tool_selection, Some(Technique::Spans));
+        let err = serde_json::from_value::<ChatRequest>(
+            json!({"messages": [], "tool_selection": "magic"}),
+        );
+        assert!(err.is_err(), "{err:?}");
     }
 }
