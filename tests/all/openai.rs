@@ -770,7 +770,7 @@ fn each_tool_selection_technique_answers_a_valid_call() {
     for technique in ["grammar", "spans", "scores"] {
         let ask = json!({"messages": [{"role": "user", "content": "price of ACME?"}],
                          "tools": tools, "tool_choice": "required", "max_tokens": 300,
-                         "tool_selection": technique});
+                         "temperature": 0, "tool_selection": technique});
         let (s, body) = post_json(&rt, CHAT, &ask);
         assert_eq!(s, 200, "{technique}: {body}");
         let choice = &body["choices"][0];

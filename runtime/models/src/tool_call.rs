@@ -189,9 +189,13 @@ pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Grammar {
     }
 }
 
+/// The largest integer every JSON reader keeps exactly (JavaScript's `Number.MAX_SAFE_INTEGER`).
+const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
 /// `schema` with `additionalProperties: false` on every object schema that lists properties
 /// and says nothing about others (OpenAI's strict mode does the same): a call writes the
-/// arguments the tool declares, not inventions a permissive schema would let through.
+/// arguments the tool declares, not inventions a permissive schema would let through. Integers
+/// without bounds get [`MAX_SAFE_INTEGER`]'s.
 fn closed(schema: &Value) -> Value {
     match schema {
         Value::Object(map) => {
@@ -217,6 +221,12 @@ fn closed(schema: &Value) -> Value {
                 .collect();
             if map.contains_key("properties") && !map.contains_key("additionalProperties") {
                 map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            // An unbounded integer can be written with more digits than any JSON reader keeps
+            // exactly: hold it to the integers every reader does (±2^53 - 1).
+            if map.get("type").and_then(Value::as_str) == Some("integer") {
+                map.entry("minimum").or_insert(json!(-MAX_SAFE_INTEGER));
+                map.entry("maximum").or_insert(json!(MAX_SAFE_INTEGER));
             }
             Value::Object(map)
         }
@@ -327,6 +337,11 @@ mod tests {
         assert_eq!(shut["additionalProperties"], false);
         assert_eq!(shut["properties"]["a"]["additionalProperties"], false);
         assert_eq!(shut["properties"]["c"]["additionalProperties"], true);
+        let n = closed(&json!({"type": "integer", "minimum": 1}));
+        assert_eq!(
+            n,
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INTEGER})
+        );
     }
 
     #[test]
