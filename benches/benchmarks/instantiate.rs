@@ -34,7 +34,13 @@ fn invoke(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let registry = Registry::open(dir.path()).expect("open registry");
     // No events sink, no model pool: neither guest uses them.
-    let host = Host::new(registry, None, None).expect("host");
+    let host = Host::new(
+        registry,
+        None,
+        None,
+        std::sync::Arc::new(slmfn_runtime::tools::Toolbox::empty()),
+    )
+    .expect("host");
 
     let mut group = c.benchmark_group("instantiate");
     for guest in [Guest::echo(), Guest::hello()] {

@@ -68,6 +68,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "K_SINK")]
     pub k_sink: Option<String>,
 
+    /// Tool providers for agents: a TOML file with the built-in `http` allow-list and the
+    /// external MCP servers (`[mcp.NAME] command = ...` or `url = ...`); see docs/tools.md.
+    /// Without it, agents get the built-in `clock` and deployed tool components.
+    #[arg(long, env = "SLMFN_TOOLS_FILE")]
+    pub tools_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub models: ModelsConfig,
 }

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod models;
 pub mod registry;
 pub mod server;
+pub mod tools;
 
 pub use config::RuntimeConfig;
 pub use manifest::Manifest;

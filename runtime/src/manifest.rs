@@ -28,6 +28,9 @@ pub struct Manifest {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the component is: an agent (HTTP and events) or a tool component.
+    #[serde(default, skip_serializing_if = "Kind::is_agent")]
+    pub kind: Kind,
     /// Build settings for the CLI; the runtime ignores them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildSection>,
@@ -43,6 +46,23 @@ pub struct Manifest {
     /// Tools the function may call.
     #[serde(default)]
     pub tools: ToolsSection,
+}
+
+/// `kind`: which world the component implements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `slmfn:agent/agent`: invoked at `/fn/{name}` and by events.
+    #[default]
+    Agent,
+    /// `slmfn:agent/tool-provider`: offers tools (`{name}.{tool}`) to agents and `/mcp`.
+    Tool,
+}
+
+impl Kind {
+    fn is_agent(&self) -> bool {
+        *self == Kind::Agent
+    }
 }
 
 /// `[build]`: where `fn build` leaves the component.
@@ -103,7 +123,8 @@ pub struct ModelsSection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsSection {
-    /// Tools (`provider.tool`, or `provider.*`) this function may call.
+    /// Tools this function may see and call: full names (`clock.now`) or globs (`github.*`,
+    /// `*`). Anything else is `not-found`, as for a tool that does not exist.
     pub allowed: Vec<String>,
 }
 
@@ -153,6 +174,7 @@ impl Manifest {
         Self {
             name: name.into(),
             description: None,
+            kind: Kind::Agent,
             build: None,
             limits: Limits::default(),
             env: BTreeMap::new(),

@@ -18,6 +18,9 @@
 //!   `slmfn_function_inference_seconds_total{function,model}`): the same records, for the
 //!   calls a deployed function made through the WIT `inference` interface (the metering a
 //!   platform bills or budgets by; OpenAI API calls have no function and are not in them).
+//! - **Tool calls** (`slmfn_tool_calls_total{function,tool,outcome}`,
+//!   `slmfn_tool_call_duration_seconds{function,tool}`): recorded by
+//!   [`crate::tools::Toolbox::call`] for every caller.
 //! - **The model pool** (`slmfn_model_*`, `slmfn_pool_*`): read from
 //!   [`slmfn_models::ModelPool::status`] and [`slmfn_models::ModelPool::stats`] at scrape time,
 //!   so they can never drift from the pool's own bookkeeping.
@@ -114,7 +117,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Metrics over `inference`'s generations and pool (none when no model is configured).
-    pub fn new(inference: Option<Arc<Inference>>) -> Self {
+    pub fn new(inference: Option<Arc<Inference>>, tools: &crate::tools::ToolMetrics) -> Self {
         let mut registry = Registry::with_prefix("slmfn");
         let invocations = Family::<InvocationLabels, Counter>::default();
         registry.register(
@@ -136,6 +139,7 @@ impl Metrics {
             "OpenAI-compatible API requests by endpoint and HTTP status",
             openai_requests.clone(),
         );
+        tools.register(&mut registry);
         if let Some(inference) = inference {
             inference.metrics().register(&mut registry);
             registry.register_collector(Box::new(PoolCollector(inference)));

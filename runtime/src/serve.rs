@@ -22,6 +22,9 @@ pub enum ServeError {
     /// The host could not start.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// The tools configuration is unusable.
+    #[error(transparent)]
+    Tools(#[from] crate::tools::ToolsConfigError),
     /// The models configuration is unusable.
     #[error(transparent)]
     Models(#[from] crate::models::ModelsConfigError),
@@ -50,7 +53,17 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
     let inference = tokio::task::spawn_blocking(move || crate::models::build(&models))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let host = Host::new(registry.clone(), config.k_sink.clone(), inference.clone())?;
+    let tools = match &config.tools_file {
+        Some(path) => crate::tools::ToolsConfig::read(path)?,
+        None => crate::tools::ToolsConfig::default(),
+    };
+    let toolbox = Arc::new(tools.build()?);
+    let host = Host::new(
+        registry.clone(),
+        config.k_sink.clone(),
+        inference.clone(),
+        toolbox,
+    )?;
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
         .await

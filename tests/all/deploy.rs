@@ -9,6 +9,7 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     let opts = Options {
         token: Some(token.clone()),
         extra_args: vec!["--max-upload-bytes".into(), "1048576".into()],
+        ..Options::default()
     };
     let rt = tokio::task::block_in_place(|| Runtime::start(dir.path(), opts)).unwrap();
     let g = guests();

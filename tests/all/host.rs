@@ -19,7 +19,13 @@ fn echo(body: &str) -> Request {
 async fn unusable_artifacts_are_recompiled_never_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    let first = Host::new(registry.clone(), None, None).unwrap();
+    let first = Host::new(
+        registry.clone(),
+        None,
+        None,
+        std::sync::Arc::new(slmfn_runtime::tools::Toolbox::empty()),
+    )
+    .unwrap();
     let record = first
         .deploy("tb", &testbed_manifest("tb", "1", ""), &guests().testbed)
         .await
@@ -36,7 +42,13 @@ async fn unusable_artifacts_are_recompiled_never_fatal() {
     registry
         .put_artifact(&sha, &key, b"not a precompiled component")
         .unwrap();
-    let second = Host::new(registry.clone(), None, None).unwrap();
+    let second = Host::new(
+        registry.clone(),
+        None,
+        None,
+        std::sync::Arc::new(slmfn_runtime::tools::Toolbox::empty()),
+    )
+    .unwrap();
     assert_eq!(second.load_all().await.unwrap(), 1);
     let response = second.invoke("tb", echo("after recompile")).await.unwrap();
     assert_eq!(

@@ -14,3 +14,4 @@ mod inference;
 mod isolation;
 mod load;
 mod openai;
+mod tools;

@@ -736,6 +736,7 @@ fn preloaded(name: &str, path: &Path) -> (Runtime, tempfile::TempDir) {
                 "--preload".into(),
                 name.into(),
             ],
+            ..Options::default()
         },
     )
     .unwrap();

@@ -17,6 +17,7 @@ pub fn repo() -> &'static Path {
 /// The built guest components.
 pub struct Guests {
     pub testbed: Vec<u8>,
+    pub toolkit: Vec<u8>,
     pub wrong_world: Vec<u8>,
 }
 
@@ -42,6 +43,7 @@ pub fn guests() -> &'static Guests {
         let out = target_dir.join("wasm32-wasip2/release");
         Guests {
             testbed: std::fs::read(out.join("testbed.wasm")).expect("testbed.wasm"),
+            toolkit: std::fs::read(out.join("toolkit.wasm")).expect("toolkit.wasm"),
             wrong_world: std::fs::read(out.join("wrong-world.wasm")).expect("wrong-world.wasm"),
         }
     })
@@ -77,6 +79,8 @@ pub struct Runtime {
 pub struct Options {
     pub token: Option<String>,
     pub extra_args: Vec<String>,
+    /// Extra environment (e.g. `RUST_LOG`, which defaults to `info`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Runtime {
@@ -106,6 +110,7 @@ impl Runtime {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         if let Some(t) = &options.token {
             cmd.env("SLMFN_TOKEN", t);
         }

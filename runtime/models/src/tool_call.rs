@@ -42,6 +42,9 @@ pub enum ToolChoice {
     Required,
     /// The model calls this tool.
     Function(String),
+    /// The model answers in text; the tools stay listed in the prompt as under `Auto` (an
+    /// agent's last step reuses the cached prefix of the steps that called tools).
+    None,
 }
 
 /// A call the model made.
@@ -147,7 +150,7 @@ fn tool_block(tools: &[ToolSpec], choice: &ToolChoice) -> String {
         "To call a tool, answer with only a JSON object: {\"name\": <the tool's name>, \
          \"arguments\": <its arguments>}.",
     );
-    if *choice == ToolChoice::Auto {
+    if matches!(choice, ToolChoice::Auto | ToolChoice::None) {
         block.push_str(" When no tool is needed, answer in plain text.");
     }
     block
@@ -179,15 +182,17 @@ pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Grammar {
         Err(calls) => json!({"anyOf": calls}),
     };
     match choice {
+        ToolChoice::None => Grammar::Lark(format!("start: TEXT\n{TEXT}")),
         ToolChoice::Auto => {
             let schema = with_whitespace_options(call);
-            Grammar::Lark(format!(
-                "start: call | TEXT\ncall: %json {schema}\nTEXT: /[^{{\\s][\\s\\S]*/\n"
-            ))
+            Grammar::Lark(format!("start: call | TEXT\ncall: %json {schema}\n{TEXT}"))
         }
         _ => Grammar::JsonSchema(call),
     }
 }
+
+/// A text answer: anything that does not start with `{` or white space (so never a call).
+const TEXT: &str = "TEXT: /[^{\\s][\\s\\S]*/\n";
 
 /// The largest integer every JSON reader keeps exactly (JavaScript's `Number.MAX_SAFE_INTEGER`).
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;

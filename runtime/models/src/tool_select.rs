@@ -101,6 +101,7 @@ pub(crate) fn generate(
                 .unwrap_or_else(|| request.tools[i.unwrap_or(0)].clone());
             (vec![tool], request.choice.clone())
         }
+        ToolChoice::None => (Vec::new(), ToolChoice::None),
         ToolChoice::Auto => {
             let offered = if feasible.is_empty() {
                 request.tools.clone()

@@ -4,8 +4,10 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::host::bindings::AgentPre;
+use crate::host::bindings::provider::ToolProviderPre;
 use crate::host::error::{HostError, Result};
 use crate::host::state::HostState;
+use crate::manifest::Kind;
 
 /// The export every agent must have.
 pub(crate) const HANDLER_EXPORT: &str = "slmfn:agent/handler@0.1.1";
@@ -55,19 +57,45 @@ pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Option<Component>
     }
 }
 
-/// Checks the component against the `agent` world: every import provided, `handle` exported.
+/// The export every tool component must have.
+pub(crate) const PROVIDER_EXPORT: &str = "slmfn:agent/provider@0.1.1";
+
+/// A component ready to instantiate, by the world it implements.
+pub(crate) enum Pre {
+    /// An agent (`kind = "agent"`).
+    Agent(AgentPre<HostState>),
+    /// A tool component (`kind = "tool"`).
+    Tool(ToolProviderPre<HostState>),
+}
+
+/// Checks the component against the world of its manifest's `kind`: every import provided,
+/// the world's exports there.
 pub(crate) fn pre_instantiate(
     linker: &Linker<HostState>,
     component: &Component,
-) -> Result<AgentPre<HostState>> {
+    kind: Kind,
+) -> Result<Pre> {
     let pre = linker.instantiate_pre(component).map_err(|e| {
         HostError::InvalidComponent(format!(
-            "the component does not fit the slmfn:agent world: {e:#} (only slmfn:agent and wasi:cli/io/clocks/random/filesystem/sockets 0.2 imports are provided)"
+            "the component does not fit the slmfn:agent worlds: {e:#} (only slmfn:agent and wasi:cli/io/clocks/random/filesystem/sockets 0.2 imports are provided)"
         ))
     })?;
-    AgentPre::new(pre).map_err(|e| {
-        HostError::InvalidComponent(format!(
-            "the component is not an slmfn agent: it must export {HANDLER_EXPORT} (and slmfn:agent/event-handler@0.1.1); build it with slmfn-sdk's `export_agent!` ({e:#})"
-        ))
-    })
+    let exports_provider = component.get_export_index(None, PROVIDER_EXPORT).is_some();
+    match kind {
+        Kind::Agent => AgentPre::new(pre).map(Pre::Agent).map_err(|e| {
+            let hint = if exports_provider {
+                "; it exports the tool-provider world: set kind = \"tool\" in fn.toml"
+            } else {
+                ""
+            };
+            HostError::InvalidComponent(format!(
+                "the component is not an slmfn agent: it must export {HANDLER_EXPORT} (and slmfn:agent/event-handler@0.1.1); build it with slmfn-sdk's `export_agent!` ({e:#}){hint}"
+            ))
+        }),
+        Kind::Tool => ToolProviderPre::new(pre).map(Pre::Tool).map_err(|e| {
+            HostError::InvalidComponent(format!(
+                "fn.toml says kind = \"tool\", but the component does not export {PROVIDER_EXPORT}; build it with slmfn-sdk's `export_tools!` ({e:#})"
+            ))
+        }),
+    }
 }

@@ -10,6 +10,11 @@ pub enum HostError {
     /// No such function.
     #[error("function {0:?} not found")]
     FunctionNotFound(String),
+    /// The function is a tool component: it has no HTTP entry point.
+    #[error(
+        "function {0:?} is a tool component (kind = \"tool\"): its tools are called by agents that grant them, or through /mcp, not at /fn"
+    )]
+    NotAnAgent(String),
     /// The manifest is invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),

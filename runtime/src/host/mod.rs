@@ -21,11 +21,12 @@ mod kv;
 mod output;
 mod state;
 mod tool_chat;
+mod tool_component;
 mod tools;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -40,23 +41,28 @@ use wasmtime_wasi::WasiCtxBuilder;
 pub use bindings::slmfn::agent::types::{Request, Response};
 pub use error::{GuestError, HostError, Result};
 
+use bindings::Agent;
 use bindings::slmfn::agent::types::Error as WitGuestError;
-use bindings::{Agent, AgentPre};
+use component::Pre;
 use output::{GuestOutput, Stream};
 use state::HostState;
 
 use crate::inference::Inference;
-use crate::manifest::Manifest;
+use crate::manifest::{Kind, Manifest};
 use crate::registry::{NewRevision, Registry, RevisionRecord, sha256_hex};
+use crate::tools::{Grants, ToolDef, Toolbox};
 
 /// A revision ready to serve: pre-instantiated component and its limits.
 struct LoadedRevision {
     record: RevisionRecord,
-    pre: AgentPre<HostState>,
+    pre: Pre,
     /// Instance slots: `max_concurrency` permits.
     slots: Arc<Semaphore>,
     env: Vec<(String, String)>,
-    tools_allowed: Arc<[String]>,
+    /// The tools the manifest grants.
+    grants: Arc<Grants>,
+    /// A tool component's tools, listed once per revision.
+    tools: tokio::sync::OnceCell<Arc<[ToolDef]>>,
     models: Arc<crate::manifest::ModelsSection>,
     /// The function's kv namespace, opened once per revision rather than per request.
     kv: sled::Tree,
@@ -76,17 +82,22 @@ pub struct Host {
     compile_permits: Semaphore,
     sink: Option<Arc<str>>,
     inference: Option<Arc<Inference>>,
+    toolbox: Arc<Toolbox>,
+    /// This host, for the tool providers it registers (they must not keep it alive).
+    me: Weak<Host>,
     guests: Option<tokio::runtime::Runtime>,
     _epoch: engine::EpochTicker,
 }
 
 impl Host {
     /// Builds the engine and linker. Loads nothing yet: see [`Host::load_all`]. Without an
-    /// inference service, the WIT `inference` calls answer `unavailable`.
+    /// inference service, the WIT `inference` calls answer `unavailable`. Deployed tool
+    /// components join `toolbox` as providers under their function names.
     pub fn new(
         registry: Registry,
         sink: Option<String>,
         inference: Option<Arc<Inference>>,
+        toolbox: Arc<Toolbox>,
     ) -> Result<Arc<Self>> {
         let internal = |e: wasmtime::Error| HostError::Internal(format!("{e:#}"));
         let engine = engine::new_engine().map_err(internal)?;
@@ -101,7 +112,7 @@ impl Host {
             .enable_all()
             .build()
             .map_err(|e| HostError::Internal(format!("cannot start the guest runtime: {e}")))?;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             engine_key: engine::compatibility_key(&engine),
             _epoch: engine::EpochTicker::start(engine.clone()),
             engine,
@@ -112,6 +123,8 @@ impl Host {
             compile_permits: Semaphore::new(cores),
             sink: sink.map(Into::into),
             inference,
+            toolbox,
+            me: me.clone(),
             guests: Some(guests),
         }))
     }
@@ -119,6 +132,11 @@ impl Host {
     /// The registry this host serves from.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The tool providers (operator's and deployed tool components).
+    pub fn toolbox(&self) -> &Arc<Toolbox> {
+        &self.toolbox
     }
 
     /// The compatibility key under which this engine's precompiled artifacts are stored.
@@ -159,10 +177,32 @@ impl Host {
                 path: name.to_string(),
             });
         }
+        if manifest.kind == Kind::Tool && self.toolbox.is_reserved(name) {
+            return Err(HostError::InvalidComponent(format!(
+                "{name:?} is the namespace of a tool provider the operator configured; deploy the tool component under another name"
+            )));
+        }
         component::check_binary(component)?;
         let sha = sha256_hex(component);
         let compiled = self.compile_cached(&sha, component).await?;
-        let pre = component::pre_instantiate(&self.linker, &compiled)?;
+        let pre = component::pre_instantiate(&self.linker, &compiled, manifest.kind)?;
+        // Loaded under a provisional record until the registry assigns the revision.
+        let provisional = RevisionRecord {
+            function: name.to_string(),
+            revision: Uuid::nil(),
+            created_at: String::new(),
+            component_sha256: sha.clone(),
+            component_size: component.len() as u64,
+            manifest: manifest.clone(),
+        };
+        let candidate = self.loaded(provisional, pre)?;
+        // A tool component's list is checked before it replaces anything: its schemas must
+        // be usable.
+        if manifest.kind == Kind::Tool {
+            self.component_tools(&candidate)
+                .await
+                .map_err(|e| HostError::InvalidComponent(e.to_string()))?;
+        }
         let _guard = self.commit_lock.lock().await;
         let record = self
             .registry
@@ -172,7 +212,7 @@ impl Host {
                 component_sha256: &sha,
             })
             .await?;
-        self.install(self.loaded(record.clone(), pre)?);
+        self.install(candidate.with_record(record.clone()));
         tracing::info!(function = name, revision = %record.revision, size = component.len(), "deployed");
         Ok(record)
     }
@@ -204,6 +244,7 @@ impl Host {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        self.toolbox.unregister(name);
         tracing::info!(function = name, "deleted");
         Ok(())
     }
@@ -226,6 +267,9 @@ impl Host {
             .get(name)
             .cloned()
             .ok_or_else(|| HostError::FunctionNotFound(name.to_string()))?;
+        if matches!(loaded.pre, Pre::Tool(_)) {
+            return Err(HostError::NotAnAgent(name.to_string()));
+        }
         let host = self.clone();
         // A host bug that panics fails this request only, on either runtime.
         let mut call = Box::pin(
@@ -275,8 +319,11 @@ impl Host {
         });
         store.set_epoch_deadline(1);
         let span = tracing::info_span!("invoke", function, invocation = %invocation, revision = %loaded.record.revision);
+        let Pre::Agent(pre) = &loaded.pre else {
+            return Err(HostError::NotAnAgent(function.to_string()));
+        };
         let call = async {
-            let agent = loaded.pre.instantiate_async(&mut store).await?;
+            let agent = pre.instantiate_async(&mut store).await?;
             agent
                 .slmfn_agent_handler()
                 .call_handle(&mut store, &request)
@@ -299,18 +346,9 @@ impl Host {
                     return Err(deadline_error());
                 }
                 tracing::warn!(error = ?e, "guest trapped");
-                let trap = e
-                    .downcast_ref::<Trap>()
-                    .map_or_else(|| format!("{e:#}"), |t| t.to_string());
-                let tail = stderr.tail();
-                let message = if tail.is_empty() {
-                    trap
-                } else {
-                    format!("{trap}; guest stderr: {tail}")
-                };
                 Err(HostError::Trap {
                     function: function.to_string(),
-                    message,
+                    message: trap_message(&e, &stderr),
                 })
             }
         }
@@ -325,6 +363,7 @@ impl Host {
     ) -> Result<Store<HostState>> {
         let manifest = &loaded.record.manifest;
         let function: Arc<str> = manifest.name.as_str().into();
+        let invocation_id = invocation.clone();
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(&loaded.env)
             .stdout(GuestOutput::new(
@@ -348,7 +387,13 @@ impl Host {
                 deadline,
                 function: function.clone(),
             },
-            tools_allowed: loaded.tools_allowed.clone(),
+            tools: tools::ToolsCtx {
+                toolbox: self.toolbox.clone(),
+                grants: loaded.grants.clone(),
+                function: function.clone(),
+                invocation: invocation_id,
+                deadline,
+            },
             sink: self.sink.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -366,7 +411,7 @@ impl Host {
             ))
         })?;
         let component = self.compile_cached(&sha, &bytes).await?;
-        let pre = component::pre_instantiate(&self.linker, &component)?;
+        let pre = component::pre_instantiate(&self.linker, &component, record.manifest.kind)?;
         self.loaded(record, pre)
     }
 
@@ -405,7 +450,7 @@ impl Host {
         Ok(component)
     }
 
-    fn loaded(&self, record: RevisionRecord, pre: AgentPre<HostState>) -> Result<LoadedRevision> {
+    fn loaded(&self, record: RevisionRecord, pre: Pre) -> Result<LoadedRevision> {
         let limits = &record.manifest.limits;
         Ok(LoadedRevision {
             kv: self.registry.kv(&record.function)?,
@@ -416,7 +461,8 @@ impl Host {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            tools_allowed: record.manifest.tools.allowed.clone().into(),
+            grants: Arc::new(Grants::new(&record.manifest.tools.allowed)),
+            tools: tokio::sync::OnceCell::new(),
             models: Arc::new(record.manifest.models.clone()),
             pre,
             record,
@@ -425,10 +471,27 @@ impl Host {
 
     fn install(&self, loaded: LoadedRevision) {
         let name = loaded.record.function.clone();
+        match loaded.pre {
+            Pre::Tool(_) => {
+                let provider = tool_component::ComponentTools::new(&name, self.me.clone());
+                if let Err(e) = self.toolbox.register(Arc::new(provider)) {
+                    tracing::error!(function = %name, error = %e, "cannot offer the tool component's tools");
+                }
+            }
+            Pre::Agent(_) => self.toolbox.unregister(&name),
+        }
         self.loaded
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name, Arc::new(loaded));
+    }
+}
+
+impl LoadedRevision {
+    /// The same revision under the record the registry committed.
+    fn with_record(mut self, record: RevisionRecord) -> Self {
+        self.record = record;
+        self
     }
 }
 
@@ -438,6 +501,19 @@ impl Drop for Host {
         if let Some(rt) = self.guests.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// What a trap says, with what the guest printed to stderr before it.
+fn trap_message(e: &wasmtime::Error, stderr: &GuestOutput) -> String {
+    let trap = e
+        .downcast_ref::<Trap>()
+        .map_or_else(|| format!("{e:#}"), |t| t.to_string());
+    let tail = stderr.tail();
+    if tail.is_empty() {
+        trap
+    } else {
+        format!("{trap}; guest stderr: {tail}")
     }
 }
 

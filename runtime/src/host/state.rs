@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::host::inference::InferenceCtx;
 use crate::host::kv::KvCtx;
+use crate::host::tools::ToolsCtx;
 
 /// The data of one invocation's `Store`.
 pub(crate) struct HostState {
@@ -17,8 +18,7 @@ pub(crate) struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) kv: KvCtx,
     pub(crate) inference: InferenceCtx,
-    /// Tool patterns the manifest grants.
-    pub(crate) tools_allowed: Arc<[String]>,
+    pub(crate) tools: ToolsCtx,
     /// The CloudEvents sink (`K_SINK`), if any.
     pub(crate) sink: Option<Arc<str>>,
 }

@@ -24,17 +24,24 @@ impl InferenceCtx {
         choice: ToolChoice,
         params: Params,
     ) -> Result<ToolCompletion, Error> {
-        if !matches!(params.response_format, None | Some(ResponseFormat::Text)) {
-            return Err(Error::InvalidInput(
-                "chat-with-tools takes no response-format: its answer is text or tool calls".into(),
-            ));
-        }
+        // `response-format: text` asks for a text answer with the same tools listed (an
+        // agent's last step: the prompt keeps its cached prefix); any other format is refused.
+        let text_only = match &params.response_format {
+            None => false,
+            Some(ResponseFormat::Text) => true,
+            Some(_) => {
+                return Err(Error::InvalidInput(
+                    "chat-with-tools takes no response-format but text: its answer is text or tool calls".into(),
+                ));
+            }
+        };
         let specs = tools
             .iter()
             .enumerate()
             .map(|(i, t)| spec(i, t))
             .collect::<Result<Vec<_>, _>>()?;
         let choice = match choice {
+            _ if text_only => tool_call::ToolChoice::None,
             ToolChoice::Auto => tool_call::ToolChoice::Auto,
             ToolChoice::Required => tool_call::ToolChoice::Required,
             ToolChoice::Function(name) => tool_call::ToolChoice::Function(name),

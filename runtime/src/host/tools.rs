@@ -1,37 +1,85 @@
-//! `slmfn:agent/tools`: only tools the manifest grants are visible. No tool provider is wired
-//! in yet, so granted tools answer `unavailable` and ungranted ones `not-found`.
+//! `slmfn:agent/tools`: a thin adapter over the process's [`Toolbox`] with the manifest's
+//! grants (only granted tools are listed; anything else is `not-found`).
 
-use crate::host::bindings::slmfn::agent::tools::{self, Tool, ToolError, ToolResult};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::host::bindings::slmfn::agent::tools::{self, Content, Tool, ToolError, ToolResult};
 use crate::host::state::HostState;
+use crate::tools::{self as toolbox, CallContext, Grants, Toolbox};
+
+/// The tools capability of one invocation.
+pub(crate) struct ToolsCtx {
+    pub(crate) toolbox: Arc<Toolbox>,
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) function: Arc<str>,
+    pub(crate) invocation: Arc<str>,
+    pub(crate) deadline: Instant,
+}
 
 impl tools::Host for HostState {
     async fn list(&mut self) -> Result<Vec<Tool>, ToolError> {
-        if self.tools_allowed.is_empty() {
-            Ok(Vec::new())
-        } else {
-            Err(ToolError::Unavailable(
-                "no tool providers are configured in this runtime".into(),
-            ))
-        }
+        let ctx = &self.tools;
+        Ok(ctx
+            .toolbox
+            .list(&ctx.grants)
+            .await
+            .into_iter()
+            .map(|t| Tool {
+                name: t.name,
+                description: t.description,
+                input_schema: t.input_schema.to_string(),
+            })
+            .collect())
     }
 
-    async fn call(&mut self, name: String, _arguments: String) -> Result<ToolResult, ToolError> {
-        let granted = self
-            .tools_allowed
-            .iter()
-            .any(|pattern| match pattern.strip_suffix(".*") {
-                Some(provider) => name
-                    .strip_prefix(provider)
-                    .is_some_and(|rest| rest.starts_with('.')),
-                None => *pattern == name,
-            });
-        if !granted {
-            return Err(ToolError::NotFound(format!(
-                "tool {name:?} is not granted to this function (add it to [tools] allowed in fn.toml)"
-            )));
-        }
-        Err(ToolError::Unavailable(format!(
-            "tool {name:?}: no tool providers are configured in this runtime"
-        )))
+    async fn call(&mut self, name: String, arguments: String) -> Result<ToolResult, ToolError> {
+        let ctx = &self.tools;
+        let context = CallContext {
+            function: Some(ctx.function.clone()),
+            invocation: Some(ctx.invocation.clone()),
+            deadline: Some(ctx.deadline),
+        };
+        ctx.toolbox
+            .call(&ctx.grants, &name, &arguments, &context)
+            .await
+            .map(result)
+            .map_err(error)
+    }
+}
+
+/// A toolbox answer in WIT terms.
+pub(crate) fn result(out: toolbox::ToolOutput) -> ToolResult {
+    ToolResult {
+        content: out
+            .content
+            .into_iter()
+            .map(|c| match c {
+                toolbox::Content::Text(t) => Content::Text(t),
+                toolbox::Content::Json(v) => Content::Json(v.to_string()),
+            })
+            .collect(),
+        structured: out.structured.map(|v| v.to_string()),
+        is_error: out.is_error,
+    }
+}
+
+/// A toolbox error in WIT terms.
+pub(crate) fn error(e: toolbox::ToolError) -> ToolError {
+    match e {
+        toolbox::ToolError::NotFound(m) => ToolError::NotFound(m),
+        toolbox::ToolError::InvalidArguments(m) => ToolError::InvalidArguments(m),
+        toolbox::ToolError::Unavailable(m) => ToolError::Unavailable(m),
+        toolbox::ToolError::Failed(m) => ToolError::Failed(m),
+    }
+}
+
+/// A WIT error (from a tool component) as a toolbox error.
+pub(crate) fn from_wit(e: ToolError) -> toolbox::ToolError {
+    match e {
+        ToolError::NotFound(m) => toolbox::ToolError::NotFound(m),
+        ToolError::InvalidArguments(m) => toolbox::ToolError::InvalidArguments(m),
+        ToolError::Unavailable(m) => toolbox::ToolError::Unavailable(m),
+        ToolError::Failed(m) => toolbox::ToolError::Failed(m),
     }
 }

@@ -124,6 +124,7 @@ impl From<HostError> for ApiError {
         let status = match &e {
             HostError::FunctionNotFound(_) => StatusCode::NOT_FOUND,
             HostError::Manifest(_)
+            | HostError::NotAnAgent(_)
             | HostError::NameMismatch { .. }
             | HostError::InvalidComponent(_) => StatusCode::BAD_REQUEST,
             HostError::Registry(_) => {

@@ -45,7 +45,10 @@ pub struct AppState {
 /// and OpenAI APIs' loopback check needs the peer address). The router owns the process's
 /// [`crate::metrics::Metrics`]: build it once.
 pub fn router(state: AppState) -> Router {
-    let metrics = Arc::new(crate::metrics::Metrics::new(state.inference.clone()));
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        state.inference.clone(),
+        state.host.toolbox().metrics(),
+    ));
     let upload_limit = state
         .config
         .max_upload_bytes

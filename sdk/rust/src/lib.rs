@@ -6,12 +6,14 @@
 // user's crate; this alias makes the same paths resolve inside the crate itself.
 extern crate self as slmfn_sdk;
 
+pub mod agent;
 mod error;
 pub mod events;
 mod http;
 pub mod inference;
 pub mod kv;
 pub mod log;
+pub mod provider;
 pub mod tools;
 
 pub use error::{Error, Result};

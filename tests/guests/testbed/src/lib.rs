@@ -22,6 +22,9 @@
 //! | `/error/internal` | guest error `internal("it broke")` (500) |
 //! | `/chat` | body `{"prompt", "model"?, "max_tokens"?, "stream"?}`: greedy chat with the model; 200 JSON `{"text", "finish_reason", "chunks"}`; inference errors as the SDK maps them (overloaded: 429) |
 //! | `/embed` | body `{"texts": [...], "model"?}`: `inference::embed`; 200 JSON `{"vectors": [[...]...]}`; inference errors as the SDK maps them |
+//! | `/tools/list` | 200 JSON `{"ok": [{"name", "description", "input_schema"}...]}` or `{"error": {"kind", "message"}}` |
+//! | `/tools/call` | body `{"name", "arguments"}` (arguments: any JSON, sent as its text; a string is sent as-is): 200 JSON `{"ok": {"content": [...], "structured", "is_error"}}` or `{"error": {"kind", "message"}}` |
+//! | `/agent` | body `{"system", "question", "max_steps"?, "first"?: "auto"/"required", "max_tokens"?}`: the SDK agent loop with the granted tools, greedy; 200 JSON `{"answer", "stop", "steps", "calls": [{"name", "arguments", "result"/"error"}]}` |
 //! | anything else | guest error `not-found` (404) |
 //!
 //! Missing or malformed query parameters are `bad-request` (400).
@@ -82,6 +85,9 @@ fn handle(req: Request) -> Result<Response, Error> {
         "/embed" => embed(&req),
         "/tools/chat" => tool_chat(&req),
         "/json" => typed_json(&req),
+        "/tools/list" => tools_list(),
+        "/tools/call" => tools_call(&req),
+        "/agent" => agent(&req),
         path => Err(Error::not_found(format!("testbed has no route {path}"))),
     }
 }
@@ -313,4 +319,105 @@ fn embed(req: &Request) -> Result<Response, Error> {
         .ok_or_else(|| Error::bad_request("`texts` must be strings"))?;
     let vectors = inference::embed(&texts, body["model"].as_str())?;
     Response::json(&json!({ "vectors": vectors }))
+}
+
+fn tool_error(e: &slmfn_sdk::tools::ToolError) -> serde_json::Value {
+    use slmfn_sdk::tools::ToolError;
+    let (kind, message) = match e {
+        ToolError::NotFound(m) => ("not-found", m),
+        ToolError::InvalidArguments(m) => ("invalid-arguments", m),
+        ToolError::Unavailable(m) => ("unavailable", m),
+        ToolError::Failed(m) => ("failed", m),
+    };
+    json!({"kind": kind, "message": message})
+}
+
+fn tool_result(r: &slmfn_sdk::tools::ToolResult) -> serde_json::Value {
+    use slmfn_sdk::tools::Content;
+    let content: Vec<serde_json::Value> = r
+        .content
+        .iter()
+        .map(|c| match c {
+            Content::Text(t) => json!({"type": "text", "text": t}),
+            Content::Json(t) => json!({"type": "json", "json": t}),
+        })
+        .collect();
+    let structured = r
+        .structured
+        .as_deref()
+        .map(|s| serde_json::from_str::<serde_json::Value>(s).unwrap_or(json!(s)));
+    json!({"content": content, "structured": structured, "is_error": r.is_error})
+}
+
+fn tools_list() -> Result<Response, Error> {
+    Response::json(&match slmfn_sdk::tools::list() {
+        Ok(tools) => json!({"ok": tools.iter().map(|t| json!({
+            "name": t.name,
+            "description": t.description,
+            "input_schema": serde_json::from_str::<serde_json::Value>(&t.input_schema).unwrap_or_default(),
+        })).collect::<Vec<_>>()}),
+        Err(e) => json!({"error": tool_error(&e)}),
+    })
+}
+
+fn tools_call(req: &Request) -> Result<Response, Error> {
+    let body: serde_json::Value = req.json()?;
+    let name = body["name"]
+        .as_str()
+        .ok_or_else(|| Error::bad_request("missing `name`"))?;
+    let arguments = match &body["arguments"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "{}".to_owned(),
+        other => other.to_string(),
+    };
+    Response::json(&match slmfn_sdk::tools::call(name, &arguments) {
+        Ok(r) => json!({"ok": tool_result(&r)}),
+        Err(e) => json!({"error": tool_error(&e)}),
+    })
+}
+
+fn agent(req: &Request) -> Result<Response, Error> {
+    use slmfn_sdk::agent::{Agent, Stop};
+    let body: serde_json::Value = req.json()?;
+    let first = match body["first"].as_str().unwrap_or("auto") {
+        "required" => ToolChoice::Required,
+        _ => ToolChoice::Auto,
+    };
+    let params = Params {
+        max_tokens: Some(body["max_tokens"].as_u64().unwrap_or(96) as u32),
+        temperature: Some(0.0),
+        ..Params::default()
+    };
+    let run = Agent::new(
+        body["system"]
+            .as_str()
+            .unwrap_or("You are a helpful assistant."),
+    )
+    .granted_tools()?
+    .first_choice(first)
+    .max_steps(body["max_steps"].as_u64().unwrap_or(3) as u32)
+    .params(params)
+    .run(body["question"].as_str().unwrap_or_default())?;
+    let calls: Vec<serde_json::Value> = run
+        .calls()
+        .map(|c| {
+            let mut call = json!({"name": c.call.name, "arguments": c.call.arguments});
+            match &c.result {
+                Ok(r) => call["result"] = tool_result(r),
+                Err(e) => call["error"] = tool_error(e),
+            }
+            call
+        })
+        .collect();
+    let stop = match run.stop {
+        Stop::Answered => "answered",
+        Stop::Length => "length",
+        Stop::StepLimit => "step-limit",
+    };
+    Response::json(&json!({
+        "answer": run.answer,
+        "stop": stop,
+        "steps": run.steps.len(),
+        "calls": calls,
+    }))
 }
