@@ -19,41 +19,44 @@ fn tiny_model(dir: &std::path::Path) -> PathBuf {
     path
 }
 
+/// The support-desk example with the real models, deployed and invoked with the `fn` CLI as
+/// its README says: asked about ticket 4412 it calls `tickets.get` (the `functions/tickets`
+/// tool component) with 4412 and answers with that ticket's status; a how-to question goes to
+/// the FAQ search (embeddings); greedy answers repeat exactly; the loop stops at its step
+/// limit.
 #[test]
-fn support_desk_answers_with_the_real_model_deterministically() {
+fn support_desk_looks_tickets_up_with_the_real_model() {
     let model = real_model();
+    let embed = crate::support::real_embed_model();
     let data = tempfile::tempdir().unwrap();
     let opts = Options {
         extra_args: vec![
             "--model".into(),
             format!("smollm2={}", model.display()),
+            "--model".into(),
+            format!("minilm={}", embed.display()),
             "--preload".into(),
             "smollm2".into(),
         ],
         ..Options::default()
     };
     let rt = Runtime::start(data.path(), opts).unwrap();
-    let desk = repo().join("functions/support-desk");
-    let out = fn_cli()
-        .args(["deploy", "--path"])
-        .arg(&desk)
-        .env("SLMFN_URL", &rt.url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deploy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let ask = || {
+    for function in ["tickets", "support-desk"] {
         let out = fn_cli()
-            .args([
-                "invoke",
-                "support-desk",
-                "--data",
-                r#"{"question": "What is the capital of France?"}"#,
-            ])
+            .args(["deploy", "--path"])
+            .arg(repo().join("functions").join(function))
+            .env("SLMFN_URL", &rt.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "deploy {function}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ask = |data: &str| {
+        let out = fn_cli()
+            .args(["invoke", "support-desk", "--data", data])
             .env("SLMFN_URL", &rt.url)
             .output()
             .unwrap();
@@ -64,18 +67,46 @@ fn support_desk_answers_with_the_real_model_deterministically() {
         );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    let first = ask();
+    let ticket = r#"{"question": "What is the status of ticket 4412?"}"#;
+    let first = ask(ticket);
+    let calls = first["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{first}");
+    assert_eq!(calls[0]["name"], "tickets.get", "{first}");
+    assert_eq!(calls[0]["arguments"], serde_json::json!({"id": 4412}));
+    assert!(
+        calls[0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("replacement shipped"),
+        "{first}"
+    );
     let answer = first["answer"].as_str().unwrap();
     assert!(
-        answer.contains("Paris"),
-        "answer should mention Paris: {answer:?}"
+        answer.contains("replacement shipped"),
+        "the answer should give the ticket's status: {answer:?}"
     );
+    assert_eq!(first["stop"], "answered");
     assert!(first["usage"]["completion_tokens"].as_u64().unwrap() > 0);
-    let second = ask();
     assert_eq!(
-        first["answer"], second["answer"],
+        ask(ticket)["answer"],
+        first["answer"],
         "greedy decoding must be deterministic"
     );
+
+    let faq = ask(r#"{"question": "How long does a refund take?"}"#);
+    assert_eq!(faq["tool_calls"][0]["name"], "faq.search", "{faq}");
+    assert!(
+        faq["tool_calls"][0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("3 to 5 business days"),
+        "{faq}"
+    );
+
+    let limited = ask(r#"{"question": "What is the status of ticket 4412?", "max_steps": 1}"#);
+    assert_eq!(limited["stop"], "step-limit", "{limited}");
+    assert!(limited["answer"].is_null());
+    assert_eq!(limited["tool_calls"].as_array().unwrap().len(), 1);
 }
 
 async fn tiny_runtime(extra: &[&str]) -> (Arc<Runtime>, tempfile::TempDir) {

@@ -102,10 +102,11 @@ pub fn validate(tools: &[ToolSpec], choice: &ToolChoice) -> Result<()> {
 }
 
 /// The conversation rewritten for a model that reads tools from its system prompt: the tool
-/// block first in the system message (one is added when there is none), assistant calls as
-/// the JSON the model is asked to write, tool results as user turns naming the tool.
-pub fn with_tools(messages: &[Message], tools: &[ToolSpec], choice: &ToolChoice) -> Vec<Message> {
-    let block = tool_block(tools, choice);
+/// block first in the system message (one is added when there is none; the same whatever the
+/// choice, so an agent's steps share it as a cached prefix), assistant calls as the JSON the
+/// model is asked to write, tool results as user turns.
+pub fn with_tools(messages: &[Message], tools: &[ToolSpec], _choice: &ToolChoice) -> Vec<Message> {
+    let block = tool_block(tools);
     let mut out = Vec::with_capacity(messages.len() + 1);
     let mut rest = messages;
     match messages.first() {
@@ -135,7 +136,7 @@ fn call_json(call: &ToolCall) -> String {
     json!({"name": call.name, "arguments": call.arguments}).to_string()
 }
 
-fn tool_block(tools: &[ToolSpec], choice: &ToolChoice) -> String {
+fn tool_block(tools: &[ToolSpec]) -> String {
     let mut block = String::from("You can call these tools:\n");
     for tool in tools {
         let line = json!({
@@ -150,9 +151,7 @@ fn tool_block(tools: &[ToolSpec], choice: &ToolChoice) -> String {
         "To call a tool, answer with only a JSON object: {\"name\": <the tool's name>, \
          \"arguments\": <its arguments>}.",
     );
-    if matches!(choice, ToolChoice::Auto | ToolChoice::None) {
-        block.push_str(" When no tool is needed, answer in plain text.");
-    }
+    block.push_str(" When no tool is needed, answer in plain text.");
     block
 }
 
@@ -229,9 +228,22 @@ fn closed(schema: &Value) -> Value {
             }
             // An unbounded integer can be written with more digits than any JSON reader keeps
             // exactly: hold it to the integers every reader does (±2^53 - 1).
+            // A width `format` (schemars writes `uint32` for a u32) bounds it tighter.
             if map.get("type").and_then(Value::as_str) == Some("integer") {
-                map.entry("minimum").or_insert(json!(-MAX_SAFE_INTEGER));
-                map.entry("maximum").or_insert(json!(MAX_SAFE_INTEGER));
+                let (low, high) = match map.get("format").and_then(Value::as_str) {
+                    Some("uint8") => (0, u8::MAX as i64),
+                    Some("int8") => (i8::MIN as i64, i8::MAX as i64),
+                    Some("uint16") => (0, u16::MAX as i64),
+                    Some("int16") => (i16::MIN as i64, i16::MAX as i64),
+                    Some("uint32") => (0, u32::MAX as i64),
+                    Some("int32") => (i32::MIN as i64, i32::MAX as i64),
+                    Some("uint64" | "uint") => (0, MAX_SAFE_INTEGER),
+                    _ => (-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER),
+                };
+                map.entry("minimum").or_insert(json!(low));
+                map.entry("maximum").or_insert(json!(high));
+                // Said by the bounds now; llguidance knows no width formats.
+                map.remove("format");
             }
             Value::Object(map)
         }
@@ -347,6 +359,9 @@ mod tests {
             n,
             json!({"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INTEGER})
         );
+        let u32_schema = closed(&json!({"type": "integer", "format": "uint32", "minimum": 0}));
+        assert_eq!(u32_schema["maximum"], u32::MAX as i64);
+        assert!(u32_schema.get("format").is_none());
     }
 
     #[test]

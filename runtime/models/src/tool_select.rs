@@ -258,14 +258,20 @@ const FREE_TEXT_MAX_CHARS: u64 = 80;
 
 /// The kind of span a property takes, from its schema: numbers and integers; strings whose
 /// name or description says id, number, code, ticker or symbol. `None`: free (or already
-/// constrained by `enum`, `const`, `pattern` or `format`).
+/// constrained by `enum`, `const`, `pattern`, or a string `format`; a number's `format` —
+/// `uint32`, `int64`, as schemars writes them — only says its width).
 fn span_kind(name: &str, schema: &Value) -> Option<Span> {
     let Value::Object(s) = schema else {
         return None;
     };
-    if ["enum", "const", "pattern", "format"]
+    let numeric = matches!(
+        s.get("type").and_then(Value::as_str),
+        Some("integer" | "number")
+    );
+    if ["enum", "const", "pattern"]
         .iter()
         .any(|k| s.contains_key(*k))
+        || (s.contains_key("format") && !numeric)
     {
         return None;
     }
@@ -421,7 +427,9 @@ pub fn narrow(tool: &ToolSpec, text: &str) -> Option<ToolSpec> {
         }
         let mut property = property.clone();
         if let Value::Object(p) = &mut property {
+            // The spans say it all (and llguidance knows no width formats such as `uint32`).
             p.remove("type");
+            p.remove("format");
             p.insert("enum".into(), Value::Array(found));
         }
         narrowed.insert(name.clone(), property);
@@ -496,5 +504,18 @@ mod tests {
             narrow(&small, text).is_none(),
             "977 and 978 are out of bounds"
         );
+        // A width format (schemars' u32) still takes the numbers written, and only those.
+        let id = tool(
+            "get",
+            "id",
+            json!({"type": "integer", "format": "uint32", "minimum": 0}),
+        );
+        assert_eq!(enum_of(&id, "id"), json!([977, 978]));
+        assert!(
+            narrow(&id, text).unwrap().parameters["properties"]["id"]
+                .get("format")
+                .is_none()
+        );
+        assert!(narrow(&id, "How do I reset my password?").is_none());
     }
 }

@@ -93,7 +93,15 @@ impl DeployCommand {
                 size
             })
         );
-        println!("Invoke: {}", client.invoke_url(&revision.function));
+        let kind = answer["manifest"]["kind"].as_str().unwrap_or("agent");
+        if kind == "tool" {
+            println!(
+                "Tools: {name}.* (an agent sees them when its fn.toml grants them: [tools] allowed = [\"{name}.*\"])",
+                name = revision.function
+            );
+        } else {
+            println!("Invoke: {}", client.invoke_url(&revision.function));
+        }
         Ok(())
     }
 }
