@@ -23,13 +23,15 @@ step "Building the runtime and the fn CLI (release)"
 cargo build --release --locked --bin fn --bin slmfn
 fn="$target/release/fn"
 
-step "Fetching the default model (smollm2: SmolLM2-135M-Instruct Q4_1)"
+step "Fetching the default models (smollm2: SmolLM2-135M-Instruct Q4_1; minilm: all-MiniLM-L6-v2)"
 model="$(SLMFN_FN="$fn" ./scripts/fetch-model.sh | tail -n 1)"
 echo "model: $model"
+embedding="$(SLMFN_FN="$fn" ./scripts/fetch-model.sh minilm | tail -n 1)"
+echo "embedding model: $embedding"
 
 step "Starting the runtime on 127.0.0.1:$port (data dir $data_dir, model preloaded)"
 "$fn" serve --bind 127.0.0.1 --port "$port" --data-dir "$data_dir" \
-    --model smollm2 --preload smollm2 &
+    --model smollm2 --model minilm --preload smollm2 &
 runtime=$!
 trap 'kill "$runtime" 2>/dev/null; wait "$runtime" 2>/dev/null' EXIT
 export SLMFN_URL="http://127.0.0.1:$port"
@@ -40,15 +42,19 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "$SLMFN_URL/readyz" >/dev/null
 
-step "Deploying functions/hello and functions/support-desk"
+step "Deploying functions/hello, functions/tickets (a tool component) and functions/support-desk"
 "$fn" deploy --path functions/hello
+"$fn" deploy --path functions/tickets
 "$fn" deploy --path functions/support-desk
 
 step "fn invoke hello --data '{\"name\": \"Ada\"}'"
 "$fn" invoke hello --data '{"name": "Ada"}'
 
-step "fn invoke support-desk --data '{\"question\": \"How do I reset my password?\"}'"
-"$fn" invoke support-desk --data '{"question": "How do I reset my password?"}'
+step "fn invoke support-desk --data '{\"question\": \"What is the status of ticket 4412?\"}'"
+"$fn" invoke support-desk --data '{"question": "What is the status of ticket 4412?"}'
+
+step "fn invoke support-desk --data '{\"question\": \"How long does a refund take?\"}'"
+"$fn" invoke support-desk --data '{"question": "How long does a refund take?"}'
 
 if [[ "$wait_at_end" == 1 ]]; then
     step "The runtime is up at $SLMFN_URL — try: $fn invoke support-desk --data '{\"question\": \"...\"}'  (Ctrl-C stops it)"

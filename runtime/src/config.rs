@@ -74,6 +74,21 @@ pub struct RuntimeConfig {
     #[arg(long, env = "SLMFN_TOOLS_FILE")]
     pub tools_file: Option<PathBuf>,
 
+    /// Bearer token for the MCP server at `/mcp` (the admin token works too). Without either,
+    /// `/mcp` refuses every request.
+    #[arg(long, env = "SLMFN_MCP_TOKEN", hide_env_values = true)]
+    pub mcp_token: Option<String>,
+
+    /// Browser origins allowed to call `/mcp` (`https://app.example.com:443`,
+    /// `http://localhost:*`); a request with any other `Origin` is 403. Requests without an
+    /// `Origin` (non-browser clients) pass. Repeatable (env: comma-separated).
+    #[arg(
+        long = "mcp-allowed-origin",
+        env = "SLMFN_MCP_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub mcp_allowed_origins: Vec<String>,
+
     #[command(flatten)]
     pub models: ModelsConfig,
 }

@@ -46,6 +46,18 @@ pub struct Manifest {
     /// Tools the function may call.
     #[serde(default)]
     pub tools: ToolsSection,
+    /// What an agent takes as input, for the MCP clients that call it as a tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSection>,
+}
+
+/// `[input]`: the JSON Schema of an agent's request body (`schema = { type = "object", ... }`).
+/// `/mcp` lists the agent as a tool with this input schema and validates arguments against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSection {
+    /// The JSON Schema (a TOML table).
+    pub schema: serde_json::Value,
 }
 
 /// `kind`: which world the component implements.
@@ -155,6 +167,9 @@ pub enum ManifestError {
         /// The accepted range.
         range: String,
     },
+    /// `[input] schema` is not a usable JSON Schema.
+    #[error("invalid fn.toml: [input] schema: {0}")]
+    InputSchema(String),
     /// An environment variable name is not usable.
     #[error("invalid fn.toml: env key {0:?} must be non-empty and contain no '=' or NUL")]
     EnvKey(String),
@@ -180,6 +195,7 @@ impl Manifest {
             env: BTreeMap::new(),
             models: ModelsSection::default(),
             tools: ToolsSection::default(),
+            input: None,
         }
     }
 
@@ -195,6 +211,14 @@ impl Manifest {
             1,
             MAX_CONCURRENCY.into(),
         )?;
+        if let Some(input) = &self.input {
+            if !input.schema.is_object() {
+                return Err(ManifestError::InputSchema(
+                    "must be a table (a JSON Schema object)".into(),
+                ));
+            }
+            crate::tools::check_schema(&input.schema).map_err(ManifestError::InputSchema)?;
+        }
         for key in self.env.keys() {
             if key.is_empty() || key.contains(['=', '\0']) {
                 return Err(ManifestError::EnvKey(key.clone()));

@@ -4,9 +4,9 @@
 //! `/v1/embeddings` and the WIT `embed` of an agent on a tiny BERT the test writes, and the
 //! official client on the real all-MiniLM-L6-v2.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
@@ -673,54 +673,8 @@ fn metrics_count_invocations_generations_and_the_pool_without_prompts() {
 /// The venv's clients, pinned: the official `openai` client and `jsonschema`.
 const PYTHON_CLIENTS: [&str; 2] = ["openai==3.57.0", "jsonschema==4.26.0"];
 
-/// A venv with the official `openai` client (and `jsonschema`), made once per target dir.
 fn openai_python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
-        let python = venv.join("bin/python");
-        let importable = |python: &Path| {
-            Command::new(python)
-                .args([
-                    "-c",
-                    "import importlib.metadata as m, sys; \
-                     sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] \
-                     for p in sys.argv[1:]))",
-                ])
-                .args(PYTHON_CLIENTS)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !importable(&python) {
-            let out = Command::new("python3")
-                .args(["-m", "venv", "--clear"])
-                .arg(&venv)
-                .output()
-                .expect("running python3 -m venv");
-            assert!(
-                out.status.success(),
-                "python3 -m venv failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let out = Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet"])
-                .args(PYTHON_CLIENTS)
-                .output()
-                .expect("running pip");
-            assert!(
-                out.status.success(),
-                "pip install {PYTHON_CLIENTS:?} failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(
-                importable(&python),
-                "{PYTHON_CLIENTS:?} are not installed after pip install"
-            );
-        }
-        python
-    })
+    crate::support::python_venv("openai-venv", &PYTHON_CLIENTS)
 }
 
 /// A runtime (token `sk-test`) serving the model file at `path` as `name`, preloaded.

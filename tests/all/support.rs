@@ -315,3 +315,58 @@ pub fn real_embed_model() -> std::path::PathBuf {
     );
     path
 }
+
+/// A venv under the test target dir with `packages` (pinned `name==version`) installed, made
+/// once per target dir and name; returns its python.
+pub fn python_venv(name: &str, packages: &[&str]) -> &'static Path {
+    static VENVS: OnceLock<Mutex<std::collections::HashMap<String, &'static Path>>> =
+        OnceLock::new();
+    let mut venvs = VENVS.get_or_init(Default::default).lock().unwrap();
+    if let Some(python) = venvs.get(name) {
+        return python;
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python: &'static Path = Box::leak(venv.join("bin/python").into_boxed_path());
+    let importable = |python: &Path| {
+        Command::new(python)
+            .args([
+                "-c",
+                "import importlib.metadata as m, sys; \
+                 sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] \
+                 for p in sys.argv[1:]))",
+            ])
+            .args(packages)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !importable(python) {
+        let out = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .output()
+            .expect("running python3 -m venv");
+        assert!(
+            out.status.success(),
+            "python3 -m venv failed (install python3-venv):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages)
+            .output()
+            .expect("running pip");
+        assert!(
+            out.status.success(),
+            "pip install {packages:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            importable(python),
+            "{packages:?} are not installed after pip install"
+        );
+    }
+    venvs.insert(name.to_string(), python);
+    python
+}

@@ -398,3 +398,55 @@ async fn an_mcp_server_over_streamable_http_is_a_provider() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The official Python `mcp` client against `/mcp`: the session-based and the stateless
+/// revisions list and call a deployed tool component and a deployed agent; no token is 401, a
+/// foreign `Origin` 403 (tests/clients/mcp_client.py).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_mcp_client_calls_tools_and_agents_at_mcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        extra_args: vec!["--mcp-token".into(), "mcp-secret".into()],
+        ..Options::default()
+    };
+    let rt =
+        tokio::task::block_in_place(|| Runtime::start(&dir.path().join("data"), opts)).unwrap();
+    assert_eq!(
+        rt.deploy("toolkit", TOOLKIT, &guests().toolkit)
+            .await
+            .unwrap()
+            .0,
+        201
+    );
+    let out = crate::support::fn_cli()
+        .args(["deploy", "--path"])
+        .arg(crate::support::repo().join("functions/hello"))
+        .env("SLMFN_URL", &rt.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = crate::support::python_venv("mcp-venv", &["mcp==2.3.0"]);
+    let out = tokio::task::block_in_place(|| {
+        Command::new(python)
+            .arg(crate::support::repo().join("tests/clients/mcp_client.py"))
+            .args(["--url", &format!("{}/mcp", rt.url), "--token", "mcp-secret"])
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mcp_client.py failed:\n{stdout}\n{}\nruntime log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rt.log_text()
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        summary["stateless"]["progress"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+}

@@ -249,6 +249,18 @@ impl Host {
         Ok(())
     }
 
+    /// The manifests of the agents serving now (not the tool components), sorted by name.
+    pub fn agents(&self) -> Vec<Manifest> {
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+        let mut agents: Vec<Manifest> = loaded
+            .values()
+            .filter(|l| matches!(l.pre, Pre::Agent(_)))
+            .map(|l| l.record.manifest.clone())
+            .collect();
+        agents.sort_by(|a, b| a.name.cmp(&b.name));
+        agents
+    }
+
     /// Whether the function is loaded and serving.
     pub fn is_loaded(&self, name: &str) -> bool {
         self.loaded

@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod health;
 mod invoke;
+mod mcp;
 mod metrics;
 mod openai;
 mod readiness;
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape).with_state(metrics.clone()))
         .merge(functions)
         .merge(openai::routes(&state, metrics))
+        .merge(mcp::routes(&state))
         .nest("/admin", admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::disable())

@@ -173,6 +173,12 @@ impl Toolbox {
         result
     }
 
+    /// Checks `arguments` against `schema` for the tool `name` (for callers that run
+    /// something else than a provider, e.g. an agent called over `/mcp`).
+    pub fn validate(&self, name: &str, schema: &Value, arguments: &Value) -> Result<(), ToolError> {
+        self.validators.check(name, schema, arguments)
+    }
+
     /// The provider, the tool's own name and the validated arguments, or why the call may not
     /// go ahead.
     async fn prepare(

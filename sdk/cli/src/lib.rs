@@ -55,7 +55,7 @@ struct Cli {
 enum Command {
     New(commands::new::NewCommand),
     Build(commands::build::BuildCommand),
-    Serve(commands::serve::ServeCommand),
+    Serve(Box<commands::serve::ServeCommand>),
     Deploy(commands::deploy::DeployCommand),
     Invoke(commands::invoke::InvokeCommand),
     List(commands::list::ListCommand),
