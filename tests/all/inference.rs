@@ -109,6 +109,80 @@ fn support_desk_looks_tickets_up_with_the_real_model() {
     assert_eq!(limited["tool_calls"].as_array().unwrap().len(), 1);
 }
 
+/// The CI-triage and market-analyst examples with the real model, deployed and invoked with
+/// the `fn` CLI: the triage is JSON with the failing step read from the log (a long log
+/// searched with `log.search` first); the analyst's numbers come from `prices.stats`.
+#[test]
+fn the_ci_triage_and_market_analyst_examples_answer_with_the_real_model() {
+    let model = real_model();
+    let data = tempfile::tempdir().unwrap();
+    let opts = Options {
+        extra_args: vec![
+            "--model".into(),
+            format!("smollm2={}", model.display()),
+            "--preload".into(),
+            "smollm2".into(),
+        ],
+        ..Options::default()
+    };
+    let rt = Runtime::start(data.path(), opts).unwrap();
+    for function in ["ci-triage", "market-analyst"] {
+        let out = fn_cli()
+            .args(["deploy", "--path"])
+            .arg(repo().join("functions").join(function))
+            .env("SLMFN_URL", &rt.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "deploy {function}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let invoke = |function: &str, data: &str| {
+        let out = fn_cli()
+            .args(["invoke", function, "--data", data])
+            .env("SLMFN_URL", &rt.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "invoke {function}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    for (sample, step) in [
+        ("rust-test-failure", "cargo test --locked"),
+        ("npm-404", "npm ci"),
+        ("docker-oom", "docker build -t shop-api ."),
+    ] {
+        let answer = invoke("ci-triage", &format!(r#"{{"sample": "{sample}"}}"#));
+        let triage = &answer["triage"];
+        assert_eq!(triage["failing_step"], step, "{answer}");
+        for field in ["likely_cause", "suggested_fix"] {
+            assert!(triage[field].as_str().unwrap().len() >= 10, "{answer}");
+        }
+        // Only the long log is searched.
+        assert_eq!(
+            answer["searched"].is_string(),
+            sample == "rust-test-failure",
+            "{answer}"
+        );
+    }
+    let answer = invoke(
+        "market-analyst",
+        r#"{"question": "How has BOLT been trading?"}"#,
+    );
+    assert_eq!(answer["tool_calls"][0]["name"], "prices.stats", "{answer}");
+    assert_eq!(answer["stats"][0]["symbol"], "BOLT", "{answer}");
+    assert_eq!(answer["stats"][0]["trend"], "down", "{answer}");
+    assert!(
+        answer["answer"].as_str().unwrap().contains("BOLT"),
+        "{answer}"
+    );
+}
+
 async fn tiny_runtime(extra: &[&str]) -> (Arc<Runtime>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
