@@ -24,6 +24,7 @@
 //! | `/embed` | body `{"texts": [...], "model"?}`: `inference::embed`; 200 JSON `{"vectors": [[...]...]}`; inference errors as the SDK maps them |
 //! | `/tools/list` | 200 JSON `{"ok": [{"name", "description", "input_schema"}...]}` or `{"error": {"kind", "message"}}` |
 //! | `/tools/call` | body `{"name", "arguments"}` (arguments: any JSON, sent as its text; a string is sent as-is): 200 JSON `{"ok": {"content": [...], "structured", "is_error"}}` or `{"error": {"kind", "message"}}` |
+//! | `/tools/bench` | body `{"name", "arguments", "n"}`: calls the tool n times (after 10 unmeasured), timing each call in the guest; 200 JSON `{"n", "p50_us", "p90_us", "mean_us", "errors"}` |
 //! | `/agent` | body `{"system", "question", "max_steps"?, "first"?: "auto"/"required", "max_tokens"?}`: the SDK agent loop with the granted tools, greedy; 200 JSON `{"answer", "stop", "steps", "calls": [{"name", "arguments", "result"/"error"}]}` |
 //! | anything else | guest error `not-found` (404) |
 //!
@@ -87,6 +88,7 @@ fn handle(req: Request) -> Result<Response, Error> {
         "/json" => typed_json(&req),
         "/tools/list" => tools_list(),
         "/tools/call" => tools_call(&req),
+        "/tools/bench" => tools_bench(&req),
         "/agent" => agent(&req),
         path => Err(Error::not_found(format!("testbed has no route {path}"))),
     }
@@ -419,5 +421,33 @@ fn agent(req: &Request) -> Result<Response, Error> {
         "stop": stop,
         "steps": run.steps.len(),
         "calls": calls,
+    }))
+}
+
+fn tools_bench(req: &Request) -> Result<Response, Error> {
+    let body: serde_json::Value = req.json()?;
+    let name = body["name"]
+        .as_str()
+        .ok_or_else(|| Error::bad_request("missing `name`"))?;
+    let arguments = body["arguments"].to_string();
+    let n = body["n"].as_u64().unwrap_or(1000).clamp(1, 100_000) as usize;
+    let mut errors = 0;
+    for _ in 0..10 {
+        let _ = slmfn_sdk::tools::call(name, &arguments);
+    }
+    let mut micros: Vec<f64> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        match slmfn_sdk::tools::call(name, &arguments) {
+            Ok(r) if !r.is_error => {}
+            _ => errors += 1,
+        }
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let mean = micros.iter().sum::<f64>() / n as f64;
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((n as f64 * q) as usize).min(n - 1)];
+    Response::json(&json!({
+        "n": n, "p50_us": at(0.5), "p90_us": at(0.9), "mean_us": mean, "errors": errors,
     }))
 }
