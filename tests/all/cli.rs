@@ -84,6 +84,38 @@ fn new_scaffold_builds_deploys_and_answers() {
     assert!(ok, "{out}\n{err}");
     assert!(!out.trim().is_empty());
 
+    // A tool component's scaffold deploys, and an agent granted it calls its tool.
+    let out = fn_cli()
+        .args(["new", "my-tools", "--tool"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tools_dir = work.path().join("my-tools");
+    let (ok, out, err) = run_fn(&rt, &["deploy", "--path", tools_dir.to_str().unwrap()]);
+    assert!(ok, "deploying the tool scaffold failed: {out}\n{err}");
+    assert!(out.contains("my-tools.*"), "{out}");
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let manifest = "name = \"caller\"\n[tools]\nallowed = [\"my-tools.*\"]\n";
+    let g = crate::support::guests();
+    assert_eq!(
+        tokio
+            .block_on(rt.deploy("caller", manifest, &g.testbed))
+            .unwrap()
+            .0,
+        201
+    );
+    let body = r#"{"name": "my-tools.greet", "arguments": {"name": "Ada"}}"#;
+    let (status, text) = tokio
+        .block_on(rt.invoke("caller", "/tools/call", body))
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("Hello, Ada!"), "{text}");
+
     // `fn new` refuses bad names and existing directories.
     let out = fn_cli()
         .args(["new", "Bad_Name"])

@@ -26,6 +26,11 @@ pub(crate) struct NewCommand {
     /// Default: the SDK this `fn` was built from.
     #[arg(long, env = "SLMFN_SDK_PATH")]
     sdk_path: Option<PathBuf>,
+
+    /// Scaffold a tool component (`kind = "tool"`: tools for agents and `/mcp`) instead of an
+    /// agent.
+    #[arg(long)]
+    tool: bool,
 }
 
 impl NewCommand {
@@ -38,16 +43,28 @@ impl NewCommand {
             )
         })?;
         let target = self.dir.join(&self.name);
-        write_scaffold(&target, &self.name, sdk)?;
+        write_scaffold(&target, &self.name, sdk, self.tool)?;
         let shown = display_dir(&target);
-        println!("Created function `{}` in {shown}", self.name);
+        let what = if self.tool {
+            "tool component"
+        } else {
+            "function"
+        };
+        println!("Created {what} `{}` in {shown}", self.name);
         println!();
         println!("Next:");
         println!("  cd {shown}");
         println!("  fn build                  # needs `rustup target add {WASM_TARGET}`");
         println!("  fn serve                  # in another terminal: a local runtime");
         println!("  fn deploy");
-        println!("  fn invoke {}", self.name);
+        if self.tool {
+            println!(
+                "  # then grant it to an agent: [tools] allowed = [\"{}.*\"] in its fn.toml",
+                self.name
+            );
+        } else {
+            println!("  fn invoke {}", self.name);
+        }
         Ok(())
     }
 }
@@ -76,7 +93,7 @@ fn sdk_path(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Creates `dir` (which must not exist) with the scaffold's files. On failure, removes what it
 /// created.
-fn write_scaffold(dir: &Path, name: &str, sdk_path: &str) -> anyhow::Result<()> {
+fn write_scaffold(dir: &Path, name: &str, sdk_path: &str, tool: bool) -> anyhow::Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -90,7 +107,12 @@ fn write_scaffold(dir: &Path, name: &str, sdk_path: &str) -> anyhow::Result<()> 
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
     }
     let write_all = || -> anyhow::Result<()> {
-        for (file, contents) in scaffold(name, sdk_path) {
+        let files = if tool {
+            tool_scaffold(name, sdk_path)
+        } else {
+            scaffold(name, sdk_path)
+        };
+        for (file, contents) in files {
             let path = dir.join(file);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
@@ -151,7 +173,6 @@ description = "An slmfn agent function"
 # timeout_ms = 30000        # per-invocation deadline (at most 290000)
 # memory_mb = 64            # linear memory per instance
 # max_concurrency = 32      # instances of this function at once
-# fuel = 0                  # 0 = unlimited
 
 # [env]                     # environment variables the function sees (it sees nothing else)
 # GREETING = "hi"
@@ -160,8 +181,11 @@ description = "An slmfn agent function"
 # allowed = ["smollm2"]
 # default = "smollm2"
 
-# [tools]                   # tools the function may call
-# allowed = []
+# [tools]                   # tools the function may see and call: names or globs
+# allowed = ["clock.now"]   # (docs/tools.md)
+
+# [input]                   # the JSON Schema of the request body, for MCP clients (/mcp)
+# schema = {{ type = "object", properties = {{ name = {{ type = "string" }} }} }}
 "#,
         name = toml_string(name),
     );
@@ -190,6 +214,74 @@ export_agent!(handle);
         ("src/lib.rs", lib_rs),
         (".gitignore", "/target\n".to_string()),
     ]
+}
+
+/// A tool component's scaffold: `kind = "tool"`, one tool with a typed input schema.
+fn tool_scaffold(name: &str, sdk_path: &str) -> Vec<(&'static str, String)> {
+    let mut files = scaffold(name, sdk_path);
+    for (file, contents) in &mut files {
+        match *file {
+            "Cargo.toml" => {
+                *contents = contents.replace(
+                    "serde_json = \"1\"\n",
+                    "serde_json = \"1\"\nschemars = { version = \"1.2\", default-features = false, features = [\"std\", \"derive\"] }\n",
+                );
+            }
+            MANIFEST_FILE => {
+                *contents = format!(
+                    r#"# The slmfn function manifest. Unknown keys are rejected, so a typo never drops a setting.
+name = {name}
+description = "An slmfn tool component"
+# A tool component: its tools are `{plain}.<tool>` for agents that grant them, and at /mcp.
+kind = "tool"
+
+# [limits]                  # per call: every call runs on a fresh instance
+# timeout_ms = 30000
+# memory_mb = 64
+# max_concurrency = 32
+"#,
+                    name = toml_string(name),
+                    plain = name,
+                );
+            }
+            "src/lib.rs" => {
+                *contents = format!(
+                    r#"//! `{name}`: an slmfn tool component. Deployed with `fn deploy`, its tools are
+//! `{name}.<tool>` for agents whose fn.toml grants them (`[tools] allowed = ["{name}.*"]`).
+
+use serde::Deserialize;
+use slmfn_sdk::export_tools;
+use slmfn_sdk::provider::{{Tool, ToolError, ToolResult, arguments, tool}};
+
+/// The arguments of `greet`; the runtime checks them against this schema before the call.
+#[derive(Deserialize, schemars::JsonSchema)]
+struct Greet {{
+    /// Who to greet.
+    name: String,
+}}
+
+fn tools() -> Vec<Tool> {{
+    vec![tool::<Greet>("greet", "Greets someone by name")]
+}}
+
+fn call(name: &str, args: &str) -> Result<ToolResult, ToolError> {{
+    match name {{
+        "greet" => {{
+            let Greet {{ name }} = arguments(args)?;
+            Ok(ToolResult::text(format!("Hello, {{name}}!")))
+        }}
+        other => Err(ToolError::NotFound(format!("no tool {{other:?}}"))),
+    }}
+}}
+
+export_tools!(list = tools, call = call);
+"#
+                );
+            }
+            _ => {}
+        }
+    }
+    files
 }
 
 /// `s` as a quoted TOML string.
