@@ -77,9 +77,10 @@ def main():
         lines.append(f"| {label} | {guest} | {direct} | {ratio} |")
     lines += [
         "",
-        "A guest's call skips what a remote client pays (HTTP, JSON-RPC framing, Python); the MCP rows",
-        "add our rmcp client's hop to the same server, so their guest figure is the direct one plus",
-        "the runtime's overhead.",
+        "A guest's call to a built-in or a tool component never leaves the process (no HTTP, no",
+        "JSON-RPC); the direct figure for the component goes through `/mcp` over HTTP. The MCP rows",
+        "reach the same server both ways; from a guest the hop is our `rmcp` client, which costs less",
+        "than the Python client does, so the guest's call is the faster one there too.",
         "",
         "### `tools/call` throughput (Python `mcp` client, calls/s)",
         "",
@@ -91,8 +92,8 @@ def main():
         lines.append(f"| {c} | {s['calls_per_s']:.0f} ({s['calls']} calls) | {e['calls_per_s']:.0f} ({e['calls']} calls) | "
                      f"{s['calls_per_s'] / e['calls_per_s']:.2f}× |")
     lines.append("")
-    lines.append("The client is the bottleneck at these rates (one Python process on the same 2 cores); the ratio")
-    lines.append("compares the two servers under that same client.")
+    lines.append("One Python client process on the same 2 cores drives both servers; at 8 in flight it and the")
+    lines.append("servers compete for the cores, and the ratio compares the two servers under that same client.")
     replace_section(sys.argv[2], "\n".join(lines))
 
 
