@@ -450,3 +450,48 @@ async fn the_python_mcp_client_calls_tools_and_agents_at_mcp() {
         "{summary}"
     );
 }
+
+/// A server's `notifications/tools/list_changed` drops the cached list: the next listing shows
+/// the tool it added (a stdio server written with the official Python SDK).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_tool_list_is_listed_again() {
+    let python = crate::support::python_venv("mcp-venv", &["mcp==2.3.0"]);
+    let script = crate::support::repo().join("tests/clients/mcp_changing_server.py");
+    let dir = tempfile::tempdir().unwrap();
+    let tools = format!(
+        "[mcp.changing]\ncommand = \"{}\"\nargs = [\"{}\"]\n",
+        python.display(),
+        script.display()
+    );
+    let rt = runtime_with_tools(dir.path(), &tools, Vec::new());
+    let manifest = agent_manifest("tb", &["changing.*"]);
+    assert_eq!(
+        rt.deploy("tb", &manifest, &guests().testbed)
+            .await
+            .unwrap()
+            .0,
+        201
+    );
+    assert_eq!(list(&rt, "tb").await, ["changing.grow"]);
+    let grown = call(&rt, "tb", "changing.grow", json!({})).await;
+    assert_eq!(grown["ok"]["is_error"], false, "{grown}");
+    // The notification travels ahead of the call's result on the same stream; list until the
+    // new tool shows (bounded).
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        names = list(&rt, "tb").await;
+        if names.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names, ["changing.extra", "changing.grow"]);
+    let doubled = call(&rt, "tb", "changing.extra", json!({"x": 21})).await;
+    assert!(
+        doubled["ok"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("42"),
+        "{doubled}"
+    );
+}
