@@ -316,16 +316,24 @@ mod tests {
 
         assert!(file("src/lib.rs").contains("export_agent!(handle);"));
         assert!(file("fn.toml").contains("release/hello_world.wasm"));
+
+        let tools = tool_scaffold("my-tools", "/sdk");
+        let file = |name: &str| &tools.iter().find(|(f, _)| *f == name).unwrap().1;
+        let manifest = Manifest::parse(file("fn.toml")).unwrap();
+        assert_eq!(manifest.kind, slmfn_runtime::manifest::Kind::Tool);
+        let cargo: toml::Table = toml::from_str(file("Cargo.toml")).unwrap();
+        assert!(cargo["dependencies"]["schemars"].is_table());
+        assert!(file("src/lib.rs").contains("export_tools!(list = tools, call = call);"));
     }
 
     #[test]
     fn refuses_to_overwrite() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("nested").join("hello");
-        write_scaffold(&dir, "hello", "/sdk").unwrap();
+        write_scaffold(&dir, "hello", "/sdk", false).unwrap();
         assert!(dir.join("src/lib.rs").is_file());
         assert!(dir.join(".gitignore").is_file());
-        let e = write_scaffold(&dir, "hello", "/sdk").unwrap_err();
+        let e = write_scaffold(&dir, "hello", "/sdk", true).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
     }
 
