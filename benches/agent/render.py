@@ -35,6 +35,7 @@ def constrained(jsonl_path, results_path):
     for r in runs:
         by_side.setdefault(r["side"], []).append(r["decode_tok_s"])
     ratios = sorted(c / f for f, c in zip(by_side["free"], by_side["constrained"]))
+    grammar_us = sorted(r.get("constraint_us_per_token", 0.0) for r in runs if r["side"] == "constrained")
     median = lambda xs: sorted(xs)[len(xs) // 2]
     lines = [
         CBEGIN,
@@ -50,6 +51,11 @@ def constrained(jsonl_path, results_path):
         f"| constrained | {median(by_side['constrained']):.1f} |",
         f"| constrained / free | **{median(ratios):.2f}×** (target ≥ 0.9×; runs: "
         + ", ".join(f"{r:.2f}" for r in ratios) + ") |",
+        "",
+        "Time in the grammar per generated token (llguidance's token mask, advancing past the "
+        f"sampled token, finding forced tokens), median over the runs: **{median(grammar_us):.0f} µs** "
+        f"(runs: " + ", ".join(f"{x:.0f}" for x in grammar_us) + "), against "
+        f"{1e6 / median(by_side['constrained']):.0f} µs per token of constrained decoding in all.",
         "",
         CEND,
     ]

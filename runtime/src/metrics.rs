@@ -622,6 +622,7 @@ mod tests {
                 cached_tokens: 4,
                 completion_tokens: 3,
                 forced_tokens: 0,
+                constraint_duration: Duration::ZERO,
                 prompt_duration: Duration::from_millis(20),
                 time_to_first_token: Duration::from_millis(30),
                 duration: Duration::from_millis(100),

@@ -86,6 +86,8 @@ fn constrained(path: &str, question: &str, gen_len: usize, runs: usize) -> anyho
                     "side": side,
                     "completion_tokens": u.completion_tokens,
                     "forced_tokens": u.forced_tokens,
+                    "constraint_us_per_token": u.constraint_duration.as_secs_f64() * 1e6
+                        / u.completion_tokens.max(1) as f64,
                     "decode_tok_s": u.generation_tokens_per_second(),
                     "ttft_s": u.time_to_first_token.as_secs_f64(),
                 })

@@ -71,6 +71,10 @@ pub struct Usage {
     /// per forward pass.
     #[serde(default)]
     pub forced_tokens: usize,
+    /// Of `duration`, the time the grammar took: token masks, advancing it past each token and
+    /// finding the tokens it forces (zero without a grammar).
+    #[serde(default)]
+    pub constraint_duration: Duration,
     /// Time to process the prompt (prefill of the tokens not cached).
     pub prompt_duration: Duration,
     /// Time from the start of the call to the first sampled token.
@@ -320,7 +324,9 @@ impl Session {
         let reason = 'generation: loop {
             if step.is_empty() {
                 if let Some(c) = &mut constraint {
+                    let masking = Instant::now();
                     c.mask(&mut logits)?;
+                    usage.constraint_duration += masking.elapsed();
                 }
                 let token = sampler.sample(&mut logits, &history);
                 let ends = tokenizer.is_end_of_generation(token);
@@ -332,8 +338,10 @@ impl Session {
                 }
                 step.push(token);
                 if let Some(c) = &mut constraint {
+                    let advancing = Instant::now();
                     c.commit(token)?;
                     step.extend(c.forced()?);
+                    usage.constraint_duration += advancing.elapsed();
                 }
             }
             if history.len() == prompt.len() {
