@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::support::{Options, Runtime, fn_cli, guests, real_model, repo};
+use crate::support::{Options, Runtime, guests, real_model, repo};
 
 /// A tiny model with room for a tool block (its byte-level vocabulary spends a token per
 /// character).
@@ -26,47 +26,12 @@ fn tiny_model(dir: &std::path::Path) -> PathBuf {
 /// limit.
 #[test]
 fn support_desk_looks_tickets_up_with_the_real_model() {
-    let model = real_model();
-    let embed = crate::support::real_embed_model();
     let data = tempfile::tempdir().unwrap();
-    let opts = Options {
-        extra_args: vec![
-            "--model".into(),
-            format!("smollm2={}", model.display()),
-            "--model".into(),
-            format!("minilm={}", embed.display()),
-            "--preload".into(),
-            "smollm2".into(),
-        ],
-        ..Options::default()
-    };
-    let rt = Runtime::start(data.path(), opts).unwrap();
+    let rt = real_runtime(data.path(), true);
     for function in ["tickets", "support-desk"] {
-        let out = fn_cli()
-            .args(["deploy", "--path"])
-            .arg(repo().join("functions").join(function))
-            .env("SLMFN_URL", &rt.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "deploy {function}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        rt.fn_deploy(&repo().join("functions").join(function));
     }
-    let ask = |data: &str| {
-        let out = fn_cli()
-            .args(["invoke", "support-desk", "--data", data])
-            .env("SLMFN_URL", &rt.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "invoke: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let ask = |data: &str| rt.fn_invoke_json("support-desk", data);
     let ticket = r#"{"question": "What is the status of ticket 4412?"}"#;
     let first = ask(ticket);
     let calls = first["tool_calls"].as_array().unwrap();
@@ -114,44 +79,12 @@ fn support_desk_looks_tickets_up_with_the_real_model() {
 /// searched with `log.search` first); the analyst's numbers come from `prices.stats`.
 #[test]
 fn the_ci_triage_and_market_analyst_examples_answer_with_the_real_model() {
-    let model = real_model();
     let data = tempfile::tempdir().unwrap();
-    let opts = Options {
-        extra_args: vec![
-            "--model".into(),
-            format!("smollm2={}", model.display()),
-            "--preload".into(),
-            "smollm2".into(),
-        ],
-        ..Options::default()
-    };
-    let rt = Runtime::start(data.path(), opts).unwrap();
+    let rt = real_runtime(data.path(), false);
     for function in ["ci-triage", "market-analyst"] {
-        let out = fn_cli()
-            .args(["deploy", "--path"])
-            .arg(repo().join("functions").join(function))
-            .env("SLMFN_URL", &rt.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "deploy {function}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        rt.fn_deploy(&repo().join("functions").join(function));
     }
-    let invoke = |function: &str, data: &str| {
-        let out = fn_cli()
-            .args(["invoke", function, "--data", data])
-            .env("SLMFN_URL", &rt.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "invoke {function}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let invoke = |function: &str, data: &str| rt.fn_invoke_json(function, data);
     for (sample, step) in [
         ("rust-test-failure", "cargo test --locked"),
         ("npm-404", "npm ci"),
@@ -181,6 +114,28 @@ fn the_ci_triage_and_market_analyst_examples_answer_with_the_real_model() {
         answer["answer"].as_str().unwrap().contains("BOLT"),
         "{answer}"
     );
+}
+
+/// A runtime serving the real SmolLM2 (preloaded) and, when `embeddings`, MiniLM.
+fn real_runtime(data: &std::path::Path, embeddings: bool) -> Runtime {
+    let mut extra_args = vec![
+        "--model".into(),
+        format!("smollm2={}", real_model().display()),
+        "--preload".into(),
+        "smollm2".into(),
+    ];
+    if embeddings {
+        extra_args.push("--model".into());
+        extra_args.push(format!(
+            "minilm={}",
+            crate::support::real_embed_model().display()
+        ));
+    }
+    let opts = Options {
+        extra_args,
+        ..Options::default()
+    };
+    Runtime::start(data, opts).unwrap()
 }
 
 async fn tiny_runtime(extra: &[&str]) -> (Arc<Runtime>, tempfile::TempDir) {

@@ -255,6 +255,39 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// `fn deploy --path DIR` against this runtime (it builds the function first).
+    pub fn fn_deploy(&self, dir: &Path) {
+        let out = fn_cli()
+            .args(["deploy", "--path"])
+            .arg(dir)
+            .env("SLMFN_URL", &self.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fn deploy {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `fn invoke NAME --data DATA` against this runtime; its answer as JSON.
+    pub fn fn_invoke_json(&self, name: &str, data: &str) -> serde_json::Value {
+        let out = fn_cli()
+            .args(["invoke", name, "--data", data])
+            .env("SLMFN_URL", &self.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fn invoke {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         let _ = self.child.kill();

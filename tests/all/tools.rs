@@ -21,6 +21,12 @@ fn agent_manifest(name: &str, allowed: &[&str]) -> String {
     )
 }
 
+/// Deploys the testbed as `tb` with `manifest`.
+async fn deploy_testbed(rt: &Runtime, manifest: &str) {
+    let (status, body) = rt.deploy("tb", manifest, &guests().testbed).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+}
+
 fn runtime_with_tools(dir: &Path, tools_toml: &str, env: Vec<(String, String)>) -> Runtime {
     let file = dir.join("tools.toml");
     std::fs::write(&file, tools_toml).unwrap();
@@ -266,13 +272,7 @@ async fn an_mcp_server_on_stdio_is_a_provider_that_survives_a_crash() {
     )];
     let rt = runtime_with_tools(dir.path(), &tools, env);
     let manifest = agent_manifest("tb", &["everything.*"]);
-    assert_eq!(
-        rt.deploy("tb", &manifest, &guests().testbed)
-            .await
-            .unwrap()
-            .0,
-        201
-    );
+    deploy_testbed(&rt, &manifest).await;
 
     let names = list(&rt, "tb").await;
     assert!(names.contains(&"everything.echo".to_string()), "{names:?}");
@@ -379,13 +379,7 @@ async fn an_mcp_server_over_streamable_http_is_a_provider() {
     let tools = format!("[mcp.remote]\nurl = \"http://127.0.0.1:{port}/mcp\"\n");
     let rt = runtime_with_tools(dir.path(), &tools, Vec::new());
     let manifest = agent_manifest("tb", &["remote.echo"]);
-    assert_eq!(
-        rt.deploy("tb", &manifest, &guests().testbed)
-            .await
-            .unwrap()
-            .0,
-        201
-    );
+    deploy_testbed(&rt, &manifest).await;
     assert_eq!(list(&rt, "tb").await, ["remote.echo"]);
     let echo = call(&rt, "tb", "remote.echo", json!({"message": "over http"})).await;
     assert!(
@@ -418,17 +412,7 @@ async fn the_python_mcp_client_calls_tools_and_agents_at_mcp() {
             .0,
         201
     );
-    let out = crate::support::fn_cli()
-        .args(["deploy", "--path"])
-        .arg(crate::support::repo().join("functions/hello"))
-        .env("SLMFN_URL", &rt.url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rt.fn_deploy(&crate::support::repo().join("functions/hello"));
     let python = crate::support::python_venv("mcp-venv", &["mcp==2.3.0"]);
     let out = tokio::task::block_in_place(|| {
         Command::new(python)
@@ -465,26 +449,13 @@ async fn a_changed_tool_list_is_listed_again() {
     );
     let rt = runtime_with_tools(dir.path(), &tools, Vec::new());
     let manifest = agent_manifest("tb", &["changing.*"]);
-    assert_eq!(
-        rt.deploy("tb", &manifest, &guests().testbed)
-            .await
-            .unwrap()
-            .0,
-        201
-    );
+    deploy_testbed(&rt, &manifest).await;
     assert_eq!(list(&rt, "tb").await, ["changing.grow"]);
     let grown = call(&rt, "tb", "changing.grow", json!({})).await;
     assert_eq!(grown["ok"]["is_error"], false, "{grown}");
-    // The notification travels ahead of the call's result on the same stream; list until the
-    // new tool shows (bounded).
-    let mut names = Vec::new();
-    for _ in 0..50 {
-        names = list(&rt, "tb").await;
-        if names.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The runtime logs the notification when it drops the cached list.
+    tokio::task::block_in_place(|| wait_for_log(&rt, "tool list changed"));
+    let names = list(&rt, "tb").await;
     assert_eq!(names, ["changing.extra", "changing.grow"]);
     let doubled = call(&rt, "tb", "changing.extra", json!({"x": 21})).await;
     assert!(

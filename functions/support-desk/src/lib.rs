@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use slmfn_sdk::agent::{Agent, Stop};
+use slmfn_sdk::agent::Agent;
 use slmfn_sdk::inference::{self, Params, ToolChoice};
 use slmfn_sdk::provider::{ToolResult, arguments, tool};
 use slmfn_sdk::tools::ToolError;
@@ -77,14 +77,9 @@ fn handle(req: Request) -> Result<Response, Error> {
             })
         })
         .collect();
-    let stop = match run.stop {
-        Stop::Answered => "answered",
-        Stop::Length => "length",
-        Stop::StepLimit => "step-limit",
-    };
     Response::json(&json!({
         "answer": run.answer,
-        "stop": stop,
+        "stop": run.stop.as_str(),
         "tool_calls": calls,
         "usage": {
             "prompt_tokens": run.usage.prompt_tokens,

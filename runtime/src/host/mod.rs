@@ -261,6 +261,16 @@ impl Host {
         agents
     }
 
+    /// The manifest of the agent `name` serving now (`None` for a tool component or no
+    /// function).
+    pub fn agent(&self, name: &str) -> Option<Manifest> {
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+        loaded
+            .get(name)
+            .filter(|l| matches!(l.pre, Pre::Agent(_)))
+            .map(|l| l.record.manifest.clone())
+    }
+
     /// Whether the function is loaded and serving.
     pub fn is_loaded(&self, name: &str) -> bool {
         self.loaded
@@ -279,9 +289,6 @@ impl Host {
             .get(name)
             .cloned()
             .ok_or_else(|| HostError::FunctionNotFound(name.to_string()))?;
-        if matches!(loaded.pre, Pre::Tool(_)) {
-            return Err(HostError::NotAnAgent(name.to_string()));
-        }
         let host = self.clone();
         // A host bug that panics fails this request only, on either runtime.
         let mut call = Box::pin(
@@ -312,6 +319,9 @@ impl Host {
             function: function.to_string(),
             timeout_ms: manifest.limits.timeout_ms,
         };
+        let Pre::Agent(pre) = &loaded.pre else {
+            return Err(HostError::NotAnAgent(function.to_string()));
+        };
         let _permit = tokio::time::timeout(timeout, loaded.slots.clone().acquire_owned())
             .await
             .map_err(|_| HostError::Busy {
@@ -322,18 +332,7 @@ impl Host {
         let invocation: Arc<str> = Uuid::now_v7().to_string().into();
         let stderr = GuestOutput::new(function.into(), invocation.clone(), Stream::Stderr);
         let mut store = self.new_store(&loaded, invocation.clone(), stderr.clone(), deadline)?;
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
-        store.set_epoch_deadline(1);
         let span = tracing::info_span!("invoke", function, invocation = %invocation, revision = %loaded.record.revision);
-        let Pre::Agent(pre) = &loaded.pre else {
-            return Err(HostError::NotAnAgent(function.to_string()));
-        };
         let call = async {
             let agent = pre.instantiate_async(&mut store).await?;
             agent
@@ -410,6 +409,15 @@ impl Host {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        // The deadline, checked at every epoch tick (yielding to the executor at each).
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         Ok(store)
     }
 

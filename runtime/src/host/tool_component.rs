@@ -10,7 +10,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use uuid::Uuid;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 
 use crate::host::bindings::provider::ToolProvider as ProviderInstance;
 use crate::host::bindings::slmfn::agent::tools as wit;
@@ -198,14 +198,6 @@ impl Host {
         let mut store = self
             .new_store(loaded, invocation, stderr.clone(), deadline)
             .map_err(|e| ToolError::Failed(e.to_string()))?;
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
-        store.set_epoch_deadline(1);
         let provider =
             match tokio::time::timeout_at(deadline.into(), pre.instantiate_async(&mut store)).await
             {

@@ -50,6 +50,7 @@ pub enum Transport {
 /// Marks the cached tool list stale on `notifications/tools/list_changed`.
 #[derive(Clone)]
 struct Notifications {
+    server: String,
     stale: Arc<AtomicBool>,
 }
 
@@ -59,6 +60,7 @@ impl ClientHandler for Notifications {
         _context: NotificationContext<RoleClient>,
     ) -> impl Future<Output = ()> + Send + '_ {
         self.stale.store(true, Ordering::SeqCst);
+        tracing::info!(server = %self.server, "MCP server's tool list changed");
         std::future::ready(())
     }
 }
@@ -129,6 +131,7 @@ impl McpServer {
 
     async fn connect(&self) -> Result<RunningService<RoleClient, Notifications>, String> {
         let handler = Notifications {
+            server: self.namespace.clone(),
             stale: self.stale.clone(),
         };
         match &self.transport {

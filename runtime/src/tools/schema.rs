@@ -9,13 +9,14 @@ use serde_json::Value;
 
 use crate::tools::ToolError;
 
-/// Most validators kept; past it the cache starts over (schemas change when providers do).
+/// Most validators kept; past it the cache starts over.
 const MAX_CACHED: usize = 1024;
 
-/// Compiled validators by schema text.
+/// Compiled validators by tool name, each with the schema it was compiled from (a provider
+/// that changes a tool's schema gets a new one).
 #[derive(Default)]
 pub(crate) struct Validators {
-    compiled: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
+    compiled: Mutex<HashMap<String, (Value, Arc<jsonschema::Validator>)>>,
 }
 
 impl Validators {
@@ -54,9 +55,10 @@ impl Validators {
         tool: &str,
         schema: &Value,
     ) -> Result<Arc<jsonschema::Validator>, ToolError> {
-        let key = schema.to_string();
         let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = compiled.get(&key) {
+        if let Some((known, v)) = compiled.get(tool)
+            && known == schema
+        {
             return Ok(v.clone());
         }
         let validator = jsonschema::validator_for(schema).map_err(|e| {
@@ -66,7 +68,7 @@ impl Validators {
             compiled.clear();
         }
         let validator = Arc::new(validator);
-        compiled.insert(key, validator.clone());
+        compiled.insert(tool.to_string(), (schema.clone(), validator.clone()));
         Ok(validator)
     }
 }

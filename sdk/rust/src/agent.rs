@@ -54,6 +54,17 @@ pub enum Stop {
     StepLimit,
 }
 
+impl Stop {
+    /// `answered`, `length` or `step-limit`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Stop::Answered => "answered",
+            Stop::Length => "length",
+            Stop::StepLimit => "step-limit",
+        }
+    }
+}
+
 /// One tool call of a step and what it returned.
 #[derive(Debug, Clone)]
 pub struct CallRecord {

@@ -88,7 +88,7 @@ impl McpFront {
 
     /// Invokes an agent as `/fn/{name}` would, its arguments as the JSON body.
     async fn call_agent(&self, name: &str, arguments: &Value) -> Result<CallToolResult, ErrorData> {
-        let Some(agent) = self.host.agents().into_iter().find(|a| a.name == name) else {
+        let Some(agent) = self.host.agent(name) else {
             return Err(ErrorData::invalid_params(
                 format!("tool {name:?} not found"),
                 None,

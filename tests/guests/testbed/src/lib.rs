@@ -379,7 +379,7 @@ fn tools_call(req: &Request) -> Result<Response, Error> {
 }
 
 fn agent(req: &Request) -> Result<Response, Error> {
-    use slmfn_sdk::agent::{Agent, Stop};
+    use slmfn_sdk::agent::Agent;
     let body: serde_json::Value = req.json()?;
     let first = match body["first"].as_str().unwrap_or("auto") {
         "required" => ToolChoice::Required,
@@ -411,14 +411,9 @@ fn agent(req: &Request) -> Result<Response, Error> {
             call
         })
         .collect();
-    let stop = match run.stop {
-        Stop::Answered => "answered",
-        Stop::Length => "length",
-        Stop::StepLimit => "step-limit",
-    };
     Response::json(&json!({
         "answer": run.answer,
-        "stop": stop,
+        "stop": run.stop.as_str(),
         "steps": run.steps.len(),
         "calls": calls,
     }))
