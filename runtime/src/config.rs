@@ -14,6 +14,9 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 /// Default invocation body limit (10 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
+/// Default CloudEvent request limit (1 MiB).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
 /// Runtime settings. Every field is a flag with an `SLMFN_*` (or Knative) environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeConfig {
@@ -67,6 +70,31 @@ pub struct RuntimeConfig {
     /// CloudEvents sink (set by a Knative SinkBinding) for `events.emit`.
     #[arg(long, env = "K_SINK")]
     pub k_sink: Option<String>,
+
+    /// What a SinkBinding asks to set on every emitted event: `{"extensions": {"name": "v"}}`.
+    #[arg(long, env = "K_CE_OVERRIDES", hide = true)]
+    pub k_ce_overrides: Option<String>,
+
+    /// Cluster mode: every request may come through a proxy on 127.0.0.1 (Knative's
+    /// queue-proxy), so the admin and OpenAI-compatible APIs need the token and are off without
+    /// one. On whenever `K_SERVICE` is set.
+    #[arg(long, env = "SLMFN_CLUSTER")]
+    pub cluster: bool,
+
+    /// Largest accepted CloudEvent request (one event or a batch), in bytes (default 1 MiB;
+    /// never below 64 KiB, which the Knative data plane requires).
+    #[arg(long, env = "SLMFN_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+
+    /// How long an event's outcome is kept to answer redeliveries of the same (source, id)
+    /// without running the function again (`10m`, `1h`; default 10m).
+    #[arg(long, env = "SLMFN_EVENT_DEDUPE_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub event_dedupe_window: Duration,
+
+    /// At most this many event outcomes are kept for dedupe (the oldest go first; default
+    /// 100000).
+    #[arg(long, env = "SLMFN_EVENT_DEDUPE_MAX", default_value_t = 100_000)]
+    pub event_dedupe_max: usize,
 
     /// Tool providers for agents: a TOML file with the built-in `http` allow-list and the
     /// external MCP servers (`[mcp.NAME] command = ...` or `url = ...`); see docs/tools.md.
@@ -155,6 +183,11 @@ impl RuntimeConfig {
         SocketAddr::new(self.bind, self.port)
     }
 
+    /// Whether the runtime runs behind a proxy in a cluster (`--cluster` or `K_SERVICE`).
+    pub fn cluster_mode(&self) -> bool {
+        self.cluster || self.k_service.is_some()
+    }
+
     /// The drain budget on shutdown.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_secs)
@@ -166,10 +199,10 @@ impl RuntimeConfig {
             "listen={} data_dir={} admin_auth={} max_upload={}B k_service={} k_revision={}",
             self.listen_addr(),
             self.data_dir.display(),
-            if self.token.is_some() {
-                "token"
-            } else {
-                "loopback-only"
+            match (&self.token, self.cluster_mode()) {
+                (Some(_), _) => "token",
+                (None, true) => "off",
+                (None, false) => "loopback-only",
             },
             self.max_upload_bytes,
             self.k_service.as_deref().unwrap_or("-"),

@@ -10,6 +10,7 @@
 //! - [`registry`]: functions and immutable revisions in sled; the current pointer; kv namespaces.
 //! - [`host`]: the wasmtime engine, precompiled components, per-request stores, WIT host impls.
 //! - [`inference`]: the async face of the warm model pool (`slmfn-models`) for the adapters.
+//! - [`events`]: CloudEvents in (triggers, replies, dedupe) and out (`K_SINK`).
 //! - [`server`]: axum routes only (invoke, admin, health, the OpenAI-compatible `/v1` API,
 //!   `/metrics`); translates HTTP to host and inference calls.
 //! - [`metrics`]: Prometheus metrics (invocations, generations, the model pool).
@@ -20,6 +21,7 @@
 //! Data flows one way: server → host → registry.
 
 pub mod config;
+pub mod events;
 pub mod host;
 pub mod inference;
 pub mod manifest;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::events::trigger::Trigger;
+
 /// Default per-invocation deadline. Knative answers 504 itself after 300 s; ours must be shorter.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Largest accepted deadline: under Knative's 300 s request timeout with room for the response.
@@ -49,6 +51,10 @@ pub struct Manifest {
     /// What an agent takes as input, for the MCP clients that call it as a tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<InputSection>,
+    /// Which CloudEvents the agent gets (`[[triggers]]`, Knative's filter dialects); none: the
+    /// agent gets no events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
 }
 
 /// `[input]`: the JSON Schema of an agent's request body (`schema = { type = "object", ... }`).
@@ -170,6 +176,14 @@ pub enum ManifestError {
     /// `[input] schema` is not a usable JSON Schema.
     #[error("invalid fn.toml: [input] schema: {0}")]
     InputSchema(String),
+    /// A `[[triggers]]` entry is not usable (or the component is a tool component).
+    #[error("invalid fn.toml: triggers[{index}]: {message}")]
+    Trigger {
+        /// Which entry (from 0).
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// An environment variable name is not usable.
     #[error("invalid fn.toml: env key {0:?} must be non-empty and contain no '=' or NUL")]
     EnvKey(String),
@@ -196,6 +210,7 @@ impl Manifest {
             models: ModelsSection::default(),
             tools: ToolsSection::default(),
             input: None,
+            triggers: Vec::new(),
         }
     }
 
@@ -218,6 +233,13 @@ impl Manifest {
                 ));
             }
             crate::tools::check_schema(&input.schema).map_err(ManifestError::InputSchema)?;
+        }
+        for (index, trigger) in self.triggers.iter().enumerate() {
+            let message = match self.kind {
+                Kind::Tool => Err("a tool component gets no events; remove [[triggers]]".into()),
+                Kind::Agent => trigger.validate(),
+            };
+            message.map_err(|message| ManifestError::Trigger { index, message })?;
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains(['=', '\0']) {

@@ -28,6 +28,12 @@ pub enum ServeError {
     /// The models configuration is unusable.
     #[error(transparent)]
     Models(#[from] crate::models::ModelsConfigError),
+    /// A setting is out of range or unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// `K_SINK` or `K_CE_OVERRIDES` is unusable.
+    #[error(transparent)]
+    Sink(#[from] crate::events::sink::SinkError),
     /// The port could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -44,6 +50,21 @@ pub enum ServeError {
 /// Runs the runtime until SIGTERM/SIGINT, then drains in-flight requests.
 pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
     tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "starting slmfn runtime");
+    if config.max_event_bytes < crate::events::MIN_EVENT_LIMIT {
+        return Err(ServeError::Config(format!(
+            "--max-event-bytes {} is below {} (Knative's data plane requires 64 KiB events)",
+            config.max_event_bytes,
+            crate::events::MIN_EVENT_LIMIT
+        )));
+    }
+    let sink = match &config.k_sink {
+        Some(url) => Some(Arc::new(crate::events::sink::Sink::new(
+            url,
+            config.k_ce_overrides.as_deref(),
+        )?)),
+        None => None,
+    };
+    warn_if_open(&config);
     std::fs::create_dir_all(&config.data_dir)?;
     let dir = config.data_dir.clone();
     let registry = tokio::task::spawn_blocking(move || Registry::open(&dir))
@@ -58,12 +79,14 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
         None => crate::tools::ToolsConfig::default(),
     };
     let toolbox = Arc::new(tools.build()?);
-    let host = Host::new(
-        registry.clone(),
-        config.k_sink.clone(),
-        inference.clone(),
-        toolbox,
-    )?;
+    let host = Host::new(registry.clone(), sink, inference.clone(), toolbox)?;
+    let events = Arc::new(crate::events::Events::new(
+        host.clone(),
+        crate::events::Window {
+            age: config.event_dedupe_window,
+            count: config.event_dedupe_max,
+        },
+    )?);
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
         .await
@@ -77,6 +100,7 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
         config: Arc::new(config),
         readiness: readiness.clone(),
         inference: inference.clone(),
+        events,
     };
     let loader = {
         let (host, readiness) = (host.clone(), readiness.clone());
@@ -143,6 +167,28 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
     }
     registry.flush().await?;
     Ok(())
+}
+
+/// Says loudly when the protected APIs answer nobody or when the network may reach a runtime
+/// without a token.
+fn warn_if_open(config: &RuntimeConfig) {
+    if config.token.is_some() {
+        return;
+    }
+    if config.cluster_mode() {
+        tracing::warn!(
+            "cluster mode without SLMFN_TOKEN: the admin API and /v1 are OFF (every request comes \
+             through the queue-proxy on 127.0.0.1, so loopback proves nothing); set SLMFN_TOKEN \
+             to use them"
+        );
+    } else if !config.bind.is_loopback() {
+        tracing::warn!(
+            bind = %config.bind,
+            "NO TOKEN: the admin API and /v1 answer loopback clients only, and a proxy on this \
+             host would make every client look local; set SLMFN_TOKEN (and --cluster behind a \
+             proxy)"
+        );
+    }
 }
 
 /// Resolves on SIGTERM (Knative/Kubernetes) or SIGINT (Ctrl-C), naming which.

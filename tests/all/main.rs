@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod crash;
 mod deploy;
+mod events;
 mod host;
 mod inference;
 mod isolation;

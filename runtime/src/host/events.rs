@@ -1,17 +1,31 @@
-//! `slmfn:agent/events`: emission to `K_SINK`. Without a sink, `no-sink`; event delivery itself
-//! is not wired in yet and answers `unavailable`.
+//! `slmfn:agent/events`: `emit` to the runtime's sink (`K_SINK`); without one, `no-sink`.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::events::sink::{EmitError, Sink};
 use crate::host::bindings::slmfn::agent::events::{self, Error};
 use crate::host::bindings::slmfn::agent::types::Cloudevent;
 use crate::host::state::HostState;
 
+/// The events capability of one invocation.
+pub(crate) struct EventsCtx {
+    /// The sink, if the runtime has one.
+    pub(crate) sink: Option<Arc<Sink>>,
+    /// The invocation's deadline: retries stop before it.
+    pub(crate) deadline: Instant,
+}
+
 impl events::Host for HostState {
-    async fn emit(&mut self, _event: Cloudevent) -> Result<(), Error> {
-        match &self.sink {
-            None => Err(Error::NoSink),
-            Some(sink) => Err(Error::Unavailable(format!(
-                "event delivery to {sink} is not available in this runtime yet"
-            ))),
-        }
+    async fn emit(&mut self, event: Cloudevent) -> Result<(), Error> {
+        let Some(sink) = self.events.sink.clone() else {
+            return Err(Error::NoSink);
+        };
+        sink.emit(event, self.events.deadline)
+            .await
+            .map_err(|e| match e {
+                EmitError::Invalid(m) => Error::Invalid(m),
+                EmitError::Delivery(m) => Error::Delivery(m),
+            })
     }
 }

@@ -38,7 +38,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
-pub use bindings::slmfn::agent::types::{Request, Response};
+pub use bindings::slmfn::agent::types::{Cloudevent, Request, Response};
 pub use error::{GuestError, HostError, Result};
 
 use bindings::Agent;
@@ -47,6 +47,7 @@ use component::Pre;
 use output::{GuestOutput, Stream};
 use state::HostState;
 
+use crate::events::sink::Sink;
 use crate::inference::Inference;
 use crate::manifest::{Kind, Manifest};
 use crate::registry::{NewRevision, Registry, RevisionRecord, sha256_hex};
@@ -80,7 +81,7 @@ pub struct Host {
     commit_lock: Mutex<()>,
     /// Bounds concurrent compilations to the cores.
     compile_permits: Semaphore,
-    sink: Option<Arc<str>>,
+    sink: Option<Arc<Sink>>,
     inference: Option<Arc<Inference>>,
     toolbox: Arc<Toolbox>,
     /// This host, for the tool providers it registers (they must not keep it alive).
@@ -95,7 +96,7 @@ impl Host {
     /// components join `toolbox` as providers under their function names.
     pub fn new(
         registry: Registry,
-        sink: Option<String>,
+        sink: Option<Arc<Sink>>,
         inference: Option<Arc<Inference>>,
         toolbox: Arc<Toolbox>,
     ) -> Result<Arc<Self>> {
@@ -121,7 +122,7 @@ impl Host {
             loaded: RwLock::default(),
             commit_lock: Mutex::new(()),
             compile_permits: Semaphore::new(cores),
-            sink: sink.map(Into::into),
+            sink,
             inference,
             toolbox,
             me: me.clone(),
@@ -282,6 +283,39 @@ impl Host {
     /// Calls the function's `handle` on a fresh instance: its first slice on the caller's task,
     /// the rest (if any) on the guest runtime (see the module docs).
     pub async fn invoke(self: &Arc<Self>, name: &str, request: Request) -> Result<Response> {
+        match self.enter(name, Entry::Http(request)).await? {
+            Exit::Http(response) => Ok(response),
+            Exit::Event(_) => unreachable!("an HTTP entry answers HTTP"),
+        }
+    }
+
+    /// Calls the agent's `on-event` on a fresh instance, like [`Host::invoke`]; the result is
+    /// its reply event, if any.
+    pub async fn on_event(
+        self: &Arc<Self>,
+        name: &str,
+        event: Cloudevent,
+    ) -> Result<Option<Cloudevent>> {
+        match self.enter(name, Entry::Event(event)).await? {
+            Exit::Event(reply) => Ok(reply),
+            Exit::Http(_) => unreachable!("an event entry answers with an event"),
+        }
+    }
+
+    /// The agents serving now for which `select` says `Some`, with what it said, in name order
+    /// (the events' trigger match, without cloning manifests).
+    pub fn subscribers<T>(&self, select: impl Fn(&Manifest) -> Option<T>) -> Vec<(String, T)> {
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+        let mut hits: Vec<(String, T)> = loaded
+            .iter()
+            .filter(|(_, l)| matches!(l.pre, Pre::Agent(_)))
+            .filter_map(|(name, l)| select(&l.record.manifest).map(|t| (name.clone(), t)))
+            .collect();
+        hits.sort_by(|a, b| a.0.cmp(&b.0));
+        hits
+    }
+
+    async fn enter(self: &Arc<Self>, name: &str, entry: Entry) -> Result<Exit> {
         let loaded = self
             .loaded
             .read()
@@ -292,7 +326,7 @@ impl Host {
         let host = self.clone();
         // A host bug that panics fails this request only, on either runtime.
         let mut call = Box::pin(
-            AssertUnwindSafe(async move { host.run(loaded, request).await })
+            AssertUnwindSafe(async move { host.run(loaded, entry).await })
                 .catch_unwind()
                 .map(|r| {
                     r.unwrap_or_else(|_| Err(HostError::Internal("the invocation panicked".into())))
@@ -310,7 +344,7 @@ impl Host {
         AbortOnDrop(guests.spawn(call)).await
     }
 
-    async fn run(&self, loaded: Arc<LoadedRevision>, request: Request) -> Result<Response> {
+    async fn run(&self, loaded: Arc<LoadedRevision>, entry: Entry) -> Result<Exit> {
         let manifest = &loaded.record.manifest;
         let function = manifest.name.as_str();
         let timeout = Duration::from_millis(manifest.limits.timeout_ms);
@@ -332,20 +366,28 @@ impl Host {
         let invocation: Arc<str> = Uuid::now_v7().to_string().into();
         let stderr = GuestOutput::new(function.into(), invocation.clone(), Stream::Stderr);
         let mut store = self.new_store(&loaded, invocation.clone(), stderr.clone(), deadline)?;
-        let span = tracing::info_span!("invoke", function, invocation = %invocation, revision = %loaded.record.revision);
+        let span = tracing::info_span!("invoke", function, invocation = %invocation, revision = %loaded.record.revision, entry = entry.name());
         let call = async {
             let agent = pre.instantiate_async(&mut store).await?;
-            agent
-                .slmfn_agent_handler()
-                .call_handle(&mut store, &request)
-                .await
+            match &entry {
+                Entry::Http(request) => agent
+                    .slmfn_agent_handler()
+                    .call_handle(&mut store, request)
+                    .await
+                    .map(|r| r.map(Exit::Http)),
+                Entry::Event(event) => agent
+                    .slmfn_agent_event_handler()
+                    .call_on_event(&mut store, event)
+                    .await
+                    .map(|r| r.map(Exit::Event)),
+            }
         };
         let call = tokio::time::timeout_at(deadline.into(), call).instrument(span.clone());
         let outcome = call.await;
         let _enter = span.enter();
         match outcome {
             Err(_) => Err(deadline_error()),
-            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Ok(exit))) => Ok(exit),
             Ok(Ok(Err(e))) => Err(HostError::Guest(match e {
                 WitGuestError::BadRequest(m) => GuestError::BadRequest(m),
                 WitGuestError::NotFound(m) => GuestError::NotFound(m),
@@ -405,7 +447,10 @@ impl Host {
                 invocation: invocation_id,
                 deadline,
             },
-            sink: self.sink.clone(),
+            events: events::EventsCtx {
+                sink: self.sink.clone(),
+                deadline,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -504,6 +549,27 @@ impl Host {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name, Arc::new(loaded));
+    }
+}
+
+/// An agent's entry points.
+enum Entry {
+    Http(Request),
+    Event(Cloudevent),
+}
+
+/// What an entry point answered.
+enum Exit {
+    Http(Response),
+    Event(Option<Cloudevent>),
+}
+
+impl Entry {
+    fn name(&self) -> &'static str {
+        match self {
+            Entry::Http(_) => "http",
+            Entry::Event(_) => "event",
+        }
     }
 }
 

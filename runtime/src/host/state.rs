@@ -1,11 +1,10 @@
 //! Per-invocation store data: one field per capability. Cheap to build (no I/O, `Arc` clones).
 
-use std::sync::Arc;
-
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::host::events::EventsCtx;
 use crate::host::inference::InferenceCtx;
 use crate::host::kv::KvCtx;
 use crate::host::tools::ToolsCtx;
@@ -19,8 +18,7 @@ pub(crate) struct HostState {
     pub(crate) kv: KvCtx,
     pub(crate) inference: InferenceCtx,
     pub(crate) tools: ToolsCtx,
-    /// The CloudEvents sink (`K_SINK`), if any.
-    pub(crate) sink: Option<Arc<str>>,
+    pub(crate) events: EventsCtx,
 }
 
 impl WasiView for HostState {

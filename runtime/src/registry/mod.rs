@@ -323,6 +323,12 @@ impl Registry {
         Ok(self.db.open_tree(kv_tree_name(name))?)
     }
 
+    /// A tree of the registry's database for another part of the runtime (the events' dedupe
+    /// store), so that everything lives in one sled database under the data dir.
+    pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Flushes everything to disk. sled's `flush_async` can stall when several databases share
     /// its background pool, so the blocking flush runs on tokio's blocking pool instead.
     pub async fn flush(&self) -> Result<()> {

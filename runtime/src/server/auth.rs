@@ -1,6 +1,8 @@
 //! Who may call the protected APIs (admin, OpenAI-compatible): with a token configured,
 //! `Authorization: Bearer <token>` (401 missing, 403 wrong); without one, loopback clients only
-//! (403 otherwise), so a runtime started without a token is never open to the network.
+//! (403 otherwise), so a runtime started without a token is never open to the network. In
+//! cluster mode (`--cluster`, or `K_SERVICE` set by Knative) a proxy forwards every request
+//! from 127.0.0.1, so there loopback proves nothing: without a token these APIs are off.
 
 use std::net::SocketAddr;
 
@@ -63,6 +65,12 @@ fn check(
                 Some(_) => Ok(()),
             }
         }
+        None if config.cluster_mode() => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the {api} is off in cluster mode without a token (requests arrive through a proxy on 127.0.0.1); start the runtime with SLMFN_TOKEN"
+            ),
+        )),
         None if !peer.ip().is_loopback() => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(

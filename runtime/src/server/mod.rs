@@ -1,11 +1,12 @@
-//! The HTTP server: axum routes only (invoke, admin, health, the OpenAI-compatible API,
-//! metrics). Handlers translate HTTP to host calls and host errors to [`ApiError`]s; they hold
+//! The HTTP server: axum routes only (invoke, events, admin, health, the OpenAI-compatible
+//! API, MCP, metrics). Handlers translate HTTP to host calls and host errors to [`ApiError`]s; they hold
 //! no logic of their own.
 
 mod admin;
 mod admin_models;
 mod auth;
 mod error;
+mod events;
 mod health;
 mod invoke;
 mod mcp;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// The model pool's async face; `None` when no model is configured.
     pub inference: Option<Arc<crate::inference::Inference>>,
+    /// The CloudEvents dispatcher.
+    pub events: Arc<crate::events::Events>,
 }
 
 /// All routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` (the admin
@@ -80,7 +83,10 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), metrics.clone()),
             metrics::count_invocations,
         ));
+    let events = post(events::receive).fallback(events::method_not_allowed);
     let traced = Router::new()
+        .route("/", events.clone())
+        .route("/events", events)
         .route("/metrics", get(metrics::scrape).with_state(metrics.clone()))
         .merge(functions)
         .merge(openai::routes(&state, metrics))

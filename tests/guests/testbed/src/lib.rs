@@ -30,9 +30,20 @@
 //!
 //! Missing or malformed query parameters are `bad-request` (400).
 //!
-//! Events: `on_event` answers a reply event with id `{id}-reply`, source `/testbed`, type
-//! `{type}.reply`, and the incoming data and `datacontenttype`; an event of type
-//! `testbed.error` gets the guest error `bad-request("bad event")`.
+//! Events (`on_event`, by the event's `type`):
+//!
+//! | type | answer |
+//! |---|---|
+//! | `testbed.error` | guest error `bad-request("bad event")` |
+//! | `testbed.internal` | guest error `internal("event handler broke")` |
+//! | `testbed.overloaded` | guest error `overloaded(1500)` |
+//! | `testbed.trap` / `testbed.loop` | panics / spins forever |
+//! | `testbed.noreply` | no reply |
+//! | `testbed.badreply` | a reply with an empty id (invalid) |
+//! | `testbed.count` | kv counter `events.count` + 1; reply `testbed.counted`, data: the count |
+//! | `testbed.sleep` | data: ms to sleep (printing `testbed event {id} sleeping {ms} ms` first); then counter `events.slept` + 1; reply `testbed.slept`, data: the count |
+//! | `testbed.emit` | emits `{id}-emitted` (`testbed.emitted`, the data as text) to the sink; reply `testbed.emit.result`, data `{"emitted": true}` or `{"error": kind, "message"}` |
+//! | anything else | reply `{id}-reply`, source `/testbed`, type `{type}.reply`, every other attribute, extension and the data copied, plus the extension `testbedversion` = env `VERSION` when set |
 
 use std::hint::black_box;
 
@@ -95,15 +106,77 @@ fn handle(req: Request) -> Result<Response, Error> {
 }
 
 fn on_event(event: CloudEvent) -> Result<Option<CloudEvent>, Error> {
-    if event.type_ == "testbed.error" {
-        return Err(Error::bad_request("bad event"));
+    let data_text =
+        || String::from_utf8_lossy(event.data.as_deref().unwrap_or_default()).into_owned();
+    match event.type_.as_str() {
+        "testbed.error" => return Err(Error::bad_request("bad event")),
+        "testbed.internal" => return Err(Error::internal("event handler broke")),
+        "testbed.overloaded" => return Err(Error::Overloaded(1500)),
+        "testbed.trap" => panic!("testbed event panic"),
+        "testbed.loop" => spin(),
+        "testbed.noreply" => return Ok(None),
+        "testbed.badreply" => return Ok(Some(CloudEvent::new("", "/testbed", "x"))),
+        "testbed.count" => {
+            let n = kv::increment("events.count", 1)?;
+            let reply =
+                CloudEvent::new(format!("{}-reply", event.id), "/testbed", "testbed.counted");
+            return Ok(Some(reply.with_data("application/json", n.to_string())));
+        }
+        "testbed.sleep" => {
+            let ms: u64 = data_text()
+                .trim()
+                .parse()
+                .map_err(|_| Error::bad_request("data: milliseconds"))?;
+            println!("testbed event {} sleeping {ms} ms", event.id);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let n = kv::increment("events.slept", 1)?;
+            let reply = CloudEvent::new(format!("{}-reply", event.id), "/testbed", "testbed.slept");
+            return Ok(Some(reply.with_data("application/json", n.to_string())));
+        }
+        "testbed.emit" => {
+            let out = CloudEvent::new(
+                format!("{}-emitted", event.id),
+                "/testbed",
+                "testbed.emitted",
+            )
+            .with_data("text/plain", data_text());
+            let result = match slmfn_sdk::events::emit(&out) {
+                Ok(()) => json!({ "emitted": true }),
+                Err(e) => {
+                    let (kind, message) = match e {
+                        slmfn_sdk::events::Error::NoSink => ("no-sink", String::new()),
+                        slmfn_sdk::events::Error::Invalid(m) => ("invalid", m),
+                        slmfn_sdk::events::Error::Unavailable(m) => ("unavailable", m),
+                        slmfn_sdk::events::Error::Delivery(m) => ("delivery", m),
+                    };
+                    json!({ "error": kind, "message": message })
+                }
+            };
+            let reply = CloudEvent::new(
+                format!("{}-reply", event.id),
+                "/testbed",
+                "testbed.emit.result",
+            );
+            return Ok(Some(
+                reply.with_data("application/json", result.to_string()),
+            ));
+        }
+        _ => {}
     }
+    // Everything else: echoed with every attribute but id, source and type.
     let mut reply = CloudEvent::new(
         format!("{}-reply", event.id),
         "/testbed",
         format!("{}.reply", event.type_),
     );
     reply.datacontenttype = event.datacontenttype;
+    reply.dataschema = event.dataschema;
+    reply.subject = event.subject;
+    reply.time = event.time;
+    reply.extensions = event.extensions;
+    if let Ok(version) = std::env::var("VERSION") {
+        reply.extensions.push(("testbedversion".into(), version));
+    }
     reply.data = event.data;
     Ok(Some(reply))
 }
