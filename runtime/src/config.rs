@@ -75,6 +75,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "K_CE_OVERRIDES", hide = true)]
     pub k_ce_overrides: Option<String>,
 
+    /// Serve the functions of this read-only directory (`DIR/<name>/fn.toml` +
+    /// `<name>.wasm`, precompiled with `slmfn precompile DIR`) instead of taking deploys: the
+    /// admin API's deploy, rollback and delete answer 403. For images on Knative.
+    #[arg(long = "functions", env = "SLMFN_FUNCTIONS_DIR")]
+    pub functions_dir: Option<PathBuf>,
+
     /// Cluster mode: every request may come through a proxy on 127.0.0.1 (Knative's
     /// queue-proxy), so the admin and OpenAI-compatible APIs need the token and are off without
     /// one. On whenever `K_SERVICE` is set.

@@ -104,11 +104,24 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
     };
     let loader = {
         let (host, readiness) = (host.clone(), readiness.clone());
+        let functions_dir = state.config.functions_dir.clone();
         tokio::spawn(async move {
             if let Err(e) = host.load_all().await {
                 tracing::error!(error = %e, "loading functions failed");
                 readiness.set_not_ready(format!("loading functions failed: {e}"));
                 return;
+            }
+            if let Some(dir) = functions_dir {
+                match host.install_dir(&dir).await {
+                    Ok(r) => {
+                        tracing::info!(dir = %dir.display(), functions = r.functions, compiled = r.compiled, "serving the functions dir")
+                    }
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "the functions dir cannot be served");
+                        readiness.set_not_ready(format!("the functions dir cannot be served: {e}"));
+                        return;
+                    }
+                }
             }
             if let Some(inference) = inference {
                 readiness.set_not_ready("loading preloaded models");

@@ -412,3 +412,63 @@ fn sigterm_answers_every_event_in_flight() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+/// Cluster mode as an image runs it: `slmfn precompile DIR` at build time, then `--functions
+/// DIR` with `K_SERVICE` set serves them, compiles nothing, and refuses admin deploys.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_mode_serves_a_precompiled_functions_dir_and_compiles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let functions = dir.path().join("functions");
+    std::fs::create_dir_all(functions.join("tb")).unwrap();
+    std::fs::write(
+        functions.join("tb/fn.toml"),
+        manifest("tb", "baked", "", ALL_BUT_UNROUTED),
+    )
+    .unwrap();
+    std::fs::write(functions.join("tb/tb.wasm"), &guests().testbed).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slmfn"))
+        .arg("precompile")
+        .arg(&functions)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(functions.join("tb/tb.cwasm.key").is_file());
+    let opts = Options {
+        token: Some("secret".into()),
+        extra_args: vec!["--functions".into(), functions.display().to_string()],
+        env: vec![("K_SERVICE".into(), "tb".into())],
+    };
+    let rt = start(&dir.path().join("data"), opts.clone()).await;
+    let log = rt.log_text();
+    assert!(log.contains("serving the functions dir"), "{log}");
+    assert!(
+        log.contains("compiled=0"),
+        "nothing compiled at start:\n{log}"
+    );
+    assert!(!log.contains("compiling component"), "{log}");
+    let (status, headers, _) = send(&rt, "com.example.echo", "baked-1", "x").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["ce-testbedversion"], "baked");
+    assert_eq!(
+        rt.invoke("tb", "/echo", "hi").await.unwrap(),
+        (200, "hi".into())
+    );
+    let (status, body) = rt
+        .deploy("tb", &manifest("tb", "2", "", ""), &guests().testbed)
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "read-only even with the token: {body}");
+    assert!(body.to_string().contains("--functions"), "{body}");
+    drop(rt);
+
+    // Without the artifact it still serves, compiling once and saying so.
+    std::fs::remove_file(functions.join("tb/tb.cwasm")).unwrap();
+    let rt = start(&dir.path().join("data2"), opts).await;
+    let log = rt.log_text();
+    assert!(log.contains("compiled=1"), "{log}");
+    assert!(log.contains("no usable precompiled artifact"), "{log}");
+}

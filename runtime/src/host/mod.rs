@@ -16,6 +16,7 @@ mod component;
 mod engine;
 mod error;
 mod events;
+mod functions_dir;
 pub(crate) mod inference;
 mod kv;
 mod output;
@@ -40,6 +41,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::slmfn::agent::types::{Cloudevent, Request, Response};
 pub use error::{GuestError, HostError, Result};
+pub use functions_dir::{DirReport, precompile_dir};
 
 use bindings::Agent;
 use bindings::slmfn::agent::types::Error as WitGuestError;
@@ -81,6 +83,8 @@ pub struct Host {
     commit_lock: Mutex<()>,
     /// Bounds concurrent compilations to the cores.
     compile_permits: Semaphore,
+    /// Components compiled since start (not loaded from an artifact).
+    compilations: std::sync::atomic::AtomicUsize,
     sink: Option<Arc<Sink>>,
     inference: Option<Arc<Inference>>,
     toolbox: Arc<Toolbox>,
@@ -122,6 +126,7 @@ impl Host {
             loaded: RwLock::default(),
             commit_lock: Mutex::new(()),
             compile_permits: Semaphore::new(cores),
+            compilations: Default::default(),
             sink,
             inference,
             toolbox,
@@ -138,6 +143,11 @@ impl Host {
     /// The tool providers (operator's and deployed tool components).
     pub fn toolbox(&self) -> &Arc<Toolbox> {
         &self.toolbox
+    }
+
+    /// How many components were compiled since start, rather than loaded precompiled.
+    pub fn compilations(&self) -> usize {
+        self.compilations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The compatibility key under which this engine's precompiled artifacts are stored.
@@ -502,6 +512,9 @@ impl Host {
             .acquire()
             .await
             .map_err(|e| HostError::Internal(e.to_string()))?;
+        self.compilations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(component = sha, "compiling component");
         let engine = self.engine.clone();
         let owned = bytes.to_vec();
         let artifact = tokio::task::spawn_blocking(move || component::precompile(&engine, &owned))

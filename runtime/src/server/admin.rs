@@ -13,11 +13,26 @@ use super::AppState;
 use super::error::ApiError;
 use crate::registry::{FunctionRecord, RevisionRecord};
 
+/// With `--functions DIR` the image's functions are the truth: no deploys, rollbacks or deletes.
+fn writable(state: &AppState) -> Result<(), ApiError> {
+    match &state.config.functions_dir {
+        None => Ok(()),
+        Some(dir) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this runtime serves the read-only functions dir {} (--functions): change functions by building a new image or Knative revision",
+                dir.display()
+            ),
+        )),
+    }
+}
+
 pub(super) async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
     mut multipart: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
+    writable(&state)?;
     crate::manifest::validate_name(&name)?;
     let (mut manifest, mut component) = (None, None);
     let part_error = |e: axum::extract::multipart::MultipartError| {
@@ -96,6 +111,7 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    writable(&state)?;
     state.host.delete(&name).await?;
     Ok(Json(json!({ "deleted": name })))
 }
@@ -125,6 +141,7 @@ pub(super) async fn rollback(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    writable(&state)?;
     let body: RollbackBody = if body.is_empty() {
         RollbackBody::default()
     } else {
