@@ -103,6 +103,40 @@ fn the_ci_triage_and_market_analyst_examples_answer_with_the_real_model() {
             "{answer}"
         );
     }
+    // The same agent, event-driven: `fn send` posts a dev.ci.build.failed event; the reply is
+    // a dev.ci.build.triaged event carrying the triage.
+    let send = |args: &[&str]| {
+        let out = crate::support::fn_cli()
+            .args(["send", "--url", &rt.url])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fn send failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            rt.log_text()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let reply: serde_json::Value = serde_json::from_str(&send(&[
+        "--type",
+        "dev.ci.build.failed",
+        "--source",
+        "/ci/acme/shop",
+        "--subject",
+        "build-981",
+        "--data",
+        r#"{"sample": "npm-404"}"#,
+    ]))
+    .unwrap();
+    assert_eq!(reply["type"], "dev.ci.build.triaged", "{reply}");
+    assert_eq!(reply["source"], "/fn/ci-triage", "{reply}");
+    assert_eq!(reply["subject"], "build-981", "{reply}");
+    assert_eq!(reply["data"]["triage"]["failing_step"], "npm ci", "{reply}");
+    let other = send(&["--type", "dev.ci.build.passed", "--data", "{}"]);
+    assert!(other.starts_with("accepted: no reply"), "{other}");
+
     let answer = invoke(
         "market-analyst",
         r#"{"question": "How has BOLT been trading?"}"#,

@@ -7,6 +7,10 @@
 //! log is not given whole: the agent first calls `log.search` (a local tool over the log) and
 //! reads what it found. Samples ship in `logs/`:
 //! `fn invoke ci-triage --data '{"sample": "npm-404"}'`.
+//!
+//! Event-driven too: a `dev.ci.build.failed` CloudEvent (its `[[triggers]]` in fn.toml) with
+//! the same JSON as data gets a `dev.ci.build.triaged` reply event carrying the answer:
+//! `fn send --type dev.ci.build.failed --data '{"sample": "npm-404"}'`.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,7 +18,7 @@ use slmfn_sdk::agent::Agent;
 use slmfn_sdk::inference::{self, Message, Params, ResponseFormat, ToolChoice};
 use slmfn_sdk::provider::{ToolResult, arguments, tool};
 use slmfn_sdk::tools::ToolError;
-use slmfn_sdk::{Error, Request, Response, export_agent};
+use slmfn_sdk::{CloudEvent, Error, Request, Response, export_agent};
 
 /// Logs longer than this many lines are searched, not read whole.
 const LONG_LOG_LINES: usize = 40;
@@ -41,7 +45,33 @@ fn sample(name: &str) -> Option<&'static str> {
 }
 
 fn handle(req: Request) -> Result<Response, Error> {
-    let input: Input = req.json()?;
+    Response::json(&triage(req.json()?)?)
+}
+
+/// A `dev.ci.build.failed` event (data: `{"log"}` or `{"sample"}`, as the HTTP body) gets a
+/// `dev.ci.build.triaged` reply with the same answer as its data.
+fn on_event(event: CloudEvent) -> Result<Option<CloudEvent>, Error> {
+    if event.type_ != FAILED {
+        return Err(Error::bad_request(format!(
+            "ci-triage takes {FAILED} events, not {}",
+            event.type_
+        )));
+    }
+    let data = event.data.as_deref().unwrap_or_default();
+    let input: Input = serde_json::from_slice(data)
+        .map_err(|e| Error::bad_request(format!("event data: {e}")))?;
+    let answer = triage(input)?;
+    let mut reply = CloudEvent::new(format!("{}-triage", event.id), "/fn/ci-triage", TRIAGED)
+        .with_data("application/json", answer.to_string());
+    reply.subject = event.subject;
+    Ok(Some(reply))
+}
+
+/// The event type ci-triage subscribes to, and its reply's.
+const FAILED: &str = "dev.ci.build.failed";
+const TRIAGED: &str = "dev.ci.build.triaged";
+
+fn triage(input: Input) -> Result<Value, Error> {
     let log = match (&input.log, &input.sample) {
         (Some(log), _) => log.clone(),
         (None, Some(name)) => sample(name)
@@ -95,7 +125,7 @@ fn handle(req: Request) -> Result<Response, Error> {
             answer.finish_reason
         ))
     })?;
-    Response::json(&json!({
+    Ok(json!({
         "triage": triage,
         "finish_reason": answer.finish_reason,
         "searched": searched,
@@ -187,4 +217,4 @@ fn search_with_the_model(log: &str) -> Result<String, Error> {
     }))
 }
 
-export_agent!(handle);
+export_agent!(handle, on_event = on_event);

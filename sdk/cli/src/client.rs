@@ -92,6 +92,11 @@ impl Client {
             .request(method, format!("{}{path}", self.invoke_url(name)))
     }
 
+    /// A CloudEvent delivery (`POST /events`). Never carries the admin token.
+    pub(crate) fn events(&self) -> RequestBuilder {
+        self.http.post(self.url("/events"))
+    }
+
     /// Sends a request; transport failures become errors naming the runtime. Any status is `Ok`.
     pub(crate) async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
         request.send().await.map_err(|e| self.transport_error(e))

@@ -10,6 +10,7 @@ pub(crate) mod models;
 pub(crate) mod new;
 pub(crate) mod revisions;
 pub(crate) mod rollback;
+pub(crate) mod send;
 pub(crate) mod serve;
 
 /// Clap value parser for function names: a DNS-1123 label, checked before any request so that
