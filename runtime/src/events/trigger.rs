@@ -28,6 +28,38 @@ pub struct Trigger {
     /// name order that has `reply = true`; see docs/api.md.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub reply: bool,
+    /// How a Knative Broker retries this trigger's deliveries (rendered by `fn deploy
+    /// --knative` into the Trigger's `spec.delivery`; the runtime itself does not use it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+/// `[triggers.delivery]`: Knative's `DeliverySpec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// Retries before the event goes to the dead-letter sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u32>,
+    /// `linear` or `exponential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_policy: Option<BackoffPolicy>,
+    /// The first retry's delay, an ISO 8601 duration (`PT0.5S`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_delay: Option<String>,
+    /// Where undeliverable events go: a URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_sink: Option<String>,
+}
+
+/// Knative's backoff policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffPolicy {
+    /// delay × retries.
+    Linear,
+    /// delay × 2^retries.
+    Exponential,
 }
 
 fn yes() -> bool {
@@ -84,6 +116,17 @@ impl Trigger {
         }
         if let Some(f) = &self.filter {
             check_map("filter.attributes", &f.attributes)?;
+        }
+        if let Some(delay) = self
+            .delivery
+            .as_ref()
+            .and_then(|d| d.backoff_delay.as_deref())
+        {
+            if !delay.starts_with('P') || delay.len() < 3 {
+                return Err(format!(
+                    "delivery.backoff_delay {delay:?} is not an ISO 8601 duration like \"PT0.5S\""
+                ));
+            }
         }
         self.filters.iter().try_for_each(Filter::validate)
     }

@@ -34,6 +34,7 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod commands;
+mod knative;
 mod output;
 mod project;
 

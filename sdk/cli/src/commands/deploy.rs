@@ -32,12 +32,55 @@ pub(crate) struct DeployCommand {
     #[arg(long)]
     json: bool,
 
+    /// Render the function's Knative Service and Triggers instead of uploading it (nothing is
+    /// built or sent): printed with `-o`, applied with `--apply`. See knative/README.md.
+    #[arg(long)]
+    knative: bool,
+
+    /// With --knative: print the manifests in this format (the default without --apply).
+    #[arg(long, short = 'o', value_name = "FORMAT", requires = "knative")]
+    output: Option<ManifestFormat>,
+
+    /// With --knative: run `kubectl apply -f -` on the manifests.
+    #[arg(long, requires = "knative")]
+    apply: bool,
+
+    /// With --knative: the runtime image with this function baked in
+    /// (`scripts/build-image.sh` builds it).
+    #[arg(long, env = "SLMFN_IMAGE", default_value = concat!("localhost/slmfn:", env!("CARGO_PKG_VERSION")), requires = "knative")]
+    image: String,
+
+    /// With --knative: the Broker the Triggers subscribe to.
+    #[arg(long, default_value = "default", requires = "knative")]
+    broker: String,
+
+    /// With --knative: generation sessions per pod (the concurrency target follows it).
+    #[arg(long, default_value_t = 1, requires = "knative")]
+    parallel: u32,
+
+    /// With --knative: Knative's KPA on request concurrency (scales to zero), or the HPA on
+    /// the runtime's model queue depth (needs a Prometheus adapter).
+    #[arg(long, value_enum, default_value = "kpa", requires = "knative")]
+    autoscaler: crate::knative::Autoscaler,
+
     #[command(flatten)]
     remote: RemoteArgs,
 }
 
+/// How `fn deploy --knative -o` prints manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ManifestFormat {
+    /// YAML documents.
+    Yaml,
+    /// One JSON array.
+    Json,
+}
+
 impl DeployCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
+        if self.knative {
+            return self.knative().await;
+        }
         let project = Project::open(&self.path).await?;
         let client = Client::new(&self.remote)?;
         let name = project.manifest.name.clone();
@@ -104,4 +147,51 @@ impl DeployCommand {
         }
         Ok(())
     }
+}
+
+impl DeployCommand {
+    async fn knative(self) -> anyhow::Result<()> {
+        let project = Project::open(&self.path).await?;
+        let options = crate::knative::Options {
+            image: self.image.clone(),
+            broker: self.broker.clone(),
+            parallel: self.parallel.max(1),
+            autoscaler: self.autoscaler,
+        };
+        let docs = crate::knative::render(&project.manifest, &options);
+        let yaml = crate::knative::to_yaml(&docs);
+        match (self.output, self.apply) {
+            (Some(ManifestFormat::Json), _) => {
+                println!("{}", serde_json::to_string_pretty(&docs)?)
+            }
+            (Some(ManifestFormat::Yaml), _) | (None, false) => print!("{yaml}"),
+            (None, true) => {}
+        }
+        if self.apply {
+            apply(&yaml).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `kubectl apply -f -` with `yaml` on stdin.
+async fn apply(yaml: &str) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = match tokio::process::Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "kubectl is not on PATH: install it (and point it at your cluster), or print the manifests with `fn deploy --knative -o yaml`"
+        ),
+        Err(e) => anyhow::bail!("cannot run kubectl: {e}"),
+    };
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(yaml.as_bytes()).await?;
+    drop(stdin);
+    let status = child.wait().await?;
+    anyhow::ensure!(status.success(), "kubectl apply failed ({status})");
+    Ok(())
 }
