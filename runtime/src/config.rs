@@ -194,6 +194,19 @@ impl RuntimeConfig {
         self.cluster || self.k_service.is_some()
     }
 
+    /// The Knative names this pod runs under, as metric labels (`k_service`, `k_revision`,
+    /// `k_configuration`; only those set).
+    pub fn knative_labels(&self) -> Vec<(&'static str, String)> {
+        [
+            ("k_service", &self.k_service),
+            ("k_revision", &self.k_revision),
+            ("k_configuration", &self.k_configuration),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+
     /// The drain budget on shutdown.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_secs)
@@ -202,7 +215,7 @@ impl RuntimeConfig {
     /// A one-line summary for the startup log (never includes the token).
     pub fn summary(&self) -> String {
         format!(
-            "listen={} data_dir={} admin_auth={} max_upload={}B k_service={} k_revision={}",
+            "listen={} data_dir={} admin_auth={} max_upload={}B k_service={} k_revision={} k_configuration={}",
             self.listen_addr(),
             self.data_dir.display(),
             match (&self.token, self.cluster_mode()) {
@@ -213,6 +226,7 @@ impl RuntimeConfig {
             self.max_upload_bytes,
             self.k_service.as_deref().unwrap_or("-"),
             self.k_revision.as_deref().unwrap_or("-"),
+            self.k_configuration.as_deref().unwrap_or("-"),
         )
     }
 }

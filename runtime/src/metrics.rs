@@ -21,9 +21,14 @@
 //! - **Tool calls** (`slmfn_tool_calls_total{function,tool,outcome}`,
 //!   `slmfn_tool_call_duration_seconds{function,tool}`): recorded by
 //!   [`crate::tools::Toolbox::call`] for every caller.
+//! - **Events** (`slmfn_events_received_total{mode}`,
+//!   `slmfn_event_deliveries_total{function,outcome}`): recorded by [`crate::events::Events`].
 //! - **The model pool** (`slmfn_model_*`, `slmfn_pool_*`): read from
 //!   [`slmfn_models::ModelPool::status`] and [`slmfn_models::ModelPool::stats`] at scrape time,
 //!   so they can never drift from the pool's own bookkeeping.
+//!
+//! With `K_SERVICE`, `K_REVISION` or `K_CONFIGURATION` set, every series also carries
+//! `k_service`, `k_revision`, `k_configuration`.
 //!
 //! Labels are bounded: function names only of deployed functions, model names only of
 //! configured models, endpoints only of matched routes. Prompts and completions never appear.
@@ -117,8 +122,19 @@ pub struct Metrics {
 
 impl Metrics {
     /// Metrics over `inference`'s generations and pool (none when no model is configured).
-    pub fn new(inference: Option<Arc<Inference>>, tools: &crate::tools::ToolMetrics) -> Self {
-        let mut registry = Registry::with_prefix("slmfn");
+    /// `constant` labels go on every series (the Knative service, revision and configuration).
+    pub fn new(
+        inference: Option<Arc<Inference>>,
+        tools: &crate::tools::ToolMetrics,
+        events: &crate::events::EventMetrics,
+        constant: Vec<(&'static str, String)>,
+    ) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "slmfn",
+            constant
+                .into_iter()
+                .map(|(k, v)| (std::borrow::Cow::Borrowed(k), std::borrow::Cow::Owned(v))),
+        );
         let invocations = Family::<InvocationLabels, Counter>::default();
         registry.register(
             "invocations",
@@ -140,6 +156,7 @@ impl Metrics {
             openai_requests.clone(),
         );
         tools.register(&mut registry);
+        events.register(&mut registry);
         if let Some(inference) = inference {
             inference.metrics().register(&mut registry);
             registry.register_collector(Box::new(PoolCollector(inference)));

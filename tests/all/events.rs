@@ -199,6 +199,22 @@ async fn a_redelivered_event_runs_once_and_gets_the_same_reply() {
         log.matches("duplicate event").count() >= 3,
         "duplicates are logged:\n{log}"
     );
+    let metrics = rt
+        .client()
+        .get(format!("{}/metrics", rt.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"slmfn_event_deliveries_total{function="tb",outcome="duplicate"} 3"#,
+        r#"slmfn_event_deliveries_total{function="tb",outcome="refused"} 1"#,
+        r#"slmfn_events_received_total{mode="binary"} 8"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
 }
 
 /// Several agents get the same event; the reply comes from the first in name order whose
@@ -363,6 +379,23 @@ async fn cluster_mode_turns_the_admin_api_off_without_a_token() {
     };
     let rt = start(dir.path(), opts).await;
     deploy(&rt, "tb", &manifest("tb", "1", "", "")).await;
+    assert_eq!(rt.invoke("tb", "/echo", "x").await.unwrap().0, 200);
+    let metrics = rt
+        .client()
+        .get(format!("{}/metrics", rt.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("slmfn_invocations_total{")
+                && l.contains(r#"k_service="support-desk""#)),
+        "K_SERVICE labels every series:\n{metrics}"
+    );
 }
 
 #[test]

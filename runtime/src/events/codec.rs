@@ -57,8 +57,8 @@ impl CodecError {
 /// What one request carried.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    /// Binary or structured mode.
-    One(Event),
+    /// Binary or structured mode (which one: [`Incoming::mode`]).
+    One(Event, &'static str),
     /// Batched mode (possibly empty).
     Batch(Vec<Event>),
 }
@@ -109,13 +109,23 @@ pub(crate) fn parse(headers: &HeaderMap, body: bytes::Bytes) -> Result<Incoming,
         let item: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| CodecError::Malformed(format!("the body is not JSON: {e}")))?;
         return structured(item)
-            .map(Incoming::One)
+            .map(|e| Incoming::One(e, "structured"))
             .map_err(CodecError::Malformed);
     }
     if essence.starts_with("application/cloudevents") {
         return Err(CodecError::UnsupportedFormat(essence.to_string()));
     }
-    binary(headers, body).map(Incoming::One)
+    binary(headers, body).map(|e| Incoming::One(e, "binary"))
+}
+
+impl Incoming {
+    /// The content mode, as the metrics name it.
+    pub(crate) fn mode(&self) -> &'static str {
+        match self {
+            Incoming::One(_, mode) => mode,
+            Incoming::Batch(_) => "batch",
+        }
+    }
 }
 
 fn binary(headers: &HeaderMap, body: bytes::Bytes) -> Result<Event, CodecError> {
@@ -269,7 +279,7 @@ mod tests {
         let mut h = BINARY.to_vec();
         h.push(("content-type", "application/json"));
         h.push(("ce-comexampleextension1", "value"));
-        let Incoming::One(e) =
+        let Incoming::One(e, "binary") =
             parse(&headers(&h), bytes::Bytes::from_static(b"{\"a\":1}")).unwrap()
         else {
             panic!("one event")
@@ -300,7 +310,7 @@ mod tests {
         let ok = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"a":1}}"#;
         assert!(matches!(
             parse(&headers(&ct), bytes::Bytes::from_static(ok.as_bytes())).unwrap(),
-            Incoming::One(_)
+            Incoming::One(_, "structured")
         ));
         for (body, needle) in [
             (

@@ -25,6 +25,7 @@
 pub(crate) mod codec;
 mod convert;
 mod dedupe;
+mod metrics;
 pub mod sink;
 pub mod trigger;
 
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use codec::MIN_EVENT_LIMIT;
 pub use dedupe::Window;
+pub use metrics::EventMetrics;
 
 use crate::host::{GuestError, Host, HostError};
 use dedupe::{Begin, Seen};
@@ -130,6 +132,7 @@ impl Outcome {
 pub struct Events {
     host: Arc<Host>,
     seen: Seen,
+    metrics: EventMetrics,
 }
 
 /// What the server answers for one request.
@@ -158,7 +161,21 @@ impl Events {
             registry.tree("events.seen.order")?,
             window,
         )?;
-        Ok(Self { host, seen })
+        Ok(Self {
+            host,
+            seen,
+            metrics: EventMetrics::default(),
+        })
+    }
+
+    /// The event metrics, for `/metrics`.
+    pub fn metrics(&self) -> &EventMetrics {
+        &self.metrics
+    }
+
+    /// Counts a request by its content mode.
+    pub(crate) fn received(&self, mode: &'static str) {
+        self.metrics.received(mode);
     }
 
     /// Delivers one event (binary or structured mode).
@@ -227,6 +244,7 @@ impl Events {
         let running = match self.seen.begin(function, event.source(), event.id()).await {
             Begin::Done(outcome) => {
                 tracing::info!(function, event = %codec::describe(event), "duplicate event: answered with the first delivery's outcome");
+                self.metrics.delivered(function, "duplicate");
                 return outcome;
             }
             Begin::Run(running) => running,
@@ -243,6 +261,13 @@ impl Events {
             },
             Err(e) => Outcome::from_host(e),
         };
+        let label = match &outcome {
+            Outcome::Done { reply: Some(_) } => "reply",
+            Outcome::Done { reply: None } => "no_reply",
+            o if o.is_retryable() => "failed",
+            Outcome::Error { .. } => "refused",
+        };
+        self.metrics.delivered(function, label);
         running.finish(outcome)
     }
 }

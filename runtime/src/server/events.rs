@@ -24,8 +24,9 @@ pub(super) async fn receive(State(state): State<AppState>, req: Request) -> Resp
         Ok(incoming) => incoming,
         Err(e) => return ApiError::new(e.status(), e.to_string()).into_response(),
     };
+    state.events.received(incoming.mode());
     let answer = match incoming {
-        Incoming::One(event) => state.events.one(event).await,
+        Incoming::One(event, _) => state.events.one(event).await,
         Incoming::Batch(events) => state.events.batch(events).await,
     };
     let written = match answer {

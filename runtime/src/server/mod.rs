@@ -52,6 +52,8 @@ pub fn router(state: AppState) -> Router {
     let metrics = Arc::new(crate::metrics::Metrics::new(
         state.inference.clone(),
         state.host.toolbox().metrics(),
+        state.events.metrics(),
+        state.config.knative_labels(),
     ));
     let upload_limit = state
         .config
