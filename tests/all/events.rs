@@ -505,3 +505,32 @@ async fn cluster_mode_serves_a_precompiled_functions_dir_and_compiles_nothing() 
     assert!(log.contains("compiled=1"), "{log}");
     assert!(log.contains("no usable precompiled artifact"), "{log}");
 }
+
+/// Not ready means 503 (retried), never a 202 that would drop the event: here the functions dir
+/// cannot be served, so the runtime stays unready.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_before_ready_is_503_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let functions = dir.path().join("functions");
+    std::fs::create_dir_all(functions.join("tb")).unwrap();
+    std::fs::write(functions.join("tb/fn.toml"), "name = \"tb\"\nbogus = 1\n").unwrap();
+    let opts = Options {
+        extra_args: vec!["--functions".into(), functions.display().to_string()],
+        ..Options::default()
+    };
+    let rt =
+        tokio::task::block_in_place(|| Runtime::spawn(&dir.path().join("data"), &opts)).unwrap();
+    let started = std::time::Instant::now();
+    while !rt.log_text().contains("the functions dir cannot be served") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            rt.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // a poll interval
+    }
+    let (status, headers, body) = send(&rt, "com.example.echo", "early", "x").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert!(body.contains("not ready"), "{body}");
+}

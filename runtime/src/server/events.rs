@@ -2,7 +2,7 @@
 //! out in binary mode. Statuses follow Knative's data-plane contract (see docs/api.md): 200
 //! with the reply event, 202 accepted without one (also when no trigger matches), 400 for a
 //! malformed event, 413 over the size limit, 415 for a non-JSON event format, 429/5xx when a
-//! retry may help. Other methods: 405.
+//! retry may help, 503 while not ready (or draining). Other methods: 405.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -14,6 +14,16 @@ use crate::events::Answer;
 use crate::events::codec::{self, Incoming};
 
 pub(super) async fn receive(State(state): State<AppState>, req: Request) -> Response {
+    // Before the functions are loaded no trigger would match, and a 202 would lose the event:
+    // not ready (and draining) is 503, which the sender retries.
+    if let Some(reason) = state.readiness.reason() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready for events: {reason}"),
+        )
+        .retry_after(1)
+        .into_response();
+    }
     let (parts, body) = req.into_parts();
     let limit = state.config.max_event_bytes;
     let parsed = match codec::read_body(&parts.headers, body, limit).await {
