@@ -534,3 +534,41 @@ async fn an_event_before_ready_is_503_not_dropped() {
     assert_eq!(headers["retry-after"], "1");
     assert!(body.contains("not ready"), "{body}");
 }
+
+/// The Knative runtime contract's h2c: an event and an invocation over HTTP/2 without TLS
+/// (prior knowledge), as the queue-proxy may send them.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_and_invocations_work_over_h2c() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = start(dir.path(), Options::default()).await;
+    deploy(&rt, "tb", &manifest("tb", "1", "", ALL_BUT_UNROUTED)).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .post(format!("{}/events", rt.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "h2c-1")
+        .header("ce-source", "/tests")
+        .header("ce-type", "com.example.echo")
+        .header("content-type", "text/plain")
+        .body("over h2c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["ce-id"], "h2c-1-reply");
+    assert_eq!(resp.text().await.unwrap(), "over h2c");
+    let resp = h2
+        .post(format!("{}/fn/tb/echo", rt.url))
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.version(), resp.status().as_u16()),
+        (reqwest::Version::HTTP_2, 200)
+    );
+}
