@@ -11,6 +11,11 @@
 //!
 //! Run: `cargo bench --bench http_load [-- --requests 20000 --secs 20 --concurrency 16,64]`
 //! (or `benches/run.sh`, which also installs wasmtime-cli and builds the guests).
+//!
+//! With `--events` it measures CloudEvents instead, slmfn against itself: the same `echo`
+//! function's no-op `on_event` (202) in binary and in structured mode, each event with a new id
+//! (so every one goes through the dedupe store), against `POST /fn/echo` with the same body
+//! (`benches/events.sh`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -55,6 +60,10 @@ struct Args {
     /// Where to write every run as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure CloudEvents (binary, structured) against `/fn` on slmfn instead of slmfn
+    /// against `wasmtime serve`.
+    #[arg(long)]
+    events: bool,
     /// Set by `cargo bench`. Without it (`cargo test --all-targets`) the harness does nothing.
     #[arg(long)]
     bench: bool,
@@ -69,17 +78,30 @@ async fn main() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let slmfn = start_slmfn(dir.path()).await?;
-    let wasmtime = start_wasmtime(&args.wasmtime, &args.wasmtime_arg, dir.path()).await?;
-    let servers = [&slmfn, &wasmtime];
+    let servers: Vec<Target> = if args.events {
+        vec![
+            Target::new(&slmfn, "/fn (POST)", Kind::Post),
+            Target::new(&slmfn, "event, binary", Kind::Binary),
+            Target::new(&slmfn, "event, structured", Kind::Structured),
+        ]
+    } else {
+        let wasmtime = start_wasmtime(&args.wasmtime, &args.wasmtime_arg, dir.path()).await?;
+        vec![
+            Target::new(&slmfn, "slmfn", Kind::Get(slmfn.path)),
+            Target::owning(wasmtime, Kind::Get("/")),
+        ]
+    };
 
     let mut runs = Vec::new();
     for &connections in &args.concurrency {
         for round in 0..args.rounds {
-            // Take turns so that neither server always runs first (or on a warmer machine).
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for server in order.map(|i| servers[i]) {
+            // Take turns so that no target always runs first (or on a warmer machine).
+            let mut order: Vec<&Target> = servers.iter().collect();
+            order.rotate_left(round % servers.len());
+            for target in order {
+                let server = target.server();
                 load(
-                    server,
+                    target,
                     connections,
                     args.warmup,
                     Duration::from_secs(args.secs),
@@ -87,7 +109,7 @@ async fn main() -> Result<()> {
                 .await?;
                 let before = CpuTicks::sample(server)?;
                 let run = load(
-                    server,
+                    target,
                     connections,
                     args.requests,
                     Duration::from_secs(args.secs),
@@ -98,8 +120,8 @@ async fn main() -> Result<()> {
                 let (server_us, client_us) = (cpu.server_us() / n, cpu.client_us() / n);
                 let other_pct = cpu.other_pct(run.elapsed);
                 println!(
-                    "{:<14} c={connections:<3} round {round}: {:>7.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  cpu/req: server {server_us:>5.1} µs, client {client_us:>5.1} µs  other load {other_pct:>4.1}%  errors {}",
-                    server.label,
+                    "{:<18} c={connections:<3} round {round}: {:>7.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  cpu/req: server {server_us:>5.1} µs, client {client_us:>5.1} µs  other load {other_pct:>4.1}%  errors {}",
+                    target.label,
                     run.rps(),
                     run.percentile(50.0),
                     run.percentile(99.0),
@@ -110,7 +132,7 @@ async fn main() -> Result<()> {
                     server.print_log_warnings();
                 }
                 runs.push(json!({
-                    "server": server.label,
+                    "server": target.label,
                     "connections": connections,
                     "round": round,
                     "requests": run.latencies_us.len(),
@@ -140,12 +162,67 @@ async fn main() -> Result<()> {
                 .join(","),
             args.rounds,
         );
-        let report = json!({ "args": settings, "runs": runs, "servers": servers.map(|s| json!({
-            "label": s.label, "command": s.command,
-        })) });
+        let servers: Vec<_> = servers
+            .iter()
+            .map(|t| json!({ "label": t.label, "command": t.server().command }))
+            .collect();
+        let report = json!({ "args": settings, "runs": runs, "servers": servers });
         std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
+}
+
+/// What one measured series sends.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `GET path`, answered 200 "hello".
+    Get(&'static str),
+    /// `POST /fn/echo` with the event's data as body, answered 200 "hello".
+    Post,
+    /// `POST /events`, binary mode, a new id each time: 202.
+    Binary,
+    /// `POST /events`, structured mode, a new id each time: 202.
+    Structured,
+}
+
+/// The event data (and the POST body): a small JSON object.
+const EVENT_DATA: &str = r#"{"build":981,"status":"failed"}"#;
+
+/// A series: a server and what to send it.
+struct Target<'a> {
+    label: &'static str,
+    kind: Kind,
+    server: TargetServer<'a>,
+}
+
+enum TargetServer<'a> {
+    Borrowed(&'a Server),
+    Owned(Server),
+}
+
+impl<'a> Target<'a> {
+    fn new(server: &'a Server, label: &'static str, kind: Kind) -> Self {
+        Self {
+            label,
+            kind,
+            server: TargetServer::Borrowed(server),
+        }
+    }
+
+    fn owning(server: Server, kind: Kind) -> Self {
+        Self {
+            label: server.label,
+            kind,
+            server: TargetServer::Owned(server),
+        }
+    }
+
+    fn server(&self) -> &Server {
+        match &self.server {
+            TargetServer::Borrowed(s) => s,
+            TargetServer::Owned(s) => s,
+        }
+    }
 }
 
 /// A server process under test; killed on drop.
@@ -185,7 +262,7 @@ impl Server {
     }
 
     /// Waits until `path` answers 200 "hello" (or the process exits).
-    async fn wait_ready(&mut self, path: &str) -> Result<()> {
+    async fn wait_ready(&mut self, path: &'static str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok((200, body)) = get_once(self.addr, path).await
@@ -408,24 +485,37 @@ impl Run {
 
 /// `connections` keep-alive connections sending GETs back to back, until `requests` are
 /// answered or `limit` has passed.
-async fn load(server: &Server, connections: usize, requests: u64, limit: Duration) -> Result<Run> {
+async fn load(
+    target: &Target<'_>,
+    connections: usize,
+    requests: u64,
+    limit: Duration,
+) -> Result<Run> {
+    let server = target.server();
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + limit;
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
             let issued = issued.clone();
-            let (addr, path) = (server.addr, server.path);
+            let (addr, kind) = (server.addr, target.kind);
             tokio::spawn(async move {
                 let mut conn = Connection::open(addr).await?;
                 let mut latencies = Vec::new();
                 let mut errors = Vec::new();
-                while issued.fetch_add(1, Ordering::Relaxed) < requests && Instant::now() < deadline
-                {
+                loop {
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    if n >= requests || Instant::now() >= deadline {
+                        break;
+                    }
                     let sent = Instant::now();
-                    let (status, body) = conn.get(path).await?;
+                    let (status, body) = conn.send(kind, n).await?;
                     latencies.push(sent.elapsed().as_secs_f64() * 1e6);
-                    if status != 200 || body != "hello" {
+                    let expected = match kind {
+                        Kind::Get(_) | Kind::Post => status == 200 && body == "hello",
+                        Kind::Binary | Kind::Structured => status == 202 && body.is_empty(),
+                    };
+                    if !expected {
                         errors.push(format!("{status} {}", String::from_utf8_lossy(&body)));
                     }
                 }
@@ -455,8 +545,10 @@ async fn load(server: &Server, connections: usize, requests: u64, limit: Duratio
 
 /// An HTTP/1.1 keep-alive client connection (hyper, no pooling: one request at a time).
 struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
+    /// Unique per connection, so event ids never repeat across connections or runs.
+    id: uuid::Uuid,
 }
 
 impl Connection {
@@ -468,13 +560,42 @@ impl Connection {
         Ok(Self {
             sender,
             host: addr.to_string(),
+            id: uuid::Uuid::new_v4(),
         })
     }
 
-    async fn get(&mut self, path: &str) -> Result<(u16, Bytes)> {
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, &self.host)
-            .body(Empty::new())?;
+    async fn get(&mut self, path: &'static str) -> Result<(u16, Bytes)> {
+        self.send(Kind::Get(path), 0).await
+    }
+
+    /// Sends the `n`th request of `kind` on this connection.
+    async fn send(&mut self, kind: Kind, n: u64) -> Result<(u16, Bytes)> {
+        let builder = hyper::Request::builder().header(hyper::header::HOST, &self.host);
+        let id = format!("{}-{n}", self.id);
+        let request = match kind {
+            Kind::Get(path) => builder.method("GET").uri(path).body(Full::default())?,
+            Kind::Post => builder
+                .method("POST")
+                .uri("/fn/echo")
+                .header("content-type", "application/json")
+                .body(Full::from(EVENT_DATA))?,
+            Kind::Binary => builder
+                .method("POST")
+                .uri("/events")
+                .header("ce-specversion", "1.0")
+                .header("ce-id", id)
+                .header("ce-source", "/bench")
+                .header("ce-type", "dev.ci.build.failed")
+                .header("content-type", "application/json")
+                .body(Full::from(EVENT_DATA))?,
+            Kind::Structured => builder
+                .method("POST")
+                .uri("/events")
+                .header("content-type", "application/cloudevents+json")
+                .body(Full::from(format!(
+                    r#"{{"specversion":"1.0","id":"{id}","source":"/bench","type":"dev.ci.build.failed","datacontenttype":"application/json","data":{EVENT_DATA}}}"#
+                )))?,
+        };
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
         Ok((status, response.into_body().collect().await?.to_bytes()))
@@ -482,6 +603,6 @@ impl Connection {
 }
 
 /// A single GET on a fresh connection (readiness checks).
-async fn get_once(addr: SocketAddr, path: &str) -> Result<(u16, Bytes)> {
+async fn get_once(addr: SocketAddr, path: &'static str) -> Result<(u16, Bytes)> {
     Connection::open(addr).await?.get(path).await
 }
