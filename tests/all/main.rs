@@ -13,6 +13,7 @@ mod events;
 mod host;
 mod inference;
 mod isolation;
+mod knative;
 mod load;
 mod openai;
 mod tools;

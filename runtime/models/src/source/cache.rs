@@ -326,7 +326,11 @@ impl ModelCache {
         let mut sidecar = model.sidecar;
         sidecar.size = size;
         sidecar.mtime_ns = mtime_ns(&meta);
-        self.write_sidecar(&sidecar)?;
+        // A read-only cache (an image layer, a volume mounted read-only in a pod) keeps its old
+        // sidecar: the file was just verified, so it is served; the next start hashes again.
+        if let Err(e) = self.write_sidecar(&sidecar) {
+            tracing::warn!(model = %sidecar.name, error = %e, "verified the cached model but cannot update its sidecar (read-only cache?); serving it, the next start hashes it again");
+        }
         Ok(self.cached(sidecar))
     }
 
