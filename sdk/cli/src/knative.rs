@@ -7,6 +7,10 @@
 //! - one `eventing.knative.dev/v1` **Trigger** per `[[triggers]]` entry, its filters as
 //!   written, its `delivery` from `[triggers.delivery]`, delivering to the Service's `/events`.
 //!
+//! The models are named as in `fn.toml` (`SLMFN_MODELS=smollm2`): the image must carry them in
+//! its model cache (`knative/Containerfile` with `WITH_MODEL=smollm2`), or edit the env to a
+//! mounted path (`smollm2=/models/smollm2.gguf`, as knative/service.yaml does).
+//!
 //! Autoscaling: Knative's KPA on request concurrency by default; `--autoscaler hpa` renders the
 //! HPA class scaling on the runtime's own `slmfn_model_queue_depth` (needs a Prometheus adapter
 //! exposing it as a custom metric).
@@ -35,8 +39,11 @@ pub(crate) struct Options {
     pub(crate) autoscaler: Autoscaler,
 }
 
-/// Extra memory a pod needs beyond its guests: the runtime plus the default model's weights.
+/// Extra memory a pod needs beyond its guests: the runtime plus the default model's weights
+/// and one session's KV cache.
 const RUNTIME_MEMORY_MB: u64 = 768;
+/// Each further generation session's full-context KV cache (SmolLM2-135M: 8192 × 45 KiB).
+const SESSION_MEMORY_MB: u64 = 360;
 
 /// The Service and Triggers, in order.
 pub(crate) fn render(manifest: &Manifest, options: &Options) -> Vec<Value> {
@@ -87,7 +94,8 @@ fn labels(manifest: &Manifest) -> Value {
 
 fn service(manifest: &Manifest, options: &Options) -> Value {
     let limits = &manifest.limits;
-    let guest_mb = u64::from(limits.memory_mb) * u64::from(limits.max_concurrency.min(8));
+    let guest_mb = u64::from(limits.memory_mb) * u64::from(limits.max_concurrency.min(8))
+        + SESSION_MEMORY_MB * u64::from(options.parallel.saturating_sub(1));
     let mut annotations = json!({
         "autoscaling.knative.dev/min-scale": "0",
         "autoscaling.knative.dev/initial-scale": "1",
