@@ -58,8 +58,8 @@ fn on_event(event: CloudEvent) -> Result<Option<CloudEvent>, Error> {
         )));
     }
     let data = event.data.as_deref().unwrap_or_default();
-    let input: Input = serde_json::from_slice(data)
-        .map_err(|e| Error::bad_request(format!("event data: {e}")))?;
+    let input: Input =
+        serde_json::from_slice(data).map_err(|e| Error::bad_request(format!("event data: {e}")))?;
     let answer = triage(input)?;
     let mut reply = CloudEvent::new(format!("{}-triage", event.id), "/fn/ci-triage", TRIAGED)
         .with_data("application/json", answer.to_string());

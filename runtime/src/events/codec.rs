@@ -58,7 +58,7 @@ impl CodecError {
 #[derive(Debug)]
 pub(crate) enum Incoming {
     /// Binary or structured mode (which one: [`Incoming::mode`]).
-    One(Event, &'static str),
+    One(Box<Event>, &'static str),
     /// Batched mode (possibly empty).
     Batch(Vec<Event>),
 }
@@ -109,13 +109,13 @@ pub(crate) fn parse(headers: &HeaderMap, body: bytes::Bytes) -> Result<Incoming,
         let item: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| CodecError::Malformed(format!("the body is not JSON: {e}")))?;
         return structured(item)
-            .map(|e| Incoming::One(e, "structured"))
+            .map(|e| Incoming::One(Box::new(e), "structured"))
             .map_err(CodecError::Malformed);
     }
     if essence.starts_with("application/cloudevents") {
         return Err(CodecError::UnsupportedFormat(essence.to_string()));
     }
-    binary(headers, body).map(|e| Incoming::One(e, "binary"))
+    binary(headers, body).map(|e| Incoming::One(Box::new(e), "binary"))
 }
 
 impl Incoming {

@@ -219,7 +219,8 @@ mod tests {
 
     #[test]
     fn bad_guest_events_are_named() {
-        let cases: [(fn(&mut Cloudevent), &str); 6] = [
+        type Mutate = fn(&mut Cloudevent);
+        let cases: [(Mutate, &str); 6] = [
             (|e| e.specversion = "0.3".into(), "specversion"),
             (|e| e.id.clear(), "attribute id"),
             (|e| e.type_.clear(), "attribute type"),

@@ -164,10 +164,10 @@ impl Seen {
 impl Running<'_> {
     /// Records the outcome (kept when final) and hands it to any waiting duplicate.
     pub(crate) fn finish(self, outcome: Outcome) -> Outcome {
-        if outcome.is_final() {
-            if let Err(e) = self.seen.keep(&self.key, &outcome) {
-                tracing::error!(error = %e, "cannot record an event outcome for dedupe");
-            }
+        if outcome.is_final()
+            && let Err(e) = self.seen.keep(&self.key, &outcome)
+        {
+            tracing::error!(error = %e, "cannot record an event outcome for dedupe");
         }
         self.tx.send_replace(Some(outcome.clone()));
         outcome

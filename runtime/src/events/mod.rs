@@ -48,7 +48,7 @@ pub(crate) enum Outcome {
     /// The function ran; its reply, if any.
     Done {
         /// The reply event.
-        reply: Option<Event>,
+        reply: Option<Box<Event>>,
     },
     /// It did not run to a reply.
     Error {
@@ -139,7 +139,7 @@ pub struct Events {
 #[derive(Debug)]
 pub(crate) enum Answer {
     /// 200 with this event (binary mode).
-    Reply(Event),
+    Reply(Box<Event>),
     /// 200 with these events (batched).
     Replies(Vec<Event>),
     /// 202.
@@ -195,7 +195,7 @@ impl Events {
         let replies: Vec<Event> = outcomes
             .into_iter()
             .filter_map(|o| match o {
-                Outcome::Done { reply } => reply,
+                Outcome::Done { reply } => reply.map(|r| *r),
                 Outcome::Error { .. } => None,
             })
             .collect();
@@ -252,7 +252,9 @@ impl Events {
         let outcome = match self.host.on_event(function, convert::to_wit(event)).await {
             Ok(None) => Outcome::Done { reply: None },
             Ok(Some(reply)) => match convert::from_wit(reply) {
-                Ok(reply) => Outcome::Done { reply: Some(reply) },
+                Ok(reply) => Outcome::Done {
+                    reply: Some(Box::new(reply)),
+                },
                 Err(e) => Outcome::error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("function {function:?} returned an invalid reply event: {e}"),

@@ -121,12 +121,11 @@ impl Trigger {
             .delivery
             .as_ref()
             .and_then(|d| d.backoff_delay.as_deref())
+            && (!delay.starts_with('P') || delay.len() < 3)
         {
-            if !delay.starts_with('P') || delay.len() < 3 {
-                return Err(format!(
-                    "delivery.backoff_delay {delay:?} is not an ISO 8601 duration like \"PT0.5S\""
-                ));
-            }
+            return Err(format!(
+                "delivery.backoff_delay {delay:?} is not an ISO 8601 duration like \"PT0.5S\""
+            ));
         }
         self.filters.iter().try_for_each(Filter::validate)
     }

@@ -36,7 +36,7 @@ pub(super) async fn receive(State(state): State<AppState>, req: Request) -> Resp
     };
     state.events.received(incoming.mode());
     let answer = match incoming {
-        Incoming::One(event, _) => state.events.one(event).await,
+        Incoming::One(event, _) => state.events.one(*event).await,
         Incoming::Batch(events) => state.events.batch(events).await,
     };
     let written = match answer {
@@ -53,7 +53,7 @@ pub(super) async fn receive(State(state): State<AppState>, req: Request) -> Resp
             }
             .into_response();
         }
-        Answer::Reply(event) => codec::binary_response(event),
+        Answer::Reply(event) => codec::binary_response(*event),
         Answer::Replies(events) => codec::batch_response(&events),
     };
     written.unwrap_or_else(|e| {
