@@ -12,6 +12,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 say() { echo "test-image: $*" >&2; }
 port="${PORT:-18480}"
+# Sandboxes that refuse setrlimit(RLIMIT_NOFILE) and have no systemd need these two settings
+# (podman's defaults elsewhere); an operator's own CONTAINERS_CONF wins.
+if [ -z "${CONTAINERS_CONF:-}" ]; then
+    CONTAINERS_CONF="$(mktemp)"
+    printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n' >"$CONTAINERS_CONF"
+    export CONTAINERS_CONF
+fi
 tag="$(scripts/build-image.sh | tail -n 1)"
 model="$(scripts/fetch-model.sh | tail -n 1)"
 name="slmfn-image-test-$$"
