@@ -47,6 +47,11 @@ async fn send(rt: &Runtime, ty: &str, id: &str, data: &str) -> (u16, HeaderMap, 
     (status, headers, resp.text().await.unwrap())
 }
 
+async fn scrape(rt: &Runtime) -> String {
+    let resp = rt.client().get(format!("{}/metrics", rt.url)).send().await;
+    resp.unwrap().text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_sdk_and_the_conformance_vectors_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,15 +204,7 @@ async fn a_redelivered_event_runs_once_and_gets_the_same_reply() {
         log.matches("duplicate event").count() >= 3,
         "duplicates are logged:\n{log}"
     );
-    let metrics = rt
-        .client()
-        .get(format!("{}/metrics", rt.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&rt).await;
     for series in [
         r#"slmfn_event_deliveries_total{function="tb",outcome="duplicate"} 3"#,
         r#"slmfn_event_deliveries_total{function="tb",outcome="refused"} 1"#,
@@ -380,15 +377,7 @@ async fn cluster_mode_turns_the_admin_api_off_without_a_token() {
     let rt = start(dir.path(), opts).await;
     deploy(&rt, "tb", &manifest("tb", "1", "", "")).await;
     assert_eq!(rt.invoke("tb", "/echo", "x").await.unwrap().0, 200);
-    let metrics = rt
-        .client()
-        .get(format!("{}/metrics", rt.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&rt).await;
     assert!(
         metrics
             .lines()

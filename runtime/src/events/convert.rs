@@ -7,6 +7,8 @@
 //! `type`, an RFC 3339 `time`, an absolute `dataschema` URI, extension names of lowercase
 //! letters and digits that are not context attributes.
 
+use std::borrow::Cow;
+
 use chrono::SecondsFormat;
 use cloudevents::event::{Data, ExtensionValue};
 use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};
@@ -105,7 +107,7 @@ pub(crate) fn from_wit(ce: Cloudevent) -> Result<Event, String> {
 
 /// Extension names: lowercase letters and digits (the spec's rule, and what fits an HTTP
 /// header `ce-<name>`), not a context attribute.
-fn check_extension_name(name: &str) -> Result<(), String> {
+pub fn check_extension_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || !name
             .bytes()
@@ -166,19 +168,22 @@ fn extension_text(v: &ExtensionValue) -> String {
 
 /// What trigger filters read: context attributes by name, then extensions.
 impl Attributes for Event {
-    fn attribute(&self, name: &str) -> Option<String> {
+    fn attribute(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
-            "id" => Some(self.id().to_string()),
-            "source" => Some(self.source().to_string()),
-            "type" => Some(self.ty().to_string()),
-            "specversion" => Some(self.specversion().to_string()),
-            "datacontenttype" => self.datacontenttype().map(str::to_string),
-            "dataschema" => self.dataschema().map(|u| u.to_string()),
-            "subject" => self.subject().map(str::to_string),
+            "id" => Some(self.id().into()),
+            "source" => Some(self.source().as_str().into()),
+            "type" => Some(self.ty().into()),
+            "specversion" => Some(self.specversion().to_string().into()),
+            "datacontenttype" => self.datacontenttype().map(Into::into),
+            "dataschema" => self.dataschema().map(|u| u.as_str().into()),
+            "subject" => self.subject().map(Into::into),
             "time" => self
                 .time()
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-            _ => self.extension(name).map(extension_text),
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true).into()),
+            _ => self.extension(name).map(|v| match v {
+                ExtensionValue::String(s) => Cow::Borrowed(s.as_str()),
+                other => Cow::Owned(extension_text(other)),
+            }),
         }
     }
 }

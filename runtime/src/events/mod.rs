@@ -36,6 +36,7 @@ use cloudevents::{AttributesReader, Event};
 use serde::{Deserialize, Serialize};
 
 pub use codec::MIN_EVENT_LIMIT;
+pub use convert::check_extension_name;
 pub use dedupe::Window;
 pub use metrics::EventMetrics;
 
@@ -76,9 +77,7 @@ impl Outcome {
     fn is_retryable(&self) -> bool {
         match self {
             Outcome::Done { .. } => false,
-            Outcome::Error { status, .. } => {
-                matches!(status, 404 | 408 | 409 | 429) || *status >= 500
-            }
+            Outcome::Error { status, .. } => retryable(*status),
         }
     }
 
@@ -208,9 +207,12 @@ impl Events {
 
     /// Runs the event on every matching agent (see the module docs for the answer).
     async fn deliver(&self, event: &Event) -> Outcome {
+        // Per agent: whether a trigger matches and, if so, whether a matching one replies.
         let targets = self.host.subscribers(|m| {
-            let hits: Vec<_> = m.triggers.iter().filter(|t| t.matches(event)).collect();
-            (!hits.is_empty()).then(|| hits.iter().any(|t| t.reply))
+            m.triggers
+                .iter()
+                .filter(|t| t.matches(event))
+                .fold(None, |replies, t| Some(replies.unwrap_or(false) || t.reply))
         });
         if targets.is_empty() {
             tracing::debug!(event = %codec::describe(event), r#type = event.ty(), "no trigger matches the event");
@@ -272,6 +274,12 @@ impl Events {
         self.metrics.delivered(function, label);
         running.finish(outcome)
     }
+}
+
+/// Whether a sender retries a delivery answered with `status` (Knative's data-plane table:
+/// 404, 408, 409, 429 and 5xx); used for our answers and for the sink's.
+pub(crate) fn retryable(status: u16) -> bool {
+    matches!(status, 404 | 408 | 409 | 429) || status >= 500
 }
 
 /// The first retryable error, else the first refusal.

@@ -114,9 +114,8 @@ impl Sink {
             let retryable = match sent {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => {
-                    let status = r.status().as_u16();
                     last = format!("the sink {} answered {}", self.url, r.status());
-                    matches!(status, 404 | 408 | 409 | 429) || status >= 500
+                    super::retryable(r.status().as_u16())
                 }
                 Err(e) => {
                     last = format!("cannot reach the sink {}: {e}", self.url);

@@ -9,6 +9,7 @@
 //! Attributes are the context attributes (`id`, `source`, `type`, `subject`, ...) and the
 //! extensions, by name. An event without the attribute does not match.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -100,8 +101,8 @@ pub enum Filter {
 
 /// What a filter reads from an event: an attribute or extension by name.
 pub trait Attributes {
-    /// The attribute's value as a string, if the event has it.
-    fn attribute(&self, name: &str) -> Option<String>;
+    /// The attribute's value as a string, if the event has it (borrowed where it is one).
+    fn attribute(&self, name: &str) -> Option<Cow<'_, str>>;
 }
 
 impl Trigger {
@@ -201,11 +202,11 @@ mod tests {
     struct Ev(Vec<(&'static str, &'static str)>);
 
     impl Attributes for Ev {
-        fn attribute(&self, name: &str) -> Option<String> {
+        fn attribute(&self, name: &str) -> Option<Cow<'_, str>> {
             self.0
                 .iter()
                 .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
+                .map(|(_, v)| Cow::Borrowed(*v))
         }
     }
 

@@ -22,7 +22,9 @@ use crate::registry::sha256_hex;
 /// One function folder.
 struct Folder {
     name: String,
+    /// The fn.toml text (deployed as is) and its parse.
     manifest: String,
+    parsed: Manifest,
     component: PathBuf,
     artifact: PathBuf,
     key: PathBuf,
@@ -52,10 +54,11 @@ fn folders(dir: &Path) -> Result<Vec<Folder>> {
             continue;
         }
         let manifest = std::fs::read_to_string(&manifest_path).map_err(io)?;
-        let name = Manifest::parse(&manifest)
-            .map_err(|e| HostError::Internal(format!("{}: {e}", manifest_path.display())))?
-            .name;
+        let parsed = Manifest::parse(&manifest)
+            .map_err(|e| HostError::Internal(format!("{}: {e}", manifest_path.display())))?;
+        let name = parsed.name.clone();
         out.push(Folder {
+            parsed,
             component: path.join(format!("{name}.wasm")),
             artifact: path.join(format!("{name}.cwasm")),
             key: path.join(format!("{name}.cwasm.key")),
@@ -85,10 +88,8 @@ impl Host {
                 .function(&folder.name)
                 .ok()
                 .and_then(|f| self.registry.revision(&folder.name, f.current).ok());
-            let unchanged = current.is_some_and(|r| {
-                r.component_sha256 == sha
-                    && Manifest::parse(&folder.manifest).is_ok_and(|m| m == r.manifest)
-            });
+            let unchanged =
+                current.is_some_and(|r| r.component_sha256 == sha && r.manifest == folder.parsed);
             let before = self.compilations();
             if self.artifact_fits(&folder, &sha) {
                 self.registry

@@ -57,15 +57,7 @@ fn parse_extension(s: &str) -> Result<(String, String), String> {
     let (name, value) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
-        return Err(format!(
-            "extension name {name:?} must be lowercase letters and digits"
-        ));
-    }
+    slmfn_runtime::events::check_extension_name(name)?;
     Ok((name.to_string(), value.to_string()))
 }
 
