@@ -645,6 +645,7 @@ mod tests {
                 duration: Duration::from_millis(100),
             },
             tokens: vec![1, 2, 3],
+            tool_calls: Vec::new(),
         };
         // Submitted 1 s before the end, of which the session ran 100 ms: 900 ms waiting.
         metrics.record_generation(

@@ -188,6 +188,52 @@ def main():
             check(c.message.content and not c.message.content.lstrip().startswith("{"), f"{c}")
         summary.setdefault("auto", []).append("call" if c.message.tool_calls else "text")
 
+    # response_format with tools: under auto every answer is a valid call or JSON valid
+    # against the schema, whole and streamed.
+    ticket_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "ticket", "schema": TICKET_SCHEMA, "strict": True},
+    }
+    kinds = set()
+    for seed in range(6):
+        r = client.chat.completions.create(
+            model=model, messages=ticket, tools=TOOLS, tool_choice="auto", temperature=0.9,
+            seed=seed, max_tokens=80, response_format=ticket_format,
+        )
+        c = r.choices[0]
+        if c.message.tool_calls:
+            check(c.finish_reason == "tool_calls", f"auto + format, seed {seed}: {c}")
+            check_call(c.message.tool_calls[0])
+            kinds.add("call")
+        else:
+            check(c.finish_reason == "stop", f"auto + format, seed {seed}: {c}")
+            jsonschema.validate(json.loads(c.message.content), TICKET_SCHEMA)
+            kinds.add("json")
+    summary["auto_with_format"] = sorted(kinds)
+    stream = client.chat.completions.create(
+        model=model, messages=ticket, tools=TOOLS, tool_choice="auto", temperature=0,
+        max_tokens=80, response_format=ticket_format, stream=True,
+    )
+    content, calls, reasons = "", 0, []
+    for chunk in stream:
+        for c in chunk.choices:
+            content += c.delta.content or ""
+            calls += len(c.delta.tool_calls or [])
+            if c.finish_reason:
+                reasons.append(c.finish_reason)
+    if calls:
+        check(reasons == ["tool_calls"], f"streamed auto + format: {reasons}")
+    else:
+        check(reasons == ["stop"], f"streamed auto + format: {reasons} {content!r}")
+        jsonschema.validate(json.loads(content), TICKET_SCHEMA)
+    # tool_choice none with a format: the answer is the format's JSON.
+    r = client.chat.completions.create(
+        model=model, messages=ticket, tools=TOOLS, tool_choice="none", temperature=0,
+        max_tokens=80, response_format=ticket_format,
+    )
+    check(r.choices[0].finish_reason == "stop", f"none + format: {r}")
+    jsonschema.validate(json.loads(r.choices[0].message.content), TICKET_SCHEMA)
+
     # A multi-turn exchange: the call, the tool's result, and the answer that follows.
     history = question + [
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},

@@ -68,6 +68,7 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod gguf;
+pub mod message;
 mod kernels;
 mod llama;
 pub mod model;
@@ -98,5 +99,6 @@ pub use source::{
     CachedModel, Catalog, ModelCache, ModelEntry, ModelSource, ModelsConfig, PullOptions,
     SourceError,
 };
-pub use template::{ChatTemplate, Message};
+pub use message::{Message, ToolCall};
+pub use template::ChatTemplate;
 pub use tokenizer::Tokenizer;

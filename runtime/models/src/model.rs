@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, ModelMetadata};
 use crate::llama::{Llama, LlamaCache, Phase};
 use crate::session::Session;
-use crate::template::{ChatTemplate, Message};
+use crate::message::Message;
+use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 
 /// How to load a model.
@@ -124,6 +125,11 @@ impl Model {
         self.inner.metadata.context_length
     }
 
+    /// The chat template (the model's own, or ChatML).
+    pub fn template(&self) -> &ChatTemplate {
+        &self.inner.template
+    }
+
     /// The tokenizer built from the GGUF metadata.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.inner.tokenizer
@@ -156,6 +162,24 @@ impl Model {
             return Err(Error::InvalidInput("messages must not be empty".into()));
         }
         let text = self.inner.template.render(messages, true)?;
+        let ids = self.inner.tokenizer.encode(&text, true)?;
+        Ok(self.with_bos(ids))
+    }
+
+    /// Prompt tokens for a chat whose template reads `tools` (OpenAI-shaped definitions):
+    /// see [`crate::tool_call::ToolFormat`].
+    pub fn encode_chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[serde_json::Value],
+    ) -> Result<Vec<u32>> {
+        if messages.is_empty() {
+            return Err(Error::InvalidInput("messages must not be empty".into()));
+        }
+        let text = self
+            .inner
+            .template
+            .render_with_tools(messages, Some(tools), true)?;
         let ids = self.inner.tokenizer.encode(&text, true)?;
         Ok(self.with_bos(ids))
     }

@@ -120,6 +120,9 @@ pub struct Completion {
     pub usage: Usage,
     /// The generated token ids (end-of-generation tokens only with `ignore_eos`).
     pub tokens: Vec<u32>,
+    /// The tool calls the answer made: set by [`crate::Prompt::Tools`] generations that
+    /// ended (`Stop`) with a call; empty otherwise.
+    pub tool_calls: Vec<crate::message::ToolCall>,
 }
 
 /// Stops a generation between two tokens: when [`Self::cancel`] is called (caller gone) or
@@ -294,6 +297,7 @@ impl Session {
                 ..usage
             },
             tokens: out.tokens,
+            tool_calls: Vec::new(),
         };
 
         let input = [&prompt[reused..], &forced[..]].concat();

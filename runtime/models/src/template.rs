@@ -5,15 +5,23 @@
 //! `raise_exception`, and templates call Python string methods (`.strip()`, `.startswith()`);
 //! minijinja-contrib's `pycompat` callback provides those. A model without a template gets
 //! ChatML ([`CHATML`]), which is what SmolLM, Qwen and most small instruct models speak.
+//!
+//! Templates with tool support (Qwen2.5/Qwen3, Llama 3.x, Hermes) read `tools` and the
+//! messages' `tool_calls` and `tool_call_id` in the shapes `transformers` passes them (OpenAI's:
+//! `{"type": "function", "function": {...}}`, arguments as an object), and print JSON with
+//! `tojson`; ours writes it as Python's `json.dumps` does (`", "` and `": "`, no HTML
+//! escaping), not as minijinja's HTML-safe default, so the prompt is the one the model saw in
+//! training.
 
 use std::collections::BTreeMap;
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, ErrorKind, Value};
-use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::message::Message;
 use crate::tokenizer::Tokenizer;
 
 /// The fallback template for models whose GGUF carries none.
@@ -23,40 +31,6 @@ pub const CHATML: &str = "{% for message in messages %}\
 {% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 const TEMPLATE_NAME: &str = "chat";
-
-/// One turn of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// `system`, `user`, `assistant` or `tool`; passed to the template as is.
-    pub role: String,
-    /// The text of the turn.
-    pub content: String,
-}
-
-impl Message {
-    /// A message with any role.
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-
-    /// A `system` message.
-    pub fn system(content: impl Into<String>) -> Self {
-        Self::new("system", content)
-    }
-
-    /// A `user` message.
-    pub fn user(content: impl Into<String>) -> Self {
-        Self::new("user", content)
-    }
-
-    /// An `assistant` message.
-    pub fn assistant(content: impl Into<String>) -> Self {
-        Self::new("assistant", content)
-    }
-}
 
 /// A compiled chat template plus the special-token strings templates refer to.
 pub struct ChatTemplate {
@@ -94,6 +68,7 @@ impl ChatTemplate {
             .map_err(template_error)?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", tojson);
         env.add_function(
             "raise_exception",
             |message: String| -> Result<Value, minijinja::Error> {
@@ -135,17 +110,22 @@ impl ChatTemplate {
     /// Renders `messages`; with `add_generation_prompt` the output ends with the opening of an
     /// assistant turn, ready for generation.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                let mut map = BTreeMap::new();
-                map.insert("role".to_string(), Value::from(m.role.as_str()));
-                map.insert("content".to_string(), Value::from(m.content.as_str()));
-                Value::from(map)
-            })
-            .collect();
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Renders `messages` with `tools` (OpenAI-shaped tool definitions, for templates that
+    /// read `tools`); see [`ChatTemplate::render`].
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[Json]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let messages: Vec<Value> = messages.iter().map(message_value).collect();
+        let tools = tools.map(|t| Value::from(minijinja::value::Serde(t)));
         let ctx = minijinja::context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
@@ -164,6 +144,84 @@ impl ChatTemplate {
     /// Whether this is the ChatML fallback rather than the model's own template.
     pub fn is_fallback(&self) -> bool {
         self.is_fallback
+    }
+}
+
+/// A message as `transformers` hands it to a template: `tool_calls` in OpenAI's shape with the
+/// arguments as an object, `tool_call_id` on tool results; absent keys stay undefined.
+fn message_value(m: &Message) -> Value {
+    let mut map = BTreeMap::new();
+    map.insert("role", Value::from(m.role.as_str()));
+    map.insert("content", Value::from(m.content.as_str()));
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<Json> = m
+            .tool_calls
+            .iter()
+            .map(|c| json!({"type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+            .collect();
+        map.insert("tool_calls", Value::from(minijinja::value::Serde(&calls)));
+    }
+    if let Some(id) = &m.tool_call_id {
+        map.insert("tool_call_id", Value::from(id.as_str()));
+    }
+    Value::from(map)
+}
+
+/// `tojson` as `transformers` defines it (`json.dumps` with `ensure_ascii=False`): `", "`
+/// between items, `": "` after keys, keys in their order, nothing escaped for HTML. An
+/// `indent` argument pretty-prints.
+fn tojson(value: Value, indent: Option<usize>) -> Result<Value, minijinja::Error> {
+    let json: Json = serde_json::to_value(&value).map_err(|e| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+    })?;
+    let text = match indent {
+        Some(n) => {
+            let indent = " ".repeat(n);
+            let mut out = Vec::new();
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+            serde::Serialize::serialize(&json, &mut ser).map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+            })?;
+            String::from_utf8(out).unwrap_or_default()
+        }
+        None => python_json(&json),
+    };
+    Ok(Value::from_safe_string(text))
+}
+
+/// `json.dumps(value, ensure_ascii=False)`.
+pub(crate) fn python_json(value: &Json) -> String {
+    let mut out = String::new();
+    write_python_json(value, &mut out);
+    out
+}
+
+fn write_python_json(value: &Json, out: &mut String) {
+    match value {
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_json(item, out);
+            }
+            out.push(']');
+        }
+        Json::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Json::String(key.clone()).to_string());
+                out.push_str(": ");
+                write_python_json(item, out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
     }
 }
 
@@ -207,6 +265,48 @@ mod tests {
         assert_eq!(out, "<s><user>hello</s>\n<assistant>yo</s>\n");
         let err = t.render(&[Message::system("x")], false).unwrap_err();
         assert!(err.to_string().contains("bad role system"), "{err}");
+    }
+
+    #[test]
+    fn tool_templates_get_tools_calls_and_results_as_transformers_passes_them() {
+        use crate::message::ToolCall;
+        let t = ChatTemplate::new(crate::testing::HERMES_TEMPLATE, "", "<|im_end|>").unwrap();
+        let tools = [json!({"type": "function", "function": {
+            "name": "get_price",
+            "description": "Price <of> a ticker & more",
+            "parameters": {"type": "object", "properties": {"ticker": {"type": "string"}}},
+        }})];
+        let messages = [
+            Message::user("ACME?"),
+            Message::calls(vec![ToolCall {
+                name: "get_price".into(),
+                arguments: json!({"ticker": "ACME", "n": [1, 2]}),
+            }]),
+            Message::tool_result("call_1", "{\"price\": 3}"),
+        ];
+        let out = t.render_with_tools(&messages, Some(&tools), true).unwrap();
+        // Keys in their order, Python's separators, nothing escaped for HTML.
+        let listed = r#"{"type": "function", "function": {"name": "get_price", "description": "Price <of> a ticker & more", "parameters": {"type": "object", "properties": {"ticker": {"type": "string"}}}}}"#;
+        let expected = format!(
+            "<|im_start|>system\nYou are tiny.\n\n# Tools\n\nYou may call one or more functions to assist \
+             with the user query.\n\nYou are provided with function signatures within <tools></tools> \
+             XML tags:\n<tools>\n{listed}\n</tools>\n\nFor each function call, return a json object \
+             with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n\
+             {{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n</tool_call><|im_end|>\n\
+             <|im_start|>user\nACME?<|im_end|>\n\
+             <|im_start|>assistant\n<tool_call>\n{{\"name\": \"get_price\", \"arguments\": \
+             {{\"ticker\": \"ACME\", \"n\": [1, 2]}}}}\n</tool_call><|im_end|>\n\
+             <|im_start|>user\n<tool_response>\n{{\"price\": 3}}\n</tool_response><|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        assert_eq!(out, expected);
+        // Without tools the same template renders a plain chat.
+        let plain = t.render(&messages[..1], true).unwrap();
+        assert_eq!(
+            plain,
+            "<|im_start|>system\nYou are tiny.<|im_end|>\n<|im_start|>user\nACME?<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
     }
 
     #[test]

@@ -1,24 +1,30 @@
-//! Tool calling for chat models whose template has no tool support (SmolLM2's): the tools are
-//! listed in the system prompt, and the answer is constrained to a call
-//! `{"name": ..., "arguments": ...}` whose arguments obey the tool's schema, closed to
-//! properties it does not declare — or, under [`ToolChoice::Auto`], to either such a call or
-//! plain text that does not start with `{`.
+//! Tool calling: how a model's prompt lists tools and how its answer writes a call
+//! ([`ToolFormat`], read off the chat template), and the constraint that makes every call
+//! valid by construction — its arguments obey the tool's schema, closed to properties it does
+//! not declare — or, under [`ToolChoice::Auto`], lets the answer be text (or the JSON of a
+//! `response_format`) instead.
 //!
 //! # Layout
 //!
 //! - [`ToolSpec`], [`ToolChoice`], [`ToolCall`]: what a caller offers, asks for, gets back.
-//! - [`with_tools`]: the conversation with the tool block leading the system prompt (a stable
-//!   position, so the prompt cache reuses it across calls), past calls written the way the
-//!   model is asked to write them, tool results as turns that say whose result they are.
-//! - [`grammar`]: the constraint on the answer.
-//! - [`parse`]: the answer read back as text or a call.
+//! - [`ToolFormat`]: the model's own format when its template takes `tools` (Hermes-style
+//!   `<tool_call>` blocks: Qwen2.5, Qwen3; Llama 3.x's `{"name", "parameters"}`), else the
+//!   documented fallback for templates without tool support (SmolLM2's): the tool block
+//!   leading the system prompt (a stable position, so the prompt cache reuses it across
+//!   calls), calls as `{"name": ..., "arguments": ...}`, results as user turns that say whose
+//!   result they are.
+//! - [`ToolFormat::prompt`], [`ToolFormat::grammar`], [`ToolFormat::parse`]: the prompt, the
+//!   constraint on the answer, the answer read back as text or a call.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::constraint::Grammar;
 use crate::error::{Error, Result};
-use crate::template::Message;
+pub use crate::message::ToolCall;
+use crate::message::Message;
+use crate::model::Model;
+use crate::template::ChatTemplate;
 
 /// A tool the model may call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +36,20 @@ pub struct ToolSpec {
     pub description: String,
     /// JSON schema of its arguments (an object schema).
     pub parameters: Value,
+}
+
+impl ToolSpec {
+    /// The definition as templates read `tools` (OpenAI's shape).
+    fn definition(&self) -> Value {
+        json!({
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        })
+    }
 }
 
 /// Whether and which tool the answer calls.
@@ -47,19 +67,10 @@ pub enum ToolChoice {
     None,
 }
 
-/// A call the model made.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// The tool's name.
-    pub name: String,
-    /// Its arguments, valid against the tool's schema.
-    pub arguments: Value,
-}
-
-/// An answer generated under [`grammar`].
+/// An answer generated under [`ToolFormat::grammar`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToolAnswer {
-    /// Plain text.
+    /// Plain text (or the JSON a `response_format` asked for).
     Text(String),
     /// Tool calls (one: the grammar allows one per answer).
     Calls(Vec<ToolCall>),
@@ -101,11 +112,192 @@ pub fn validate(tools: &[ToolSpec], choice: &ToolChoice) -> Result<()> {
     Ok(())
 }
 
-/// The conversation rewritten for a model that reads tools from its system prompt: the tool
-/// block first in the system message (one is added when there is none; the same whatever the
-/// choice, so an agent's steps share it as a cached prefix), assistant calls as the JSON the
-/// model is asked to write, tool results as user turns.
-pub fn with_tools(messages: &[Message], tools: &[ToolSpec], _choice: &ToolChoice) -> Vec<Message> {
+/// How a model's prompt lists tools and how its answer writes a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolFormat {
+    /// For templates without tool support (SmolLM2's): the tool block leads the system
+    /// prompt, a call is `{"name": ..., "arguments": ...}`, a tool result is a user turn
+    /// `Tool result:` + the result.
+    SystemPrompt,
+    /// Hermes-style templates that take `tools` (Qwen2.5, Qwen3, Hermes): the template lists
+    /// the tools and renders calls and results; a call is
+    /// `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`.
+    Hermes,
+    /// Llama 3.x templates that take `tools`: the template lists them; a call is
+    /// `{"name": ..., "parameters": ...}`.
+    Llama3,
+}
+
+impl ToolFormat {
+    /// The format `template` speaks: its own when it reads `tools` and writes calls in a
+    /// format this module knows, else [`ToolFormat::SystemPrompt`].
+    pub fn of(template: &ChatTemplate) -> Self {
+        let source = template.source();
+        if template.is_fallback() || !source.contains("tools") {
+            Self::SystemPrompt
+        } else if source.contains("<tool_call>") {
+            Self::Hermes
+        } else if source.contains("<|start_header_id|>") && source.contains("\"parameters\"") {
+            Self::Llama3
+        } else {
+            Self::SystemPrompt
+        }
+    }
+
+    /// What a call's JSON is wrapped in.
+    fn wrap(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Hermes => ("<tool_call>\n", "\n</tool_call>"),
+            Self::SystemPrompt | Self::Llama3 => ("", ""),
+        }
+    }
+
+    /// The key a call's arguments go under.
+    fn arguments_key(self) -> &'static str {
+        match self {
+            Self::Llama3 => "parameters",
+            Self::SystemPrompt | Self::Hermes => "arguments",
+        }
+    }
+
+    /// What an answer that calls a tool starts with, up to the tool's name.
+    pub fn call_prefix(self) -> String {
+        format!("{}{{\"name\": \"", self.wrap().0)
+    }
+
+    /// Prompt tokens for `messages` with `tools` listed (the same list whatever the choice,
+    /// so an agent's steps share it as a cached prefix; past calls as the model writes them).
+    pub fn prompt(self, model: &Model, messages: &[Message], tools: &[ToolSpec]) -> Result<Vec<u32>> {
+        match self {
+            Self::SystemPrompt => model.encode_chat(&with_tools(messages, tools)),
+            Self::Hermes | Self::Llama3 => {
+                let definitions: Vec<Value> = tools.iter().map(ToolSpec::definition).collect();
+                model.encode_chat_with_tools(messages, &definitions)
+            }
+        }
+    }
+
+    /// The constraint on an answer under `choice`: a call of one of `tools` (of the named
+    /// one); under [`ToolChoice::Auto`] a call or the answer `answer` constrains (text that
+    /// cannot be read as a call when `None`); under [`ToolChoice::None`] that answer only.
+    /// `answer` (a `response_format`) combines with `auto` only as a JSON schema.
+    pub fn grammar(
+        self,
+        tools: &[ToolSpec],
+        choice: &ToolChoice,
+        answer: Option<&Grammar>,
+    ) -> Result<Grammar> {
+        let offered: Vec<&ToolSpec> = match choice {
+            ToolChoice::Function(name) => tools.iter().filter(|t| &t.name == name).collect(),
+            _ => tools.iter().collect(),
+        };
+        let calls: Vec<Value> = offered
+            .iter()
+            .map(|t| {
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "name": {"const": t.name},
+                        self.arguments_key(): closed(&t.parameters),
+                    },
+                    "required": ["name", self.arguments_key()],
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
+        let call = match <[Value; 1]>::try_from(calls) {
+            Ok([one]) => one,
+            Err(calls) => json!({"anyOf": calls}),
+        };
+        let (open, close) = self.wrap();
+        let text = if open.is_empty() { TEXT } else { TEXT_NOT_TAG };
+        let answer_rule = match answer {
+            None => format!("answer: TEXT\n{text}"),
+            Some(Grammar::JsonSchema(schema)) => {
+                format!("answer: %json {}\n", with_whitespace_options(schema.clone()))
+            }
+            Some(Grammar::Lark(_) | Grammar::Regex(_)) => {
+                check_answer(choice, answer)?;
+                String::new()
+            }
+        };
+        let call_rule = format!(
+            "call: {} %json {} {}\n",
+            lark_literal(open),
+            with_whitespace_options(call.clone()),
+            lark_literal(close),
+        );
+        Ok(match choice {
+            ToolChoice::None => match answer {
+                Some(grammar) => grammar.clone(),
+                None => Grammar::Lark(format!("start: TEXT\n{text}")),
+            },
+            ToolChoice::Auto => Grammar::Lark(format!("start: call | answer\n{call_rule}{answer_rule}")),
+            ToolChoice::Required | ToolChoice::Function(_) if open.is_empty() => {
+                Grammar::JsonSchema(call)
+            }
+            ToolChoice::Required | ToolChoice::Function(_) => {
+                Grammar::Lark(format!("start: call\n{call_rule}"))
+            }
+        })
+    }
+
+    /// Reads an answer generated under [`ToolFormat::grammar`]: a call when it is a call of
+    /// one of `tools` as this format writes calls, else text.
+    pub fn parse(self, text: &str, tools: &[ToolSpec]) -> ToolAnswer {
+        let (open, close) = self.wrap();
+        let inner = text.trim();
+        let inner = match (inner.strip_prefix(open.trim_end()), open.is_empty()) {
+            (_, true) => Some(inner),
+            (Some(rest), false) => rest.strip_suffix(close.trim_start()),
+            (None, false) => None,
+        };
+        if let Some(inner) = inner.map(str::trim)
+            && inner.starts_with('{')
+            && let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(inner)
+            && let Some(Value::String(name)) = map.get("name").cloned()
+            && tools.iter().any(|t| t.name == name)
+            && map.keys().all(|k| k == "name" || k == self.arguments_key())
+        {
+            let arguments = map
+                .remove(self.arguments_key())
+                .unwrap_or_else(|| json!({}));
+            return ToolAnswer::Calls(vec![ToolCall { name, arguments }]);
+        }
+        ToolAnswer::Text(text.to_string())
+    }
+}
+
+/// Checks that `answer` (a `response_format`) can constrain a text answer under `choice`:
+/// under `auto` a text answer and a call are alternatives of one grammar, which takes a JSON
+/// schema but not a Lark grammar or a regex.
+pub fn check_answer(choice: &ToolChoice, answer: Option<&Grammar>) -> Result<()> {
+    match (choice, answer) {
+        (ToolChoice::Auto, Some(Grammar::Lark(_) | Grammar::Regex(_))) => {
+            Err(Error::InvalidInput(
+                "a grammar or regex response format cannot be combined with tool choice auto; \
+                 give the answer a JSON schema, or choose none"
+                    .into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `text` as a Lark string literal (`""` for none).
+fn lark_literal(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        Value::String(text.to_string()).to_string()
+    }
+}
+
+/// The conversation rewritten for [`ToolFormat::SystemPrompt`]: the tool block first in the
+/// system message (one is added when there is none), assistant calls as the JSON the model is
+/// asked to write, tool results as user turns.
+fn with_tools(messages: &[Message], tools: &[ToolSpec]) -> Vec<Message> {
     let block = tool_block(tools);
     let mut out = Vec::with_capacity(messages.len() + 1);
     let mut rest = messages;
@@ -119,17 +311,19 @@ pub fn with_tools(messages: &[Message], tools: &[ToolSpec], _choice: &ToolChoice
     for m in rest {
         out.push(if m.role == "tool" {
             Message::user(format!("Tool result:\n{}", m.content))
+        } else if !m.tool_calls.is_empty() {
+            let calls: Vec<String> = m.tool_calls.iter().map(call_json).collect();
+            let text = if m.content.is_empty() {
+                calls.join("\n")
+            } else {
+                format!("{}\n{}", m.content, calls.join("\n"))
+            };
+            Message::assistant(text)
         } else {
             m.clone()
         });
     }
     out
-}
-
-/// An assistant turn that made `calls`, written as the model writes calls.
-pub fn call_message(calls: &[ToolCall]) -> Message {
-    let text: Vec<String> = calls.iter().map(call_json).collect();
-    Message::assistant(text.join("\n"))
 }
 
 fn call_json(call: &ToolCall) -> String {
@@ -155,43 +349,11 @@ fn tool_block(tools: &[ToolSpec]) -> String {
     block
 }
 
-/// The constraint on an answer under `choice`: a call of one of `tools` (of the named one),
-/// or, under [`ToolChoice::Auto`], a call or text that does not start with `{`.
-pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Grammar {
-    let offered: Vec<&ToolSpec> = match choice {
-        ToolChoice::Function(name) => tools.iter().filter(|t| &t.name == name).collect(),
-        _ => tools.iter().collect(),
-    };
-    let calls: Vec<Value> = offered
-        .iter()
-        .map(|t| {
-            json!({
-                "type": "object",
-                "properties": {
-                    "name": {"const": t.name},
-                    "arguments": closed(&t.parameters),
-                },
-                "required": ["name", "arguments"],
-                "additionalProperties": false,
-            })
-        })
-        .collect();
-    let call = match <[Value; 1]>::try_from(calls) {
-        Ok([one]) => one,
-        Err(calls) => json!({"anyOf": calls}),
-    };
-    match choice {
-        ToolChoice::None => Grammar::Lark(format!("start: TEXT\n{TEXT}")),
-        ToolChoice::Auto => {
-            let schema = with_whitespace_options(call);
-            Grammar::Lark(format!("start: call | TEXT\ncall: %json {schema}\n{TEXT}"))
-        }
-        _ => Grammar::JsonSchema(call),
-    }
-}
-
 /// A text answer: anything that does not start with `{` or white space (so never a call).
 const TEXT: &str = "TEXT: /[^{\\s][\\s\\S]*/\n";
+/// A text answer where calls open with a tag: anything that does not start with `<` or white
+/// space.
+const TEXT_NOT_TAG: &str = "TEXT: /[^<\\s][\\s\\S]*/\n";
 
 /// The largest integer every JSON reader keeps exactly (JavaScript's `Number.MAX_SAFE_INTEGER`).
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
@@ -251,34 +413,19 @@ fn closed(schema: &Value) -> Value {
     }
 }
 
-/// `schema` with the whitespace options `Grammar::JsonSchema` applies (a `%json` block inside
-/// a Lark grammar gets llguidance's defaults otherwise).
+/// `schema` with the whitespace options `Grammar::JsonSchema` applies unless it sets its own
+/// (a `%json` block inside a Lark grammar gets llguidance's defaults otherwise).
 fn with_whitespace_options(mut schema: Value) -> Value {
     if let Value::Object(map) = &mut schema {
-        map.insert(
-            "x-guidance".into(),
+        map.entry("x-guidance").or_insert_with(|| {
             json!({
                 "whitespace_flexible": false,
                 "item_separator": ", ",
                 "key_separator": ": ",
-            }),
-        );
+            })
+        });
     }
     schema
-}
-
-/// Reads an answer generated under [`grammar`]: a call when it is a JSON object with a name
-/// and arguments, else text.
-pub fn parse(text: &str) -> ToolAnswer {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{')
-        && let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(trimmed)
-        && let Some(Value::String(name)) = map.remove("name")
-    {
-        let arguments = map.remove("arguments").unwrap_or_else(|| json!({}));
-        return ToolAnswer::Calls(vec![ToolCall { name, arguments }]);
-    }
-    ToolAnswer::Text(text.to_string())
 }
 
 #[cfg(test)]
@@ -326,21 +473,24 @@ mod tests {
         let messages = vec![
             Message::system("Be brief."),
             Message::user("ACME?"),
-            call_message(std::slice::from_ref(&call)),
-            Message::new("tool", "{\"price\": 3}"),
+            Message::calls(vec![call.clone()]),
+            Message::tool_result("call_1", "{\"price\": 3}"),
         ];
-        let out = with_tools(&messages, &tools(), &ToolChoice::Auto);
+        let out = with_tools(&messages, &tools());
         assert_eq!(out.len(), 4);
         assert!(out[0].content.starts_with("You can call these tools:\n{"));
         assert!(out[0].content.ends_with("plain text.\n\nBe brief."));
         assert_eq!(out[2].content, call_json(&call));
-        assert_eq!(parse(&out[2].content), ToolAnswer::Calls(vec![call]));
+        assert_eq!(
+            ToolFormat::SystemPrompt.parse(&out[2].content, &tools()),
+            ToolAnswer::Calls(vec![call])
+        );
         assert_eq!(
             (out[3].role.as_str(), out[3].content.as_str()),
             ("user", "Tool result:\n{\"price\": 3}")
         );
         // Without a system message one is added; the block is the same for the same tools.
-        let bare = with_tools(&messages[1..2], &tools(), &ToolChoice::Auto);
+        let bare = with_tools(&messages[1..2], &tools());
         assert!(out[0].content.starts_with(&bare[0].content));
     }
 
@@ -366,13 +516,87 @@ mod tests {
 
     #[test]
     fn answers_parse_as_calls_or_text() {
+        let call = ToolAnswer::Calls(vec![ToolCall {
+            name: "search_faq".into(),
+            arguments: json!({"query": "refund"}),
+        }]);
+        let plain = ToolFormat::SystemPrompt;
         assert_eq!(
-            parse(r#"{"name": "search_faq", "arguments": {"query": "refund"}}"#),
-            ToolAnswer::Calls(vec![ToolCall {
-                name: "search_faq".into(),
-                arguments: json!({"query": "refund"})
-            }])
+            plain.parse(r#"{"name": "search_faq", "arguments": {"query": "refund"}}"#, &tools()),
+            call
         );
-        assert_eq!(parse("Hello there"), ToolAnswer::Text("Hello there".into()));
+        assert_eq!(plain.parse("Hello there", &tools()), ToolAnswer::Text("Hello there".into()));
+        // A JSON answer (a response_format) that is not a call of an offered tool is text.
+        for text in [
+            r#"{"name": "Ada", "age": 3}"#,
+            r#"{"name": "nope", "arguments": {}}"#,
+        ] {
+            assert_eq!(plain.parse(text, &tools()), ToolAnswer::Text(text.into()));
+        }
+        let hermes = ToolFormat::Hermes;
+        assert_eq!(
+            hermes.parse(
+                "<tool_call>\n{\"name\": \"search_faq\", \"arguments\": {\"query\": \"refund\"}}\n</tool_call>",
+                &tools()
+            ),
+            call
+        );
+        assert_eq!(
+            ToolFormat::Llama3.parse(
+                r#"{"name": "search_faq", "parameters": {"query": "refund"}}"#,
+                &tools()
+            ),
+            call
+        );
+    }
+
+    #[test]
+    fn formats_are_read_off_the_template() {
+        let t = |source: &str| ChatTemplate::new(source, "", "").unwrap();
+        assert_eq!(
+            ToolFormat::of(&ChatTemplate::chatml("", "")),
+            ToolFormat::SystemPrompt
+        );
+        assert_eq!(ToolFormat::of(&t(crate::testing::HERMES_TEMPLATE)), ToolFormat::Hermes);
+        assert_eq!(
+            ToolFormat::of(&t(
+                "{% if tools %}{{ '<|start_header_id|>' }}{{ '{\"name\": x, \"parameters\": y}' }}{% endif %}"
+            )),
+            ToolFormat::Llama3
+        );
+        // Tools in a format this module does not know: the fallback.
+        assert_eq!(
+            ToolFormat::of(&t("{% if tools %}[TOOL_CALLS]{% endif %}")),
+            ToolFormat::SystemPrompt
+        );
+    }
+
+    #[test]
+    fn grammars_compile_for_every_format_and_choice() {
+        let answer = Grammar::JsonSchema(json!({"type": "object", "properties": {"city": {"type": "string"}}}));
+        for format in [ToolFormat::SystemPrompt, ToolFormat::Hermes, ToolFormat::Llama3] {
+            for choice in [
+                ToolChoice::Auto,
+                ToolChoice::Required,
+                ToolChoice::None,
+                ToolChoice::Function("search_faq".into()),
+            ] {
+                for answer in [None, Some(&answer)] {
+                    let g = format.grammar(&tools(), &choice, answer).unwrap();
+                    g.check().unwrap_or_else(|e| panic!("{format:?} {choice:?}: {e}"));
+                }
+            }
+        }
+        let lark = Grammar::Lark("start: \"yes\" | \"no\"".into());
+        let err = ToolFormat::SystemPrompt
+            .grammar(&tools(), &ToolChoice::Auto, Some(&lark))
+            .unwrap_err();
+        assert!(err.to_string().contains("tool choice auto"), "{err}");
+        assert_eq!(
+            ToolFormat::SystemPrompt
+                .grammar(&tools(), &ToolChoice::None, Some(&lark))
+                .unwrap(),
+            lark
+        );
     }
 }

@@ -17,21 +17,23 @@
 //!    with the user's message emptied (which removes the model's a-priori favourite); the
 //!    best one wins.
 //! 3. **Arguments**: generation under the chosen tool's narrowed schema
-//!    ([`crate::tool_call::grammar`] with that one tool), so the call is valid by
-//!    construction.
+//!    ([`ToolFormat::grammar`] with that one tool), so the call is valid by construction.
 //!
-//! Under `auto` the answer may be text, which this does not score: it generates once under
-//! [`crate::tool_call::grammar`] (text, or a call of a narrowed tool). A named function skips
-//! step 2.
+//! Under `auto` the answer may be text (or the JSON of a `response_format`), which this does
+//! not score: it generates once under [`ToolFormat::grammar`] (the answer, or a call of a
+//! narrowed tool). A named function skips step 2.
+//!
+//! Prompts, calls and the scored prefix follow the model's [`ToolFormat`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::constraint::Grammar;
 use crate::error::Result;
+use crate::message::Message;
 use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion, Session};
-use crate::template::Message;
-use crate::tool_call::{self, ToolChoice, ToolSpec};
+use crate::tool_call::{self, ToolAnswer, ToolChoice, ToolFormat, ToolSpec};
 
 /// How much of the module's machinery a [`ToolRequest`] uses: benchmarks compare them, the
 /// default is all of it.
@@ -51,8 +53,8 @@ pub enum Technique {
 /// A chat that may call tools, for [`crate::Prompt::Tools`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolRequest {
-    /// The conversation (past calls as [`tool_call::call_message`] writes them, tool results
-    /// as `tool` messages).
+    /// The conversation (past calls as assistant messages' `tool_calls`, their results as
+    /// `tool` messages).
     pub messages: Vec<Message>,
     /// The tools offered (validated with [`tool_call::validate`]).
     pub tools: Vec<ToolSpec>,
@@ -60,13 +62,12 @@ pub struct ToolRequest {
     pub choice: ToolChoice,
     /// Which techniques choose the call.
     pub technique: Technique,
+    /// The constraint on a text answer (a `response_format`), under `auto` a JSON schema.
+    pub answer: Option<Grammar>,
 }
 
-/// What the answer's first tokens are under the call grammar, before the tool's name.
-const CALL_PREFIX: &str = "{\"name\": \"";
-
-/// Runs `request` on `session` (see the module docs). The completion's text is the answer:
-/// a call as [`tool_call::parse`] reads it, or text under `auto`.
+/// Runs `request` on `session` (see the module docs). The completion's text is the answer as
+/// generated; its `tool_calls` the call it made, if it made one and ended.
 pub(crate) fn generate(
     session: &mut Session,
     request: &ToolRequest,
@@ -89,10 +90,10 @@ pub(crate) fn generate(
     };
     let feasible: Vec<ToolSpec> = narrowed.iter().flatten().cloned().collect();
     let model = session.model().clone();
+    let format = ToolFormat::of(model.template());
     // The prompt lists every tool as offered, so it stays the same (and cached) whatever
     // this request's spans are.
-    let listed = tool_call::with_tools(&request.messages, &request.tools, &request.choice);
-    let prompt = model.encode_chat(&listed)?;
+    let prompt = format.prompt(&model, &request.messages, &request.tools)?;
     let (offered, choice) = match &request.choice {
         ToolChoice::Function(name) => {
             let i = request.tools.iter().position(|t| &t.name == name);
@@ -122,7 +123,7 @@ pub(crate) fn generate(
                 let best = if candidates.len() == 1 {
                     0
                 } else {
-                    choose(session, request, &prompt, &candidates, cancel)?
+                    choose(session, format, request, &prompt, &candidates, cancel)?
                 };
                 let tool = candidates[best].clone();
                 let name = tool.name.clone();
@@ -131,16 +132,23 @@ pub(crate) fn generate(
         }
     };
     let params = SamplingParams {
-        grammar: Some(tool_call::grammar(&offered, &choice)),
+        grammar: Some(format.grammar(&offered, &choice, request.answer.as_ref())?),
         ..params.clone()
     };
-    session.generate(&prompt, &params, cancel, on_chunk)
+    let mut completion = session.generate(&prompt, &params, cancel, on_chunk)?;
+    if completion.finish_reason == crate::session::FinishReason::Stop
+        && let ToolAnswer::Calls(calls) = format.parse(&completion.text, &offered)
+    {
+        completion.tool_calls = calls;
+    }
+    Ok(completion)
 }
 
 /// The index of the candidate whose name scores best after the prompt, calibrated by its score
 /// after the same prompt with the user's last message emptied.
 fn choose(
     session: &mut Session,
+    format: ToolFormat,
     request: &ToolRequest,
     prompt: &[u32],
     candidates: &[ToolSpec],
@@ -148,7 +156,7 @@ fn choose(
 ) -> Result<usize> {
     let model = session.model().clone();
     let tokenizer = model.tokenizer();
-    let prefix = tokenizer.encode(CALL_PREFIX, false)?;
+    let prefix = tokenizer.encode(&format.call_prefix(), false)?;
     let names = candidates
         .iter()
         .map(|t| tokenizer.encode(&format!("{}\"", t.name), false))
@@ -157,11 +165,7 @@ fn choose(
     if let Some(m) = empty.iter_mut().rev().find(|m| m.role == "user") {
         m.content.clear();
     }
-    let empty = model.encode_chat(&tool_call::with_tools(
-        &empty,
-        &request.tools,
-        &request.choice,
-    ))?;
+    let empty = format.prompt(&model, &empty, &request.tools)?;
     // The empty prompt first: the real one is scored next and then generated from, its whole
     // prefix cached.
     let prior = session.score(&[empty, prefix.clone()].concat(), &names, cancel)?;
@@ -445,6 +449,96 @@ pub fn narrow(tool: &ToolSpec, text: &str) -> Option<ToolSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{LoadOptions, Model};
+    use crate::testing::{HERMES_TEMPLATE, TinyModel};
+
+    /// A tiny model whose template takes tools (Hermes-style, as Qwen2.5's): the prompt lists
+    /// them the template's way, and at temperature 1 every answer is a call in the template's
+    /// `<tool_call>` format (or, under `auto`, text or the `response_format`'s JSON).
+    #[test]
+    fn a_template_with_tools_gets_its_own_call_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hermes.gguf");
+        TinyModel {
+            chat_template: Some(HERMES_TEMPLATE.into()),
+            context_length: 2048,
+            ..TinyModel::default()
+        }
+        .write(&path)
+        .unwrap();
+        let model = Model::load_with(&path, &LoadOptions::default()).unwrap();
+        assert_eq!(ToolFormat::of(model.template()), ToolFormat::Hermes);
+        let tools = vec![
+            tool("get_price", "ticker", json!({"type": "string", "description": "Ticker symbol"})),
+            tool("search_faq", "query", json!({"type": "string", "description": "What to search for"})),
+        ];
+        let messages = vec![Message::user("Price of ACME, or the refund policy?")];
+        let prompt = ToolFormat::Hermes.prompt(&model, &messages, &tools).unwrap();
+        let text = model.tokenizer().decode(&prompt);
+        assert!(
+            text.contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_price\""),
+            "{text}"
+        );
+        let answer = Grammar::JsonSchema(json!({
+            "type": "object",
+            "properties": {"reply": {"enum": ["yes", "no"]}},
+            "required": ["reply"],
+        }));
+        let mut session = model.session();
+        let mut calls = 0;
+        for seed in 0..6 {
+            for (choice, answer) in [
+                (ToolChoice::Required, None),
+                (ToolChoice::Function("search_faq".into()), None),
+                (ToolChoice::Auto, None),
+                (ToolChoice::Auto, Some(answer.clone())),
+            ] {
+                let request = ToolRequest {
+                    messages: messages.clone(),
+                    tools: tools.clone(),
+                    choice: choice.clone(),
+                    technique: Technique::Scores,
+                    answer: answer.clone(),
+                };
+                let params = SamplingParams {
+                    temperature: 1.0,
+                    top_k: 0,
+                    top_p: 1.0,
+                    seed: Some(seed),
+                    ..SamplingParams::greedy(200)
+                };
+                let c = generate(&mut session, &request, &params, &CancelToken::new(), |_| {})
+                    .unwrap();
+                let case = format!("seed {seed}, {choice:?}, {answer:?}: {:?}", c.text);
+                if c.tool_calls.is_empty() {
+                    assert_eq!(choice, ToolChoice::Auto, "{case}");
+                    assert!(!c.text.starts_with('<'), "{case}");
+                    if answer.is_some() && c.finish_reason == crate::FinishReason::Stop {
+                        let v: Value = serde_json::from_str(&c.text).expect(&case);
+                        assert!(["yes", "no"].contains(&v["reply"].as_str().unwrap()), "{case}");
+                    }
+                    continue;
+                }
+                calls += 1;
+                assert_eq!(c.finish_reason, crate::FinishReason::Stop, "{case}");
+                assert!(c.text.starts_with("<tool_call>\n{\"name\": \""), "{case}");
+                assert!(c.text.ends_with("}\n</tool_call>"), "{case}");
+                let call = &c.tool_calls[0];
+                match call.name.as_str() {
+                    "get_price" => assert_eq!(call.arguments, json!({"ticker": "ACME"}), "{case}"),
+                    "search_faq" => {
+                        let q = call.arguments["query"].as_str().expect(&case);
+                        assert!(messages[0].content.contains(q), "{case}");
+                    }
+                    other => panic!("{other}: {case}"),
+                }
+                if let ToolChoice::Function(name) = &choice {
+                    assert_eq!(&call.name, name, "{case}");
+                }
+            }
+        }
+        assert!(calls >= 12, "required and named choices always call: {calls}");
+    }
 
     fn tool(name: &str, property: &str, schema: Value) -> ToolSpec {
         ToolSpec {

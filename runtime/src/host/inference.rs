@@ -263,10 +263,7 @@ fn messages(messages: Vec<Message>) -> Result<Prompt, Error> {
     let converted = messages
         .into_iter()
         .map(|m| match m.role.as_str() {
-            "system" | "user" | "assistant" | "tool" => Ok(ModelMessage {
-                role: m.role,
-                content: m.content,
-            }),
+            "system" | "user" | "assistant" | "tool" => Ok(ModelMessage::new(m.role, m.content)),
             other => Err(Error::InvalidInput(format!(
                 "unknown message role {other:?} (use system, user, assistant or tool)"
             ))),

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use serde_json::Value;
-use slmfn_models::tool_call::{self, ToolAnswer, ToolSpec};
+use slmfn_models::tool_call::{self, ToolSpec};
 use slmfn_models::tool_select::{Technique, ToolRequest};
 use slmfn_models::{Grammar, Message as ModelMessage, Prompt};
 
@@ -25,16 +25,9 @@ impl InferenceCtx {
         params: Params,
     ) -> Result<ToolCompletion, Error> {
         // `response-format: text` asks for a text answer with the same tools listed (an
-        // agent's last step: the prompt keeps its cached prefix); any other format is refused.
-        let text_only = match &params.response_format {
-            None => false,
-            Some(ResponseFormat::Text) => true,
-            Some(_) => {
-                return Err(Error::InvalidInput(
-                    "chat-with-tools takes no response-format but text: its answer is text or tool calls".into(),
-                ));
-            }
-        };
+        // agent's last step: the prompt keeps its cached prefix); JSON formats constrain a
+        // text answer (under `auto` beside the calls; a grammar only under `none`).
+        let text_only = matches!(params.response_format, Some(ResponseFormat::Text));
         let specs = tools
             .iter()
             .enumerate()
@@ -58,28 +51,35 @@ impl InferenceCtx {
             ));
         }
         let model = self.resolve_model(params.model.clone())?;
-        let sampling = self.sampling(&model, &params)?;
+        let mut sampling = self.sampling(&model, &params)?;
+        let answer = sampling.grammar.take();
+        if let Some(answer) = &answer {
+            answer.check().map_err(map_error)?;
+        }
+        tool_call::check_answer(&choice, answer.as_ref()).map_err(map_error)?;
         let prompt = Prompt::Tools(Box::new(ToolRequest {
             messages,
             tools: specs,
             choice,
             technique: Technique::default(),
+            answer,
         }));
         let started = Instant::now();
         let mut generation = self.start_with(&model, prompt, sampling)?;
         let result = generation.finish().await;
+        let calls = result
+            .as_ref()
+            .map(|c| c.tool_calls.clone())
+            .unwrap_or_default();
         let completion = finish(result, &generation, started)?;
-        let calls = match tool_call::parse(&completion.text) {
-            ToolAnswer::Calls(calls) if completion.finish_reason == "stop" => calls,
-            _ => {
-                return Ok(ToolCompletion {
-                    text: completion.text,
-                    tool_calls: Vec::new(),
-                    finish_reason: completion.finish_reason,
-                    usage: completion.usage,
-                });
-            }
-        };
+        if calls.is_empty() {
+            return Ok(ToolCompletion {
+                text: completion.text,
+                tool_calls: Vec::new(),
+                finish_reason: completion.finish_reason,
+                usage: completion.usage,
+            });
+        }
         Ok(ToolCompletion {
             text: String::new(),
             tool_calls: calls
@@ -111,8 +111,8 @@ fn spec(i: usize, tool: &Tool) -> Result<ToolSpec, Error> {
     })
 }
 
-/// `turns[i]` for the model: an assistant's calls written as the model writes calls; a `tool`
-/// turn must say which call it answers.
+/// `turns[i]` for the model: an assistant's calls as its `tool_calls`; a `tool` turn must say
+/// which call it answers.
 fn message(i: usize, turn: Turn) -> Result<ModelMessage, Error> {
     match turn.role.as_str() {
         "system" | "user" | "assistant" | "tool" => {}
@@ -128,7 +128,9 @@ fn message(i: usize, turn: Turn) -> Result<ModelMessage, Error> {
         )));
     }
     if turn.tool_calls.is_empty() {
-        return Ok(ModelMessage::new(turn.role, turn.content));
+        let mut message = ModelMessage::new(turn.role, turn.content);
+        message.tool_call_id = turn.tool_call_id;
+        return Ok(message);
     }
     if turn.role != "assistant" {
         return Err(Error::InvalidInput(format!(
@@ -152,5 +154,8 @@ fn message(i: usize, turn: Turn) -> Result<ModelMessage, Error> {
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    Ok(tool_call::call_message(&calls))
+    Ok(ModelMessage {
+        content: turn.content,
+        ..ModelMessage::calls(calls)
+    })
 }

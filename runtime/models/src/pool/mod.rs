@@ -51,7 +51,7 @@ use crate::embed::Embeddings;
 use crate::error::{Error, Result};
 use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion};
-use crate::template::Message;
+use crate::message::Message;
 use crate::tool_select::ToolRequest;
 use entry::{Entry, Work};
 

@@ -136,11 +136,7 @@ async fn run(state: &AppState, kind: Kind, req: Request<'_>) -> Result<Response,
 async fn whole(answer: Answer, mut generation: Generation) -> Result<Response, ApiError> {
     let completion = generation.finish().await.map_err(model_error)?;
     let finish_reason = finish_reason(&completion, &generation)?;
-    let calls = answer
-        .tools
-        .as_ref()
-        .filter(|_| completion.finish_reason == FinishReason::Stop)
-        .and_then(|_| tools::calls(&completion.text));
+    let calls = Some(&completion.tool_calls).filter(|c| answer.tools.is_some() && !c.is_empty());
     let choice = match (answer.kind, calls) {
         (Kind::Chat, Some(calls)) => json!({
             "index": 0,
@@ -290,7 +286,7 @@ impl Streamer {
         };
         // A held answer is a whole call (one chunk, as OpenAI's deltas add up to) or text.
         if let Some(held) = self.held.take().filter(|h| !h.is_empty()) {
-            match tools::calls(&held).filter(|_| completion.finish_reason == FinishReason::Stop) {
+            match Some(&completion.tool_calls).filter(|c| !c.is_empty()) {
                 Some(calls) => {
                     let deltas: Vec<Value> = calls
                         .iter()
@@ -333,8 +329,9 @@ impl Streamer {
             return self.queue.push_back(chunk);
         };
         held.push_str(text);
+        // A call opens with `{` (or a tag such as `<tool_call>`, in the model's own format).
         match held.trim_start().chars().next() {
-            None | Some('{') => {}
+            None | Some('{' | '<') => {}
             Some(_) => {
                 let text = std::mem::take(held);
                 self.held = None;

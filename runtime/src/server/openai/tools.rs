@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slmfn_models::Grammar;
-use slmfn_models::tool_call::{self, ToolAnswer, ToolCall, ToolChoice, ToolSpec};
+use slmfn_models::tool_call::{self, ToolCall, ToolChoice, ToolSpec};
 
 use super::invalid;
 use crate::server::error::ApiError;
@@ -204,12 +204,4 @@ pub(super) fn call_json(call: &ToolCall) -> Value {
             "arguments": call.arguments.to_string(),
         },
     })
-}
-
-/// The calls a complete answer made, if it made any.
-pub(super) fn calls(text: &str) -> Option<Vec<ToolCall>> {
-    match tool_call::parse(text) {
-        ToolAnswer::Calls(calls) => Some(calls),
-        ToolAnswer::Text(_) => None,
-    }
 }

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use slmfn_models::tool_call;
 use slmfn_models::tool_select::{Technique, ToolRequest};
 use slmfn_models::{Grammar, Message, Prompt};
 
@@ -243,13 +242,6 @@ impl ChatRequest {
     pub(super) fn plan(&self) -> Result<Plan, ApiError> {
         let tools = tools::parse(self.tools.as_deref(), self.tool_choice.as_ref())?;
         let grammar = self.grammar()?;
-        if tools.is_some() && grammar.is_some() {
-            return Err(unsupported(
-                "response_format",
-                "response_format with tools is not supported: the answer is either a tool \
-                 call or text",
-            ));
-        }
         if self.messages.is_empty() {
             return Err(invalid("messages", "messages must not be empty"));
         }
@@ -261,11 +253,13 @@ impl ChatRequest {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(match tools {
             Some(tools) => Plan {
+                // A text answer (under `auto` or `none`) follows `response_format`.
                 prompt: Prompt::Tools(Box::new(ToolRequest {
                     messages,
                     tools: tools.specs.clone(),
                     choice: tools.choice.clone(),
                     technique: self.tool_selection.unwrap_or_default(),
+                    answer: grammar,
                 })),
                 grammar: None,
                 tools: Some(tools),
@@ -320,7 +314,14 @@ impl ChatMessage {
                 ));
             }
             let calls = tools::history_calls(at, calls)?;
-            return Ok(tool_call::call_message(&calls));
+            let content = match &self.content {
+                Some(Content::Text(t)) => t.clone(),
+                _ => String::new(),
+            };
+            return Ok(Message {
+                content,
+                ..Message::calls(calls)
+            });
         }
         let content = match &self.content {
             None => String::new(),
@@ -349,6 +350,8 @@ impl ChatMessage {
         Ok(Message {
             role: role.to_string(),
             content,
+            tool_call_id: self.tool_call_id.clone().filter(|_| role == "tool"),
+            ..Message::default()
         })
     }
 }
