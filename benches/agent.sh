@@ -38,11 +38,17 @@ model="${SLMFN_MODEL_PATH:-}"
 if [[ -z "$model" ]]; then
     model="$(scripts/fetch-model.sh | tail -n1)"
 fi
+# The embedding model routes tools for the `routed` technique.
+embed="${SLMFN_EMBED_MODEL_PATH:-}"
+if [[ -z "$embed" ]]; then
+    embed="$(scripts/fetch-model.sh minilm | tail -n1)"
+fi
 
 data="$(mktemp -d "${TMPDIR:-/tmp}/slmfn-agent-bench.XXXXXX")"
 log="$data/runtime.log"
 RAYON_NUM_THREADS=2 "$target/release/slmfn" --port "$port" --bind 127.0.0.1 --data-dir "$data/data" \
-    --model "smollm2=$model" --preload smollm2 >"$log" 2>&1 &
+    --model "smollm2=$model" --model "minilm=$embed" --preload smollm2 --preload minilm \
+    >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
 # Ready when /readyz says so (the model is preloaded before it turns green); bounded.
@@ -57,6 +63,7 @@ out="${JSON_OUT:-/var/tmp/slmfn-bench/agent.json}"
 mkdir -p "$(dirname "$out")"
 RAYON_NUM_THREADS=2 "$venv/bin/python" benches/agent/accuracy.py \
     --tasks benches/agent/tasks.json --slmfn-url "http://127.0.0.1:$port/v1" \
+    --techniques grammar,spans,scores,routed \
     --llama-model "$model" --threads 2 --json-out "$out"
 "$venv/bin/python" benches/agent/render.py "$out" benches/RESULTS.md "$(git rev-parse --short HEAD)"
 

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use slmfn_models::tool_select::{self, Technique};
 use slmfn_models::{
     CancelToken, Completion, EmbedJob, Embeddings, Grammar, Job, ModelKind, ModelPool, Prompt,
     SamplingParams,
@@ -167,6 +168,39 @@ impl Inference {
         self.metrics
             .record_embedding(model, function, &result, submitted.elapsed());
         result
+    }
+
+    /// For a [`Prompt::Tools`] request with [`Technique::Routed`]: each tool's similarity to
+    /// the last user message by the default embedding model (unit vectors: the dot product),
+    /// so the tool choice scores a shortlist. Without an embedding model, or when embedding
+    /// fails (logged), the request is left as it is and routing falls back to scores.
+    pub async fn route(&self, function: Option<&str>, prompt: &mut Prompt) {
+        let Prompt::Tools(request) = prompt else {
+            return;
+        };
+        if request.technique != Technique::Routed || request.similarity.is_some() {
+            return;
+        }
+        let Some(model) = self.default_embedding_model.as_deref() else {
+            return;
+        };
+        let user = request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map_or("", |m| m.content.as_str());
+        let mut texts = vec![user.to_string()];
+        texts.extend(request.tools.iter().map(tool_select::route_text));
+        match self.embed(model, function, texts, None).await {
+            Ok(embeddings) => {
+                if let Some((query, tools)) = embeddings.vectors.split_first() {
+                    let dot = |v: &Vec<f32>| v.iter().zip(query).map(|(a, b)| a * b).sum();
+                    request.similarity = Some(tools.iter().map(dot).collect());
+                }
+            }
+            Err(e) => tracing::warn!(model, error = %e, "tool routing: embedding failed"),
+        }
     }
 
     /// The model's default sampling parameters.

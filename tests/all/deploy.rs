@@ -37,7 +37,7 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
             good.clone(),
             g.wrong_world.clone(),
             400,
-            "slmfn:agent/handler@0.1.1",
+            "slmfn:agent/handler@0.2.0",
         ),
         (
             "oversized",

@@ -457,25 +457,27 @@ async fn a_guest_calls_tools_through_chat_with_tools() {
 }
 
 /// A component built against `slmfn:agent@0.1.0` (the testbed as it was before 0.1.1 added
-/// `chat-with-tools`, committed as `tests/fixtures/testbed-0.1.0.wasm`) still deploys and
-/// runs: wasmtime resolves 0.1.0 imports and exports to the runtime's 0.1.1 (semver).
+/// `chat-with-tools`, committed as `tests/fixtures/testbed-0.1.0.wasm`) is refused at deploy
+/// by this 0.2.0 runtime with a message naming the version to rebuild against, and the
+/// revision already deployed under that name keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_component_built_against_0_1_0_still_runs() {
+async fn a_component_built_against_0_1_is_refused_naming_the_version() {
     let (rt, _dir) = tiny_runtime(&[]).await;
+    let manifest = "name = \"old\"\n[models]\nallowed = [\"tiny\"]\n";
+    let (s, body) = rt.deploy("old", manifest, &guests().testbed).await.unwrap();
+    assert_eq!(s, 201, "{body}");
     let old =
         std::fs::read(crate::support::repo().join("tests/fixtures/testbed-0.1.0.wasm")).unwrap();
-    let manifest = "name = \"old\"\n[models]\nallowed = [\"tiny\"]\n";
     let (s, body) = rt.deploy("old", manifest, &old).await.unwrap();
-    assert_eq!(s, 201, "{body}");
+    assert_eq!(s, 400, "{body}");
+    let message = body.to_string();
+    assert!(
+        message.contains("built against slmfn:agent@0.1.0")
+            && message.contains("rebuild it with slmfn-sdk 0.2.0"),
+        "{body}"
+    );
     let (s, body) = rt.invoke("old", "/echo", "ping").await.unwrap();
-    assert_eq!((s, body.as_str()), (200, "ping"));
-    let (s, body) = rt
-        .invoke("old", "/chat", r#"{"prompt": "hello", "max_tokens": 4}"#)
-        .await
-        .unwrap();
-    assert_eq!(s, 200, "{body}");
-    let (s, body) = rt.invoke("old", "/kv/incr?key=n", "").await.unwrap();
-    assert_eq!((s, body.as_str()), (200, "1"));
+    assert_eq!((s, body.as_str()), (200, "ping"), "the 0.2.0 revision still serves");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

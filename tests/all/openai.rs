@@ -267,11 +267,6 @@ fn errors_have_openai_shapes_and_statuses() {
         ),
         (json!({"messages": hello, "logprobs": true}), "logprobs"),
         (
-            json!({"messages": hello, "response_format": {"type": "json_object"},
-                   "tools": [{"type": "function", "function": {"name": "f"}}]}),
-            "response_format",
-        ),
-        (
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
             "messages",
         ),

@@ -48,7 +48,14 @@ pub enum Technique {
     /// Steps 1 to 3: the tool chosen by calibrated name scores, then its arguments.
     #[default]
     Scores,
+    /// [`Technique::Scores`] over a shortlist: the [`ROUTE_SHORTLIST`] candidates most similar
+    /// to the request by [`ToolRequest::similarity`] (an embedding model's, given by the
+    /// caller); without similarities, `Scores`.
+    Routed,
 }
+
+/// How many candidates [`Technique::Routed`] keeps for scoring.
+pub const ROUTE_SHORTLIST: usize = 3;
 
 /// A chat that may call tools, for [`crate::Prompt::Tools`].
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +71,8 @@ pub struct ToolRequest {
     pub technique: Technique,
     /// The constraint on a text answer (a `response_format`), under `auto` a JSON schema.
     pub answer: Option<Grammar>,
+    /// For [`Technique::Routed`]: each tool's similarity to the request, in `tools`' order.
+    pub similarity: Option<Vec<f32>>,
 }
 
 /// Runs `request` on `session` (see the module docs). The completion's text is the answer as
@@ -84,11 +93,16 @@ pub(crate) fn generate(
         .map_or("", |m| m.content.as_str());
     let narrowed: Vec<Option<ToolSpec>> = match request.technique {
         Technique::Grammar => request.tools.iter().cloned().map(Some).collect(),
-        Technique::Spans | Technique::Scores => {
+        Technique::Spans | Technique::Scores | Technique::Routed => {
             request.tools.iter().map(|t| narrow(t, user)).collect()
         }
     };
-    let feasible: Vec<ToolSpec> = narrowed.iter().flatten().cloned().collect();
+    let feasible: Vec<ToolSpec> = match (&request.technique, &request.similarity) {
+        (Technique::Routed, Some(similarity)) if similarity.len() == request.tools.len() => {
+            shortlist(&narrowed, similarity)
+        }
+        _ => narrowed.iter().flatten().cloned().collect(),
+    };
     let model = session.model().clone();
     let format = ToolFormat::of(model.template());
     // The prompt lists every tool as offered, so it stays the same (and cached) whatever
@@ -117,7 +131,7 @@ pub(crate) fn generate(
             } else {
                 feasible
             };
-            if request.technique != Technique::Scores {
+            if !matches!(request.technique, Technique::Scores | Technique::Routed) {
                 (candidates, ToolChoice::Required)
             } else {
                 let best = if candidates.len() == 1 {
@@ -142,6 +156,29 @@ pub(crate) fn generate(
         completion.tool_calls = calls;
     }
     Ok(completion)
+}
+
+/// The feasible tools among the [`ROUTE_SHORTLIST`] most similar to the request, in their
+/// order in the request.
+fn shortlist(narrowed: &[Option<ToolSpec>], similarity: &[f32]) -> Vec<ToolSpec> {
+    let mut ranked: Vec<(usize, f32)> = narrowed
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_some())
+        .map(|(i, _)| (i, similarity[i]))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.truncate(ROUTE_SHORTLIST);
+    ranked.sort_by_key(|(i, _)| *i);
+    ranked
+        .into_iter()
+        .filter_map(|(i, _)| narrowed[i].clone())
+        .collect()
+}
+
+/// The text a tool is routed by: its name in words and its description.
+pub fn route_text(tool: &ToolSpec) -> String {
+    format!("{}: {}", tool.name.replace(['_', '.', '-'], " "), tool.description)
 }
 
 /// The index of the candidate whose name scores best after the prompt, calibrated by its score
@@ -499,6 +536,7 @@ mod tests {
                     choice: choice.clone(),
                     technique: Technique::Scores,
                     answer: answer.clone(),
+                    similarity: None,
                 };
                 let params = SamplingParams {
                     temperature: 1.0,

@@ -9,8 +9,11 @@ use crate::host::error::{HostError, Result};
 use crate::host::state::HostState;
 use crate::manifest::Kind;
 
+/// The version of the `slmfn:agent` package this runtime links (`sdk/wit`).
+pub(crate) const CONTRACT_VERSION: &str = "0.2.0";
+
 /// The export every agent must have.
-pub(crate) const HANDLER_EXPORT: &str = "slmfn:agent/handler@0.1.1";
+pub(crate) const HANDLER_EXPORT: &str = "slmfn:agent/handler@0.2.0";
 
 /// Rejects bytes that are not a component, naming what they are instead.
 pub(crate) fn check_binary(bytes: &[u8]) -> Result<()> {
@@ -58,7 +61,7 @@ pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Option<Component>
 }
 
 /// The export every tool component must have.
-pub(crate) const PROVIDER_EXPORT: &str = "slmfn:agent/provider@0.1.1";
+pub(crate) const PROVIDER_EXPORT: &str = "slmfn:agent/provider@0.2.0";
 
 /// A component ready to instantiate, by the world it implements.
 pub(crate) enum Pre {
@@ -75,6 +78,13 @@ pub(crate) fn pre_instantiate(
     component: &Component,
     kind: Kind,
 ) -> Result<Pre> {
+    if let Some(version) = older_contract(linker.engine(), component) {
+        return Err(HostError::InvalidComponent(format!(
+            "the component was built against slmfn:agent@{version}, and this runtime speaks \
+             slmfn:agent@{CONTRACT_VERSION}: rebuild it with slmfn-sdk {CONTRACT_VERSION} \
+             (`fn build`); the source needs no change"
+        )));
+    }
     let pre = linker.instantiate_pre(component).map_err(|e| {
         HostError::InvalidComponent(format!(
             "the component does not fit the slmfn:agent worlds: {e:#} (only slmfn:agent and wasi:cli/io/clocks/random/filesystem/sockets 0.2 imports are provided)"
@@ -89,7 +99,7 @@ pub(crate) fn pre_instantiate(
                 ""
             };
             HostError::InvalidComponent(format!(
-                "the component is not an slmfn agent: it must export {HANDLER_EXPORT} (and slmfn:agent/event-handler@0.1.1); build it with slmfn-sdk's `export_agent!` ({e:#}){hint}"
+                "the component is not an slmfn agent: it must export {HANDLER_EXPORT} (and slmfn:agent/event-handler@0.2.0); build it with slmfn-sdk's `export_agent!` ({e:#}){hint}"
             ))
         }),
         Kind::Tool => ToolProviderPre::new(pre).map(Pre::Tool).map_err(|e| {
@@ -98,4 +108,16 @@ pub(crate) fn pre_instantiate(
             ))
         }),
     }
+}
+
+/// The `slmfn:agent` version a component imports or exports when it is not one this runtime
+/// links (wasmtime matches 0.2.x to 0.2.0 by semver; 0.1.x is a different contract).
+fn older_contract(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(name, _)| name.to_string());
+    let exports = ty.exports(engine).map(|(name, _)| name.to_string());
+    imports.chain(exports).find_map(|name| {
+        let version = name.strip_prefix("slmfn:agent/")?.split_once('@')?.1;
+        (!version.starts_with("0.2.")).then(|| version.to_string())
+    })
 }

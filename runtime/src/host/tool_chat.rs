@@ -63,6 +63,7 @@ impl InferenceCtx {
             choice,
             technique: Technique::default(),
             answer,
+            similarity: None,
         }));
         let started = Instant::now();
         let mut generation = self.start_with(&model, prompt, sampling)?;

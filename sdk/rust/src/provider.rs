@@ -55,8 +55,8 @@ pub mod wit {
         default_bindings_module: "slmfn_sdk::provider::wit",
         runtime_path: "slmfn_sdk::wit::__rt",
         with: {
-            "slmfn:agent/kv@0.1.1": slmfn_sdk::wit::slmfn::agent::kv,
-            "slmfn:agent/tools@0.1.1": slmfn_sdk::wit::slmfn::agent::tools,
+            "slmfn:agent/kv@0.2.0": slmfn_sdk::wit::slmfn::agent::kv,
+            "slmfn:agent/tools@0.2.0": slmfn_sdk::wit::slmfn::agent::tools,
         },
     });
 }

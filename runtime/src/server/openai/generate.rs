@@ -88,10 +88,11 @@ async fn run(state: &AppState, kind: Kind, req: Request<'_>) -> Result<Response,
     let inference = service(state)?;
     let model = resolve_model(inference, req.model)?;
     let Plan {
-        prompt,
+        mut prompt,
         grammar,
         tools,
     } = req.plan?;
+    inference.route(None, &mut prompt).await;
     let sampling = req.sampling;
     let overrides = SamplingOverrides {
         grammar,

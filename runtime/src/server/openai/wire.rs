@@ -260,6 +260,7 @@ impl ChatRequest {
                     choice: tools.choice.clone(),
                     technique: self.tool_selection.unwrap_or_default(),
                     answer: grammar,
+                    similarity: None,
                 })),
                 grammar: None,
                 tools: Some(tools),
