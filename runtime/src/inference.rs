@@ -172,8 +172,8 @@ impl Inference {
 
     /// For a [`Prompt::Tools`] request with [`Technique::Routed`]: each tool's similarity to
     /// the last user message by the default embedding model (unit vectors: the dot product),
-    /// so the tool choice scores a shortlist. Without an embedding model, or when embedding
-    /// fails (logged), the request is left as it is and routing falls back to scores.
+    /// which the tool choice weighs with its name scores. Without an embedding model, or when
+    /// embedding fails (logged), the request is left as it is and the choice is by scores.
     pub async fn route(&self, function: Option<&str>, prompt: &mut Prompt) {
         let Prompt::Tools(request) = prompt else {
             return;

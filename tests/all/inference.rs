@@ -477,7 +477,11 @@ async fn a_component_built_against_0_1_is_refused_naming_the_version() {
         "{body}"
     );
     let (s, body) = rt.invoke("old", "/echo", "ping").await.unwrap();
-    assert_eq!((s, body.as_str()), (200, "ping"), "the 0.2.0 revision still serves");
+    assert_eq!(
+        (s, body.as_str()),
+        (200, "ping"),
+        "the 0.2.0 revision still serves"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,9 +68,9 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod gguf;
-pub mod message;
 mod kernels;
 mod llama;
+pub mod message;
 pub mod model;
 pub mod pool;
 pub mod sampler;
@@ -88,6 +88,7 @@ pub use constraint::Grammar;
 pub use embed::{EmbeddingModel, Embeddings};
 pub use error::{Error, Result};
 pub use gguf::ModelMetadata;
+pub use message::{Message, ToolCall};
 pub use model::{LoadOptions, Model};
 pub use pool::{
     EmbedJob, Job, KeepAlive, ModelKind, ModelPool, ModelSpec, ModelState, ModelStatus, PoolConfig,
@@ -99,6 +100,5 @@ pub use source::{
     CachedModel, Catalog, ModelCache, ModelEntry, ModelSource, ModelsConfig, PullOptions,
     SourceError,
 };
-pub use message::{Message, ToolCall};
 pub use template::ChatTemplate;
 pub use tokenizer::Tokenizer;

@@ -10,8 +10,8 @@ use crate::constraint::{Constraint, Grammar, Grammars};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, ModelMetadata};
 use crate::llama::{Llama, LlamaCache, Phase};
-use crate::session::Session;
 use crate::message::Message;
+use crate::session::Session;
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 

@@ -171,9 +171,8 @@ fn message_value(m: &Message) -> Value {
 /// between items, `": "` after keys, keys in their order, nothing escaped for HTML. An
 /// `indent` argument pretty-prints.
 fn tojson(value: Value, indent: Option<usize>) -> Result<Value, minijinja::Error> {
-    let json: Json = serde_json::to_value(&value).map_err(|e| {
-        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
-    })?;
+    let json: Json = serde_json::to_value(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let text = match indent {
         Some(n) => {
             let indent = " ".repeat(n);

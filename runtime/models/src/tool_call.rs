@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 
 use crate::constraint::Grammar;
 use crate::error::{Error, Result};
-pub use crate::message::ToolCall;
 use crate::message::Message;
+pub use crate::message::ToolCall;
 use crate::model::Model;
 use crate::template::ChatTemplate;
 
@@ -168,7 +168,12 @@ impl ToolFormat {
 
     /// Prompt tokens for `messages` with `tools` listed (the same list whatever the choice,
     /// so an agent's steps share it as a cached prefix; past calls as the model writes them).
-    pub fn prompt(self, model: &Model, messages: &[Message], tools: &[ToolSpec]) -> Result<Vec<u32>> {
+    pub fn prompt(
+        self,
+        model: &Model,
+        messages: &[Message],
+        tools: &[ToolSpec],
+    ) -> Result<Vec<u32>> {
         match self {
             Self::SystemPrompt => model.encode_chat(&with_tools(messages, tools)),
             Self::Hermes | Self::Llama3 => {
@@ -215,7 +220,10 @@ impl ToolFormat {
         let answer_rule = match answer {
             None => format!("answer: TEXT\n{text}"),
             Some(Grammar::JsonSchema(schema)) => {
-                format!("answer: %json {}\n", with_whitespace_options(schema.clone()))
+                format!(
+                    "answer: %json {}\n",
+                    with_whitespace_options(schema.clone())
+                )
             }
             Some(Grammar::Lark(_) | Grammar::Regex(_)) => {
                 check_answer(choice, answer)?;
@@ -233,7 +241,9 @@ impl ToolFormat {
                 Some(grammar) => grammar.clone(),
                 None => Grammar::Lark(format!("start: TEXT\n{text}")),
             },
-            ToolChoice::Auto => Grammar::Lark(format!("start: call | answer\n{call_rule}{answer_rule}")),
+            ToolChoice::Auto => {
+                Grammar::Lark(format!("start: call | answer\n{call_rule}{answer_rule}"))
+            }
             ToolChoice::Required | ToolChoice::Function(_) if open.is_empty() => {
                 Grammar::JsonSchema(call)
             }
@@ -274,13 +284,11 @@ impl ToolFormat {
 /// schema but not a Lark grammar or a regex.
 pub fn check_answer(choice: &ToolChoice, answer: Option<&Grammar>) -> Result<()> {
     match (choice, answer) {
-        (ToolChoice::Auto, Some(Grammar::Lark(_) | Grammar::Regex(_))) => {
-            Err(Error::InvalidInput(
-                "a grammar or regex response format cannot be combined with tool choice auto; \
+        (ToolChoice::Auto, Some(Grammar::Lark(_) | Grammar::Regex(_))) => Err(Error::InvalidInput(
+            "a grammar or regex response format cannot be combined with tool choice auto; \
                  give the answer a JSON schema, or choose none"
-                    .into(),
-            ))
-        }
+                .into(),
+        )),
         _ => Ok(()),
     }
 }
@@ -522,10 +530,16 @@ mod tests {
         }]);
         let plain = ToolFormat::SystemPrompt;
         assert_eq!(
-            plain.parse(r#"{"name": "search_faq", "arguments": {"query": "refund"}}"#, &tools()),
+            plain.parse(
+                r#"{"name": "search_faq", "arguments": {"query": "refund"}}"#,
+                &tools()
+            ),
             call
         );
-        assert_eq!(plain.parse("Hello there", &tools()), ToolAnswer::Text("Hello there".into()));
+        assert_eq!(
+            plain.parse("Hello there", &tools()),
+            ToolAnswer::Text("Hello there".into())
+        );
         // A JSON answer (a response_format) that is not a call of an offered tool is text.
         for text in [
             r#"{"name": "Ada", "age": 3}"#,
@@ -557,7 +571,10 @@ mod tests {
             ToolFormat::of(&ChatTemplate::chatml("", "")),
             ToolFormat::SystemPrompt
         );
-        assert_eq!(ToolFormat::of(&t(crate::testing::HERMES_TEMPLATE)), ToolFormat::Hermes);
+        assert_eq!(
+            ToolFormat::of(&t(crate::testing::HERMES_TEMPLATE)),
+            ToolFormat::Hermes
+        );
         assert_eq!(
             ToolFormat::of(&t(
                 "{% if tools %}{{ '<|start_header_id|>' }}{{ '{\"name\": x, \"parameters\": y}' }}{% endif %}"
@@ -573,8 +590,14 @@ mod tests {
 
     #[test]
     fn grammars_compile_for_every_format_and_choice() {
-        let answer = Grammar::JsonSchema(json!({"type": "object", "properties": {"city": {"type": "string"}}}));
-        for format in [ToolFormat::SystemPrompt, ToolFormat::Hermes, ToolFormat::Llama3] {
+        let answer = Grammar::JsonSchema(
+            json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        );
+        for format in [
+            ToolFormat::SystemPrompt,
+            ToolFormat::Hermes,
+            ToolFormat::Llama3,
+        ] {
             for choice in [
                 ToolChoice::Auto,
                 ToolChoice::Required,
@@ -583,7 +606,8 @@ mod tests {
             ] {
                 for answer in [None, Some(&answer)] {
                     let g = format.grammar(&tools(), &choice, answer).unwrap();
-                    g.check().unwrap_or_else(|e| panic!("{format:?} {choice:?}: {e}"));
+                    g.check()
+                        .unwrap_or_else(|e| panic!("{format:?} {choice:?}: {e}"));
                 }
             }
         }

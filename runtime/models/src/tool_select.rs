@@ -14,8 +14,10 @@
 //!    message) stays free, bounded to 80 characters unless its schema bounds it.
 //! 2. **Choice** (under `required`, with several candidates): each candidate's name is scored
 //!    by its log-probability after the prompt and `{"name": "`, calibrated by the same score
-//!    with the user's message emptied (which removes the model's a-priori favourite); the
-//!    best one wins.
+//!    with the user's message emptied (which removes the model's a-priori favourite), plus
+//!    (the default, [`Technique::Routed`]) [`ROUTE_WEIGHT`] × the candidate's embedding
+//!    similarity to the request when the caller gives one (the runtime does when an embedding
+//!    model is configured); the best one wins.
 //! 3. **Arguments**: generation under the chosen tool's narrowed schema
 //!    ([`ToolFormat::grammar`] with that one tool), so the call is valid by construction.
 //!
@@ -46,16 +48,19 @@ pub enum Technique {
     /// grammar over the candidates.
     Spans,
     /// Steps 1 to 3: the tool chosen by calibrated name scores, then its arguments.
-    #[default]
     Scores,
-    /// [`Technique::Scores`] over a shortlist: the [`ROUTE_SHORTLIST`] candidates most similar
-    /// to the request by [`ToolRequest::similarity`] (an embedding model's, given by the
-    /// caller); without similarities, `Scores`.
+    /// [`Technique::Scores`] with each candidate's calibrated score raised by
+    /// [`ROUTE_WEIGHT`] × its [`ToolRequest::similarity`] to the request (an embedding
+    /// model's cosine similarity between the request and the tool's name and description,
+    /// given by the caller); without similarities it is `Scores`. The default.
+    #[default]
     Routed,
 }
 
-/// How many candidates [`Technique::Routed`] keeps for scoring.
-pub const ROUTE_SHORTLIST: usize = 3;
+/// How much [`Technique::Routed`] weighs a tool's similarity to the request (cosine, at most
+/// 1) against its calibrated name score (a log-probability difference). Chosen on the dev
+/// split of `benches/agent/tasks.json` (10, 20 and 40 tried; 20 and 40 tie there).
+pub const ROUTE_WEIGHT: f32 = 20.0;
 
 /// A chat that may call tools, for [`crate::Prompt::Tools`].
 #[derive(Clone, Debug, PartialEq)]
@@ -97,12 +102,7 @@ pub(crate) fn generate(
             request.tools.iter().map(|t| narrow(t, user)).collect()
         }
     };
-    let feasible: Vec<ToolSpec> = match (&request.technique, &request.similarity) {
-        (Technique::Routed, Some(similarity)) if similarity.len() == request.tools.len() => {
-            shortlist(&narrowed, similarity)
-        }
-        _ => narrowed.iter().flatten().cloned().collect(),
-    };
+    let feasible: Vec<ToolSpec> = narrowed.iter().flatten().cloned().collect();
     let model = session.model().clone();
     let format = ToolFormat::of(model.template());
     // The prompt lists every tool as offered, so it stays the same (and cached) whatever
@@ -158,27 +158,13 @@ pub(crate) fn generate(
     Ok(completion)
 }
 
-/// The feasible tools among the [`ROUTE_SHORTLIST`] most similar to the request, in their
-/// order in the request.
-fn shortlist(narrowed: &[Option<ToolSpec>], similarity: &[f32]) -> Vec<ToolSpec> {
-    let mut ranked: Vec<(usize, f32)> = narrowed
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.is_some())
-        .map(|(i, _)| (i, similarity[i]))
-        .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    ranked.truncate(ROUTE_SHORTLIST);
-    ranked.sort_by_key(|(i, _)| *i);
-    ranked
-        .into_iter()
-        .filter_map(|(i, _)| narrowed[i].clone())
-        .collect()
-}
-
 /// The text a tool is routed by: its name in words and its description.
 pub fn route_text(tool: &ToolSpec) -> String {
-    format!("{}: {}", tool.name.replace(['_', '.', '-'], " "), tool.description)
+    format!(
+        "{}: {}",
+        tool.name.replace(['_', '.', '-'], " "),
+        tool.description
+    )
 }
 
 /// The index of the candidate whose name scores best after the prompt, calibrated by its score
@@ -210,7 +196,15 @@ fn choose(
     let mut best = 0;
     let mut best_score = f32::NEG_INFINITY;
     for (i, (s, p)) in scored.iter().zip(&prior).enumerate() {
-        let calibrated = s - p;
+        let mut calibrated = s - p;
+        if let (Technique::Routed, Some(similarity)) = (&request.technique, &request.similarity)
+            && let Some(j) = request
+                .tools
+                .iter()
+                .position(|t| t.name == candidates[i].name)
+        {
+            calibrated += ROUTE_WEIGHT * similarity[j];
+        }
         tracing::debug!(tool = %candidates[i].name, score = s, prior = p, calibrated, "tool score");
         if calibrated > best_score {
             best = i;
@@ -506,14 +500,26 @@ mod tests {
         let model = Model::load_with(&path, &LoadOptions::default()).unwrap();
         assert_eq!(ToolFormat::of(model.template()), ToolFormat::Hermes);
         let tools = vec![
-            tool("get_price", "ticker", json!({"type": "string", "description": "Ticker symbol"})),
-            tool("search_faq", "query", json!({"type": "string", "description": "What to search for"})),
+            tool(
+                "get_price",
+                "ticker",
+                json!({"type": "string", "description": "Ticker symbol"}),
+            ),
+            tool(
+                "search_faq",
+                "query",
+                json!({"type": "string", "description": "What to search for"}),
+            ),
         ];
         let messages = vec![Message::user("Price of ACME, or the refund policy?")];
-        let prompt = ToolFormat::Hermes.prompt(&model, &messages, &tools).unwrap();
+        let prompt = ToolFormat::Hermes
+            .prompt(&model, &messages, &tools)
+            .unwrap();
         let text = model.tokenizer().decode(&prompt);
         assert!(
-            text.contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_price\""),
+            text.contains(
+                "<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_price\""
+            ),
             "{text}"
         );
         let answer = Grammar::JsonSchema(json!({
@@ -545,15 +551,18 @@ mod tests {
                     seed: Some(seed),
                     ..SamplingParams::greedy(200)
                 };
-                let c = generate(&mut session, &request, &params, &CancelToken::new(), |_| {})
-                    .unwrap();
+                let c =
+                    generate(&mut session, &request, &params, &CancelToken::new(), |_| {}).unwrap();
                 let case = format!("seed {seed}, {choice:?}, {answer:?}: {:?}", c.text);
                 if c.tool_calls.is_empty() {
                     assert_eq!(choice, ToolChoice::Auto, "{case}");
                     assert!(!c.text.starts_with('<'), "{case}");
                     if answer.is_some() && c.finish_reason == crate::FinishReason::Stop {
                         let v: Value = serde_json::from_str(&c.text).expect(&case);
-                        assert!(["yes", "no"].contains(&v["reply"].as_str().unwrap()), "{case}");
+                        assert!(
+                            ["yes", "no"].contains(&v["reply"].as_str().unwrap()),
+                            "{case}"
+                        );
                     }
                     continue;
                 }
@@ -575,7 +584,10 @@ mod tests {
                 }
             }
         }
-        assert!(calls >= 12, "required and named choices always call: {calls}");
+        assert!(
+            calls >= 12,
+            "required and named choices always call: {calls}"
+        );
     }
 
     fn tool(name: &str, property: &str, schema: Value) -> ToolSpec {

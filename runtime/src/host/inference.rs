@@ -43,7 +43,7 @@ pub struct CompletionStream {
 }
 
 impl InferenceCtx {
-    fn service(&self) -> Result<&Arc<Inference>, Error> {
+    pub(super) fn service(&self) -> Result<&Arc<Inference>, Error> {
         self.service.as_ref().ok_or_else(|| {
             Error::Unavailable(
                 "inference is not available: this runtime has no models configured".into(),

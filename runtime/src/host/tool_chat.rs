@@ -57,7 +57,7 @@ impl InferenceCtx {
             answer.check().map_err(map_error)?;
         }
         tool_call::check_answer(&choice, answer.as_ref()).map_err(map_error)?;
-        let prompt = Prompt::Tools(Box::new(ToolRequest {
+        let mut prompt = Prompt::Tools(Box::new(ToolRequest {
             messages,
             tools: specs,
             choice,
@@ -65,6 +65,9 @@ impl InferenceCtx {
             answer,
             similarity: None,
         }));
+        self.service()?
+            .route(Some(&self.function), &mut prompt)
+            .await;
         let started = Instant::now();
         let mut generation = self.start_with(&model, prompt, sampling)?;
         let result = generation.finish().await;

@@ -49,9 +49,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::Embeddings;
 use crate::error::{Error, Result};
+use crate::message::Message;
 use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion};
-use crate::message::Message;
 use crate::tool_select::ToolRequest;
 use entry::{Entry, Work};
 
