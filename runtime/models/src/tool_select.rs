@@ -57,9 +57,9 @@ pub enum Technique {
     Routed,
 }
 
-/// How much [`Technique::Routed`] weighs a tool's similarity to the request (cosine, at most
-/// 1) against its calibrated name score (a log-probability difference). Chosen on the dev
-/// split of `benches/agent/tasks.json` (10, 20 and 40 tried; 20 and 40 tie there).
+/// How much [`Technique::Routed`] weighs a tool's similarity to the request (a cosine, one
+/// at most) against its calibrated name score (a log-probability difference). Chosen on the
+/// dev split of `benches/agent/tasks.json`: of 10, 20 and 40, 20 and 40 tie there.
 pub const ROUTE_WEIGHT: f32 = 20.0;
 
 /// A chat that may call tools, for [`crate::Prompt::Tools`].
