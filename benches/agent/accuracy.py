@@ -2,7 +2,7 @@
 
 Sides (each greedy, every tool offered, a call required):
 
-- `slmfn, TECHNIQUE`: the runtime's OpenAI API (`tools`, `tool_choice: "required"`) through the
+- `slmfn, TECHNIQUE[+examples]`: the runtime's OpenAI API (`tools`, `tool_choice: "required"`) through the
   official `openai` client, once per `tool_selection` technique (`grammar`: one grammar over
   all tools; `spans`: + arguments from the request's spans, infeasible tools dropped; `scores`:
   + the tool chosen by calibrated name scores, the runtime's default).
@@ -54,16 +54,23 @@ def score(task, name, arguments_text):
 
 
 def run_slmfn(url, model, tasks, technique):
+    """`technique` is a `tool_selection` value; with the suffix `+examples` the tools carry
+    their worked examples (few-shot), without it they are sent without them."""
     import openai
 
     client = openai.OpenAI(base_url=url, api_key="bench", max_retries=0, timeout=300)
+    technique, _, extra = technique.partition("+")
+    tools = TOOLS if extra == "examples" else [
+        {**t, "function": {k: v for k, v in t["function"].items() if k != "examples"}}
+        for t in TOOLS
+    ]
     out = []
     for task in tasks:
         t = time.perf_counter()
         r = client.chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": task["request"]}],
-            tools=TOOLS,
+            tools=tools,
             tool_choice="required",
             temperature=0,
             max_tokens=64,

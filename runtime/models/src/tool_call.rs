@@ -36,6 +36,21 @@ pub struct ToolSpec {
     pub description: String,
     /// JSON schema of its arguments (an object schema).
     pub parameters: Value,
+    /// Worked examples, shown to the model as earlier turns of the conversation (few-shot).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<ToolExample>,
+}
+
+/// A worked example of a call: a request and the arguments it takes. [`ToolFormat::prompt`]
+/// puts every tool's examples after the system prompt, before the conversation, as a user
+/// turn and the assistant's call each — the same for every request with these tools, so the
+/// prompt cache reuses them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolExample {
+    /// What a user asks.
+    pub request: String,
+    /// The arguments the call takes (an object valid against the tool's schema).
+    pub arguments: Value,
 }
 
 impl ToolSpec {
@@ -97,6 +112,15 @@ pub fn validate(tools: &[ToolSpec], choice: &ToolChoice) -> Result<()> {
             _ => {
                 return Err(Error::InvalidInput(format!(
                     "tools[{i}] ({}): parameters must be a JSON schema object",
+                    tool.name
+                )));
+            }
+        }
+        for (j, example) in tool.examples.iter().enumerate() {
+            if example.request.trim().is_empty() || !example.arguments.is_object() {
+                return Err(Error::InvalidInput(format!(
+                    "tools[{i}] ({}): examples[{j}] needs a non-empty request and arguments \
+                     that are a JSON object",
                     tool.name
                 )));
             }
@@ -174,11 +198,12 @@ impl ToolFormat {
         messages: &[Message],
         tools: &[ToolSpec],
     ) -> Result<Vec<u32>> {
+        let messages = with_examples(messages, tools);
         match self {
-            Self::SystemPrompt => model.encode_chat(&with_tools(messages, tools)),
+            Self::SystemPrompt => model.encode_chat(&with_tools(&messages, tools)),
             Self::Hermes | Self::Llama3 => {
                 let definitions: Vec<Value> = tools.iter().map(ToolSpec::definition).collect();
-                model.encode_chat_with_tools(messages, &definitions)
+                model.encode_chat_with_tools(&messages, &definitions)
             }
         }
     }
@@ -291,6 +316,24 @@ pub fn check_answer(choice: &ToolChoice, answer: Option<&Grammar>) -> Result<()>
         )),
         _ => Ok(()),
     }
+}
+
+/// `messages` with the tools' examples after the leading system message (see
+/// [`ToolExample`]).
+fn with_examples(messages: &[Message], tools: &[ToolSpec]) -> Vec<Message> {
+    let at = usize::from(messages.first().is_some_and(|m| m.role == "system"));
+    let mut out = messages[..at].to_vec();
+    for tool in tools {
+        for example in &tool.examples {
+            out.push(Message::user(example.request.clone()));
+            out.push(Message::calls(vec![ToolCall {
+                name: tool.name.clone(),
+                arguments: example.arguments.clone(),
+            }]));
+        }
+    }
+    out.extend_from_slice(&messages[at..]);
+    out
 }
 
 /// `text` as a Lark string literal (`""` for none).
@@ -446,11 +489,13 @@ mod tests {
                 name: "get_price".into(),
                 description: "Latest price of a ticker".into(),
                 parameters: json!({"type": "object", "properties": {"ticker": {"type": "string"}}, "required": ["ticker"]}),
+                examples: Vec::new(),
             },
             ToolSpec {
                 name: "search_faq".into(),
                 description: "Search the FAQ".into(),
                 parameters: json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+                examples: Vec::new(),
             },
         ]
     }
@@ -500,6 +545,35 @@ mod tests {
         // Without a system message one is added; the block is the same for the same tools.
         let bare = with_tools(&messages[1..2], &tools());
         assert!(out[0].content.starts_with(&bare[0].content));
+    }
+
+    #[test]
+    fn examples_come_after_the_system_prompt_as_turns() {
+        let mut tools = tools();
+        tools[1].examples = vec![ToolExample {
+            request: "Where is the refund policy?".into(),
+            arguments: json!({"query": "refund policy"}),
+        }];
+        let messages = [Message::system("Be brief."), Message::user("ACME?")];
+        let out = with_tools(&with_examples(&messages, &tools), &tools);
+        let turns: Vec<(&str, &str)> = out
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        assert_eq!(turns.len(), 4, "{turns:?}");
+        assert!(turns[0].1.ends_with("Be brief."));
+        assert_eq!(turns[1], ("user", "Where is the refund policy?"));
+        assert_eq!(
+            turns[2],
+            (
+                "assistant",
+                r#"{"name":"search_faq","arguments":{"query":"refund policy"}}"#
+            )
+        );
+        assert_eq!(turns[3], ("user", "ACME?"));
+        tools[1].examples[0].arguments = json!("refund");
+        let err = validate(&tools, &ToolChoice::Auto).unwrap_err().to_string();
+        assert!(err.contains("tools[1] (search_faq): examples[0]"), "{err}");
     }
 
     #[test]

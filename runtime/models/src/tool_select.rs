@@ -595,6 +595,7 @@ mod tests {
             name: name.into(),
             description: String::new(),
             parameters: json!({"type": "object", "properties": {property: schema}, "required": [property]}),
+            examples: Vec::new(),
         }
     }
 

@@ -112,6 +112,7 @@ fn spec(i: usize, tool: &Tool) -> Result<ToolSpec, Error> {
         name: tool.name.clone(),
         description: tool.description.clone(),
         parameters,
+        examples: Vec::new(),
     })
 }
 

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slmfn_models::Grammar;
-use slmfn_models::tool_call::{self, ToolCall, ToolChoice, ToolSpec};
+use slmfn_models::tool_call::{self, ToolCall, ToolChoice, ToolExample, ToolSpec};
 
 use super::invalid;
 use crate::server::error::ApiError;
@@ -33,6 +33,9 @@ struct FunctionWire {
     name: Option<String>,
     description: Option<String>,
     parameters: Option<Value>,
+    /// Extension: worked examples, `[{"request": "...", "arguments": {...}}]` (few-shot).
+    #[serde(default)]
+    examples: Vec<ToolExample>,
 }
 
 /// An assistant message's `tool_calls[i]`.
@@ -155,6 +158,7 @@ fn spec(i: usize, value: &Value) -> Result<ToolSpec, ApiError> {
         name,
         description: function.description.unwrap_or_default(),
         parameters,
+        examples: function.examples,
     })
 }
 
