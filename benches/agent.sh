@@ -63,7 +63,7 @@ out="${JSON_OUT:-/var/tmp/slmfn-bench/agent.json}"
 mkdir -p "$(dirname "$out")"
 RAYON_NUM_THREADS=2 "$venv/bin/python" benches/agent/accuracy.py \
     --tasks benches/agent/tasks.json --slmfn-url "http://127.0.0.1:$port/v1" \
-    --techniques grammar,spans,scores,routed,routed+examples \
+    --techniques grammar,spans,scores,routed,routed+examples,routed@auto,routed+examples@auto \
     --llama-model "$model" --threads 2 --json-out "$out"
 "$venv/bin/python" benches/agent/render.py "$out" benches/RESULTS.md "$(git rev-parse --short HEAD)"
 

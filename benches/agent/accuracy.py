@@ -55,10 +55,13 @@ def score(task, name, arguments_text):
 
 def run_slmfn(url, model, tasks, technique):
     """`technique` is a `tool_selection` value; with the suffix `+examples` the tools carry
-    their worked examples (few-shot), without it they are sent without them."""
+    their worked examples (few-shot), without it they are sent without them; a last suffix
+    `@auto` asks with `tool_choice: auto` instead of `required` (a text answer is neither valid
+    nor right: every task needs a call)."""
     import openai
 
     client = openai.OpenAI(base_url=url, api_key="bench", max_retries=0, timeout=300)
+    technique, _, choice = technique.partition("@")
     technique, _, extra = technique.partition("+")
     tools = TOOLS if extra == "examples" else [
         {**t, "function": {k: v for k, v in t["function"].items() if k != "examples"}}
@@ -71,7 +74,7 @@ def run_slmfn(url, model, tasks, technique):
             model=model,
             messages=[{"role": "user", "content": task["request"]}],
             tools=tools,
-            tool_choice="required",
+            tool_choice=choice or "required",
             temperature=0,
             max_tokens=64,
             extra_body={"tool_selection": technique},

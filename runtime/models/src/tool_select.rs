@@ -21,9 +21,12 @@
 //! 3. **Arguments**: generation under the chosen tool's narrowed schema
 //!    ([`ToolFormat::grammar`] with that one tool), so the call is valid by construction.
 //!
-//! Under `auto` the answer may be text (or the JSON of a `response_format`), which this does
-//! not score: it generates once under [`ToolFormat::grammar`] (the answer, or a call of a
-//! narrowed tool). A named function skips step 2.
+//! Under `auto` the answer may be text: one token generated under the grammar that allows
+//! text or a call says which (a call opens with `{` or `<`, text never does); a call then
+//! goes through steps 2 and 3 as under `required`, text is generated under the text-only
+//! grammar. With the JSON of a `response_format` as the text answer both open with `{`, and
+//! one generation under [`ToolFormat::grammar`] decides (the answer, or a call of a narrowed
+//! tool). A named function skips step 2.
 //!
 //! Prompts, calls and the scored prefix follow the model's [`ToolFormat`].
 
@@ -108,6 +111,12 @@ pub(crate) fn generate(
     // The prompt lists every tool as offered, so it stays the same (and cached) whatever
     // this request's spans are.
     let prompt = format.prompt(&model, &request.messages, &request.tools)?;
+    let scored = matches!(request.technique, Technique::Scores | Technique::Routed);
+    let candidates = if feasible.is_empty() {
+        request.tools.clone()
+    } else {
+        feasible
+    };
     let (offered, choice) = match &request.choice {
         ToolChoice::Function(name) => {
             let i = request.tools.iter().position(|t| &t.name == name);
@@ -117,33 +126,25 @@ pub(crate) fn generate(
             (vec![tool], request.choice.clone())
         }
         ToolChoice::None => (Vec::new(), ToolChoice::None),
-        ToolChoice::Auto => {
-            let offered = if feasible.is_empty() {
-                request.tools.clone()
-            } else {
-                feasible
-            };
-            (offered, ToolChoice::Auto)
-        }
-        ToolChoice::Required => {
-            let candidates = if feasible.is_empty() {
-                request.tools.clone()
-            } else {
-                feasible
-            };
-            if !matches!(request.technique, Technique::Scores | Technique::Routed) {
-                (candidates, ToolChoice::Required)
-            } else {
-                let best = if candidates.len() == 1 {
-                    0
-                } else {
-                    choose(session, format, request, &prompt, &candidates, cancel)?
-                };
-                let tool = candidates[best].clone();
+        // Text or a call: the answer's first token says which (a call opens with `{` or
+        // `<`, text never does); a call is then chosen as under `required`. With a JSON
+        // `response_format` both open with `{`: one generation decides.
+        ToolChoice::Auto if scored && request.answer.is_none() => {
+            if opens_call(session, format, &prompt, &candidates, params, cancel)? {
+                let tool = pick(session, format, request, &prompt, candidates, cancel)?;
                 let name = tool.name.clone();
                 (vec![tool], ToolChoice::Function(name))
+            } else {
+                (Vec::new(), ToolChoice::None)
             }
         }
+        ToolChoice::Auto => (candidates, ToolChoice::Auto),
+        ToolChoice::Required if scored => {
+            let tool = pick(session, format, request, &prompt, candidates, cancel)?;
+            let name = tool.name.clone();
+            (vec![tool], ToolChoice::Function(name))
+        }
+        ToolChoice::Required => (candidates, ToolChoice::Required),
     };
     let params = SamplingParams {
         grammar: Some(format.grammar(&offered, &choice, request.answer.as_ref())?),
@@ -156,6 +157,44 @@ pub(crate) fn generate(
         completion.tool_calls = calls;
     }
     Ok(completion)
+}
+
+/// Whether the answer under `auto` opens a call: one token generated under the grammar that
+/// allows text or a call of `candidates` (not streamed; the prompt stays cached for what
+/// follows).
+fn opens_call(
+    session: &mut Session,
+    format: ToolFormat,
+    prompt: &[u32],
+    candidates: &[ToolSpec],
+    params: &SamplingParams,
+    cancel: &CancelToken,
+) -> Result<bool> {
+    let probe = SamplingParams {
+        grammar: Some(format.grammar(candidates, &ToolChoice::Auto, None)?),
+        max_tokens: 1,
+        ..params.clone()
+    };
+    let first = session.generate(prompt, &probe, cancel, |_| {})?;
+    let opener = format.call_prefix().chars().next();
+    Ok(first.text.chars().next() == opener)
+}
+
+/// The candidate to call: the only one, or the one [`choose`] scores best.
+fn pick(
+    session: &mut Session,
+    format: ToolFormat,
+    request: &ToolRequest,
+    prompt: &[u32],
+    mut candidates: Vec<ToolSpec>,
+    cancel: &CancelToken,
+) -> Result<ToolSpec> {
+    let best = if candidates.len() == 1 {
+        0
+    } else {
+        choose(session, format, request, prompt, &candidates, cancel)?
+    };
+    Ok(candidates.swap_remove(best))
 }
 
 /// The text a tool is routed by: its name in words and its description.
