@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind, Value};
 use serde_json::{Value as Json, json};
 
@@ -169,8 +170,18 @@ fn message_value(m: &Message) -> Value {
 
 /// `tojson` as `transformers` defines it (`json.dumps` with `ensure_ascii=False`): `", "`
 /// between items, `": "` after keys, keys in their order, nothing escaped for HTML. An
-/// `indent` argument pretty-prints.
-fn tojson(value: Value, indent: Option<usize>) -> Result<Value, minijinja::Error> {
+/// `indent` argument pretty-prints as `json.dumps(indent=n)` does.
+fn tojson(value: Value, indent: Option<usize>, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
+    // `indent` positional or by name (`tojson(indent=4)`, as Llama 3.x templates write it);
+    // `transformers`' other parameters keep their defaults.
+    let indent = match kwargs.get::<Option<usize>>("indent")? {
+        Some(n) => Some(n),
+        None => indent,
+    };
+    for key in ["ensure_ascii", "separators", "sort_keys"] {
+        let _: Option<Value> = kwargs.get(key)?;
+    }
+    kwargs.assert_all_used()?;
     let json: Json = serde_json::to_value(&value)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let text = match indent {

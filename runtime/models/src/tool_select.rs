@@ -520,7 +520,7 @@ pub fn narrow(tool: &ToolSpec, text: &str) -> Option<ToolSpec> {
 mod tests {
     use super::*;
     use crate::model::{LoadOptions, Model};
-    use crate::testing::{HERMES_TEMPLATE, TinyModel};
+    use crate::testing::{HERMES_TEMPLATE, LLAMA3_TEMPLATE, TinyModel};
 
     /// A tiny model whose template takes tools (Hermes-style, as Qwen2.5's): the prompt lists
     /// them the template's way, and at temperature 1 every answer is a call in the template's
@@ -627,6 +627,72 @@ mod tests {
             calls >= 12,
             "required and named choices always call: {calls}"
         );
+    }
+
+    /// A Llama-3.x-style template: the tools in the first user turn, a call answered as
+    /// `{"name": ..., "parameters": ...}`, the history rendered by the template.
+    #[test]
+    fn a_llama3_template_gets_name_and_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("llama3.gguf");
+        TinyModel {
+            chat_template: Some(LLAMA3_TEMPLATE.into()),
+            context_length: 2048,
+            ..TinyModel::default()
+        }
+        .write(&path)
+        .unwrap();
+        let model = Model::load_with(&path, &LoadOptions::default()).unwrap();
+        assert_eq!(ToolFormat::of(model.template()), ToolFormat::Llama3);
+        let tools = vec![tool(
+            "get_price",
+            "ticker",
+            json!({"type": "string", "description": "Ticker symbol"}),
+        )];
+        let history = vec![
+            Message::user("Price of ACME?"),
+            Message::calls(vec![crate::ToolCall {
+                name: "get_price".into(),
+                arguments: json!({"ticker": "ACME"}),
+            }]),
+            Message::tool_result("call_1", "{\"price\": 3}"),
+            Message::user("And of IBM?"),
+        ];
+        let prompt = ToolFormat::Llama3.prompt(&model, &history, &tools).unwrap();
+        let text = model.tokenizer().decode(&prompt);
+        for part in [
+            "\"parameters\": dictionary of argument name",
+            "{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_price\"",
+            "Price of ACME?<|eot_id|>",
+            "{\"name\": \"get_price\", \"parameters\": {\"ticker\": \"ACME\"}}<|eot_id|>",
+            "<|start_header_id|>ipython<|end_header_id|>\n\n{\"price\": 3}<|eot_id|>",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+        let mut session = model.session();
+        for seed in 0..4 {
+            let request = ToolRequest {
+                messages: history.clone(),
+                tools: tools.clone(),
+                choice: ToolChoice::Required,
+                technique: Technique::Routed,
+                answer: None,
+                similarity: None,
+            };
+            let params = SamplingParams {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                seed: Some(seed),
+                ..SamplingParams::greedy(120)
+            };
+            let c = generate(&mut session, &request, &params, &CancelToken::new(), |_| {}).unwrap();
+            assert_eq!(
+                c.text, "{\"name\": \"get_price\", \"parameters\": {\"ticker\": \"IBM\"}}",
+                "seed {seed}"
+            );
+            assert_eq!(c.tool_calls[0].arguments, json!({"ticker": "IBM"}));
+        }
     }
 
     fn tool(name: &str, property: &str, schema: Value) -> ToolSpec {
