@@ -184,13 +184,7 @@ impl Inference {
         let Some(model) = self.default_embedding_model.as_deref() else {
             return;
         };
-        let user = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == "user")
-            .map_or("", |m| m.content.as_str());
-        let mut texts = vec![user.to_string()];
+        let mut texts = vec![request.user_text().to_string()];
         texts.extend(request.tools.iter().map(tool_select::route_text));
         match self.embed(model, function, texts, None).await {
             Ok(embeddings) => {

@@ -83,6 +83,18 @@ pub struct ToolRequest {
     pub similarity: Option<Vec<f32>>,
 }
 
+impl ToolRequest {
+    /// The last user message: what the spans come from and what routing compares the tools
+    /// with.
+    pub fn user_text(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map_or("", |m| m.content.as_str())
+    }
+}
+
 /// Runs `request` on `session` (see the module docs). The completion's text is the answer as
 /// generated; its `tool_calls` the call it made, if it made one and ended.
 pub(crate) fn generate(
@@ -93,12 +105,7 @@ pub(crate) fn generate(
     on_chunk: impl FnMut(&str),
 ) -> Result<Completion> {
     tool_call::validate(&request.tools, &request.choice)?;
-    let user = request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map_or("", |m| m.content.as_str());
+    let user = request.user_text();
     let narrowed: Vec<Option<ToolSpec>> = match request.technique {
         Technique::Grammar => request.tools.iter().cloned().map(Some).collect(),
         Technique::Spans | Technique::Scores | Technique::Routed => {
@@ -522,21 +529,38 @@ mod tests {
     use crate::model::{LoadOptions, Model};
     use crate::testing::{HERMES_TEMPLATE, LLAMA3_TEMPLATE, TinyModel};
 
-    /// A tiny model whose template takes tools (Hermes-style, as Qwen2.5's): the prompt lists
-    /// them the template's way, and at temperature 1 every answer is a call in the template's
-    /// `<tool_call>` format (or, under `auto`, text or the `response_format`'s JSON).
-    #[test]
-    fn a_template_with_tools_gets_its_own_call_format() {
+    /// Sampling at temperature 1 over the whole vocabulary, seeded.
+    fn sampled(seed: u64, max_tokens: usize) -> SamplingParams {
+        SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: Some(seed),
+            ..SamplingParams::greedy(max_tokens)
+        }
+    }
+
+    /// A tiny model with `template` and room for a tool prompt; the dir lives with the guard.
+    fn tiny_with_template(template: &str) -> (Model, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hermes.gguf");
+        let path = dir.path().join("tiny.gguf");
         TinyModel {
-            chat_template: Some(HERMES_TEMPLATE.into()),
+            chat_template: Some(template.into()),
             context_length: 2048,
             ..TinyModel::default()
         }
         .write(&path)
         .unwrap();
         let model = Model::load_with(&path, &LoadOptions::default()).unwrap();
+        (model, dir)
+    }
+
+    /// A tiny model whose template takes tools (Hermes-style, as Qwen2.5's): the prompt lists
+    /// them the template's way, and at temperature 1 every answer is a call in the template's
+    /// `<tool_call>` format (or, under `auto`, text or the `response_format`'s JSON).
+    #[test]
+    fn a_template_with_tools_gets_its_own_call_format() {
+        let (model, _dir) = tiny_with_template(HERMES_TEMPLATE);
         assert_eq!(ToolFormat::of(model.template()), ToolFormat::Hermes);
         let tools = vec![
             tool(
@@ -583,13 +607,7 @@ mod tests {
                     answer: answer.clone(),
                     similarity: None,
                 };
-                let params = SamplingParams {
-                    temperature: 1.0,
-                    top_k: 0,
-                    top_p: 1.0,
-                    seed: Some(seed),
-                    ..SamplingParams::greedy(200)
-                };
+                let params = sampled(seed, 200);
                 let c =
                     generate(&mut session, &request, &params, &CancelToken::new(), |_| {}).unwrap();
                 let case = format!("seed {seed}, {choice:?}, {answer:?}: {:?}", c.text);
@@ -633,16 +651,7 @@ mod tests {
     /// `{"name": ..., "parameters": ...}`, the history rendered by the template.
     #[test]
     fn a_llama3_template_gets_name_and_parameters() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("llama3.gguf");
-        TinyModel {
-            chat_template: Some(LLAMA3_TEMPLATE.into()),
-            context_length: 2048,
-            ..TinyModel::default()
-        }
-        .write(&path)
-        .unwrap();
-        let model = Model::load_with(&path, &LoadOptions::default()).unwrap();
+        let (model, _dir) = tiny_with_template(LLAMA3_TEMPLATE);
         assert_eq!(ToolFormat::of(model.template()), ToolFormat::Llama3);
         let tools = vec![tool(
             "get_price",
@@ -679,13 +688,7 @@ mod tests {
                 answer: None,
                 similarity: None,
             };
-            let params = SamplingParams {
-                temperature: 1.0,
-                top_k: 0,
-                top_p: 1.0,
-                seed: Some(seed),
-                ..SamplingParams::greedy(120)
-            };
+            let params = sampled(seed, 120);
             let c = generate(&mut session, &request, &params, &CancelToken::new(), |_| {}).unwrap();
             assert_eq!(
                 c.text, "{\"name\": \"get_price\", \"parameters\": {\"ticker\": \"IBM\"}}",
