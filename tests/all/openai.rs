@@ -754,8 +754,13 @@ fn each_tool_selection_technique_answers_a_valid_call() {
 /// Runs the client script `tests/clients/{script}` against a runtime serving the real
 /// SmolLM2; returns the JSON summary it prints when every check passed.
 fn run_client_against_the_real_model(script: &str) -> Value {
+    run_against_the_real_model(openai_python(), script)
+}
+
+/// `script` run by `python` against a runtime serving the real model (token `sk-test`); its
+/// JSON summary line.
+fn run_against_the_real_model(python: &Path, script: &str) -> Value {
     let model = real_model();
-    let python = openai_python();
     let (rt, _data) = preloaded("smollm2", &model);
     let out = Command::new(python)
         .arg(crate::support::repo().join("tests/clients").join(script))
@@ -788,6 +793,28 @@ fn the_official_openai_python_client_gets_structured_answers_and_tool_calls() {
     let summary = run_client_against_the_real_model("openai_tools.py");
     assert!(summary["required"].is_string(), "{summary}");
     eprintln!("{summary}");
+}
+
+/// An OpenAI-style agent framework, unchanged: the OpenAI Agents SDK over chat completions
+/// calls a function tool with the ticker the user wrote, gets its result, and ends with text
+/// (a repeated call after the result is answered as text instead).
+#[test]
+fn the_openai_agents_sdk_runs_a_tool_loop_against_the_real_model() {
+    let python = crate::support::python_venv(
+        "openai-agents-venv",
+        &["openai==3.57.0", "openai-agents==0.24.0"],
+    );
+    let summary = run_against_the_real_model(python, "openai_agents.py");
+    assert_eq!(
+        summary["calls"],
+        json!([["get_price", "ACME"]]),
+        "{summary}"
+    );
+    assert!(
+        summary["final_output"]
+            .as_str()
+            .is_some_and(|t| !t.trim().is_empty())
+    );
 }
 
 #[test]

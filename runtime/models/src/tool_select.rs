@@ -24,9 +24,10 @@
 //! Under `auto` the answer may be text: one token generated under the grammar that allows
 //! text or a call says which (a call opens with `{` or `<`, text never does); a call then
 //! goes through steps 2 and 3 as under `required`, text is generated under the text-only
-//! grammar. With the JSON of a `response_format` as the text answer both open with `{`, and
-//! one generation under [`ToolFormat::grammar`] decides (the answer, or a call of a narrowed
-//! tool). A named function skips step 2.
+//! grammar; a call that repeats one whose result the conversation already holds is dropped
+//! for a text answer (so an agent loop ends). With the JSON of a `response_format` as the
+//! text answer both open with `{`, and one generation under [`ToolFormat::grammar`] decides
+//! (the answer, or a call of a narrowed tool). A named function skips step 2.
 //!
 //! Prompts, calls and the scored prefix follow the model's [`ToolFormat`].
 
@@ -36,6 +37,7 @@ use serde_json::{Map, Value, json};
 use crate::constraint::Grammar;
 use crate::error::Result;
 use crate::message::Message;
+use crate::message::ToolCall;
 use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion, Session};
 use crate::tool_call::{self, ToolAnswer, ToolChoice, ToolFormat, ToolSpec};
@@ -153,17 +155,49 @@ pub(crate) fn generate(
         }
         ToolChoice::Required => (candidates, ToolChoice::Required),
     };
-    let params = SamplingParams {
+    let constrained = SamplingParams {
         grammar: Some(format.grammar(&offered, &choice, request.answer.as_ref())?),
         ..params.clone()
     };
-    let mut completion = session.generate(&prompt, &params, cancel, on_chunk)?;
+    let mut on_chunk = on_chunk;
+    // A call `auto` chose is written before it is streamed: one that repeats a call whose
+    // result the conversation already holds adds nothing (a small model after a tool result
+    // tends to call again), and the answer is text instead, so an agent loop ends.
+    let held = request.choice == ToolChoice::Auto && matches!(choice, ToolChoice::Function(_));
+    let mut completion = if held {
+        session.generate(&prompt, &constrained, cancel, |_| {})?
+    } else {
+        session.generate(&prompt, &constrained, cancel, &mut on_chunk)?
+    };
     if completion.finish_reason == crate::session::FinishReason::Stop
         && let ToolAnswer::Calls(calls) = format.parse(&completion.text, &offered)
     {
         completion.tool_calls = calls;
     }
+    if held {
+        if !completion.tool_calls.is_empty() && repeats(&request.messages, &completion.tool_calls) {
+            tracing::debug!("auto: the call repeats one already answered; answering text");
+            let text = SamplingParams {
+                grammar: Some(format.grammar(&[], &ToolChoice::None, None)?),
+                ..params.clone()
+            };
+            return session.generate(&prompt, &text, cancel, on_chunk);
+        }
+        if !completion.text.is_empty() {
+            on_chunk(&completion.text);
+        }
+    }
     Ok(completion)
+}
+
+/// Whether every one of `calls` was made before in `messages` and its result is there.
+fn repeats(messages: &[Message], calls: &[ToolCall]) -> bool {
+    let answered = |call: &ToolCall| {
+        messages.iter().enumerate().any(|(i, m)| {
+            m.tool_calls.contains(call) && messages[i + 1..].iter().any(|r| r.role == "tool")
+        })
+    };
+    calls.iter().all(answered)
 }
 
 /// Whether the answer under `auto` opens a call: one token generated under the grammar that
@@ -528,6 +562,24 @@ mod tests {
     use super::*;
     use crate::model::{LoadOptions, Model};
     use crate::testing::{HERMES_TEMPLATE, LLAMA3_TEMPLATE, TinyModel};
+
+    #[test]
+    fn a_call_repeats_only_one_already_answered() {
+        let call = ToolCall {
+            name: "get_price".into(),
+            arguments: json!({"ticker": "ACME"}),
+        };
+        let other = ToolCall {
+            arguments: json!({"ticker": "IBM"}),
+            ..call.clone()
+        };
+        let asked = vec![Message::user("ACME?"), Message::calls(vec![call.clone()])];
+        assert!(!repeats(&asked, std::slice::from_ref(&call)), "no result yet");
+        let mut answered = asked.clone();
+        answered.push(Message::tool_result("call_1", "3"));
+        assert!(repeats(&answered, std::slice::from_ref(&call)));
+        assert!(!repeats(&answered, &[other]));
+    }
 
     /// Sampling at temperature 1 over the whole vocabulary, seeded.
     fn sampled(seed: u64, max_tokens: usize) -> SamplingParams {
