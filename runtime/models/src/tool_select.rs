@@ -574,7 +574,10 @@ mod tests {
             ..call.clone()
         };
         let asked = vec![Message::user("ACME?"), Message::calls(vec![call.clone()])];
-        assert!(!repeats(&asked, std::slice::from_ref(&call)), "no result yet");
+        assert!(
+            !repeats(&asked, std::slice::from_ref(&call)),
+            "no result yet"
+        );
         let mut answered = asked.clone();
         answered.push(Message::tool_result("call_1", "3"));
         assert!(repeats(&answered, std::slice::from_ref(&call)));
