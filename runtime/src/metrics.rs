@@ -260,10 +260,8 @@ impl GenerationMetrics {
         };
         let outcome_label = match outcome {
             Ok(c) => match c.finish_reason {
-                FinishReason::Stop => "stop",
-                FinishReason::Length => "length",
                 FinishReason::Cancelled if timed_out => "timeout",
-                FinishReason::Cancelled => "cancelled",
+                reason => reason.as_str(),
             },
             Err(_) => "error",
         };
@@ -439,17 +437,6 @@ impl std::fmt::Debug for PoolCollector {
     }
 }
 
-impl PoolCollector {
-    fn state_name(state: ModelState) -> &'static str {
-        match state {
-            ModelState::Unloaded => "unloaded",
-            ModelState::Loading => "loading",
-            ModelState::Idle => "idle",
-            ModelState::Busy => "busy",
-        }
-    }
-}
-
 const STATES: [ModelState; 4] = [
     ModelState::Unloaded,
     ModelState::Loading,
@@ -502,7 +489,7 @@ impl Collector for PoolCollector {
                 state
                     .get_or_create(&StateLabels {
                         model: s.name.clone(),
-                        state: Self::state_name(candidate),
+                        state: candidate.as_str(),
                     })
                     .set(i64::from(s.state == candidate));
             }

@@ -223,12 +223,7 @@ pub(super) fn finish(
     );
     Ok(Completion {
         text: completion.text,
-        finish_reason: match completion.finish_reason {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::Cancelled => "cancelled",
-        }
-        .into(),
+        finish_reason: completion.finish_reason.as_str().into(),
         usage: Usage {
             prompt_tokens: saturate(completion.usage.prompt_tokens),
             completion_tokens: saturate(completion.usage.completion_tokens),

@@ -301,6 +301,18 @@ pub enum ModelState {
     Busy,
 }
 
+impl ModelState {
+    /// The snake_case name, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unloaded => "unloaded",
+            Self::Loading => "loading",
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+        }
+    }
+}
+
 /// A snapshot of one model for admin listings and metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelStatus {

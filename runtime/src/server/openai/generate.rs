@@ -184,9 +184,8 @@ fn finish_reason(
     generation: &Generation,
 ) -> Result<&'static str, ApiError> {
     match completion.finish_reason {
-        FinishReason::Stop => Ok("stop"),
-        FinishReason::Length => Ok("length"),
         FinishReason::Cancelled => Err(cancelled(generation)),
+        reason => Ok(reason.as_str()),
     }
 }
 

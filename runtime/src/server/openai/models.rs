@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use slmfn_models::{ModelKind, ModelState, ModelStatus};
+use slmfn_models::{ModelKind, ModelStatus};
 
 use super::wire::EmbeddingRequest;
 use super::{
@@ -71,12 +71,7 @@ fn model_json(inference: &Inference, s: &ModelStatus) -> Value {
         "kind": s.kind,
         "default": inference.default_model() == Some(s.name.as_str())
             || inference.default_embedding_model() == Some(s.name.as_str()),
-        "state": match s.state {
-            ModelState::Unloaded => "unloaded",
-            ModelState::Loading => "loading",
-            ModelState::Idle => "idle",
-            ModelState::Busy => "busy",
-        },
+        "state": s.state.as_str(),
         "device": device(),
         "memory_bytes": s.memory_bytes,
         "sessions": s.parallel,
