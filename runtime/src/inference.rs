@@ -31,7 +31,13 @@ pub struct Inference {
     default_embedding_model: Option<String>,
     /// Where finished generations are counted.
     metrics: Arc<GenerationMetrics>,
+    /// The embeddings of tools' route texts ([`tool_select::route_text`]) by the default
+    /// embedding model: the same tools come with every request of an agent.
+    route_cache: std::sync::Mutex<std::collections::HashMap<String, Arc<[f32]>>>,
 }
+
+/// How many route texts [`Inference::route`] keeps embedded (emptied when full).
+const ROUTE_CACHE_ENTRIES: usize = 4096;
 
 /// A call's changes to a model's default sampling, shared by the adapters: each field set
 /// replaces the default, `stop` adds to the model's stop strings, `max_tokens_cap` bounds the
@@ -80,6 +86,7 @@ impl Inference {
             default_model,
             default_embedding_model: None,
             metrics: Arc::default(),
+            route_cache: Default::default(),
         }
     }
 
@@ -184,17 +191,48 @@ impl Inference {
         let Some(model) = self.default_embedding_model.as_deref() else {
             return;
         };
+        let routes: Vec<String> = request.tools.iter().map(tool_select::route_text).collect();
+        let cached = |cache: &std::collections::HashMap<String, Arc<[f32]>>| -> Vec<_> {
+            routes.iter().map(|r| cache.get(r).cloned()).collect()
+        };
+        let known = cached(&self.route_cache.lock().unwrap_or_else(|e| e.into_inner()));
         let mut texts = vec![request.user_text().to_string()];
-        texts.extend(request.tools.iter().map(tool_select::route_text));
-        match self.embed(model, function, texts, None).await {
-            Ok(embeddings) => {
-                if let Some((query, tools)) = embeddings.vectors.split_first() {
-                    let dot = |v: &Vec<f32>| v.iter().zip(query).map(|(a, b)| a * b).sum();
-                    request.similarity = Some(tools.iter().map(dot).collect());
-                }
+        texts.extend(
+            routes
+                .iter()
+                .zip(&known)
+                .filter(|(_, k)| k.is_none())
+                .map(|(r, _)| r.clone()),
+        );
+        let embeddings = match self.embed(model, function, texts, None).await {
+            Ok(e) => e.vectors,
+            Err(e) => {
+                tracing::warn!(model, error = %e, "tool routing: embedding failed");
+                return;
             }
-            Err(e) => tracing::warn!(model, error = %e, "tool routing: embedding failed"),
+        };
+        let mut fresh = embeddings.into_iter();
+        let Some(query) = fresh.next() else {
+            return;
+        };
+        let mut cache = self.route_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() + routes.len() > ROUTE_CACHE_ENTRIES {
+            cache.clear();
         }
+        let mut similarity = Vec::with_capacity(routes.len());
+        for (route, known) in routes.into_iter().zip(known) {
+            let vector = match known {
+                Some(v) => v,
+                None => {
+                    let Some(v) = fresh.next() else { return };
+                    let v: Arc<[f32]> = v.into();
+                    cache.insert(route, v.clone());
+                    v
+                }
+            };
+            similarity.push(vector.iter().zip(&query).map(|(a, b)| a * b).sum());
+        }
+        request.similarity = Some(similarity);
     }
 
     /// The model's default sampling parameters.

@@ -218,6 +218,14 @@ impl ToolFormat {
         choice: &ToolChoice,
         answer: Option<&Grammar>,
     ) -> Result<Grammar> {
+        check_answer(choice, answer)?;
+        let (open, close) = self.wrap();
+        let text = if open.is_empty() { TEXT } else { TEXT_NOT_TAG };
+        if *choice == ToolChoice::None {
+            return Ok(answer
+                .cloned()
+                .unwrap_or_else(|| Grammar::Lark(format!("start: TEXT\n{text}"))));
+        }
         let offered: Vec<&ToolSpec> = match choice {
             ToolChoice::Function(name) => tools.iter().filter(|t| &t.name == name).collect(),
             _ => tools.iter().collect(),
@@ -240,42 +248,29 @@ impl ToolFormat {
             Ok([one]) => one,
             Err(calls) => json!({"anyOf": calls}),
         };
-        let (open, close) = self.wrap();
-        let text = if open.is_empty() { TEXT } else { TEXT_NOT_TAG };
-        let answer_rule = match answer {
-            None => format!("answer: TEXT\n{text}"),
-            Some(Grammar::JsonSchema(schema)) => {
-                format!(
-                    "answer: %json {}\n",
-                    with_whitespace_options(schema.clone())
-                )
-            }
-            Some(Grammar::Lark(_) | Grammar::Regex(_)) => {
-                check_answer(choice, answer)?;
-                String::new()
-            }
-        };
+        if *choice != ToolChoice::Auto && open.is_empty() {
+            return Ok(Grammar::JsonSchema(call));
+        }
         let call_rule = format!(
             "call: {} %json {} {}\n",
             lark_literal(open),
-            with_whitespace_options(call.clone()),
+            with_whitespace_options(call),
             lark_literal(close),
         );
-        Ok(match choice {
-            ToolChoice::None => match answer {
-                Some(grammar) => grammar.clone(),
-                None => Grammar::Lark(format!("start: TEXT\n{text}")),
-            },
-            ToolChoice::Auto => {
-                Grammar::Lark(format!("start: call | answer\n{call_rule}{answer_rule}"))
-            }
-            ToolChoice::Required | ToolChoice::Function(_) if open.is_empty() => {
-                Grammar::JsonSchema(call)
-            }
-            ToolChoice::Required | ToolChoice::Function(_) => {
-                Grammar::Lark(format!("start: call\n{call_rule}"))
-            }
-        })
+        if *choice != ToolChoice::Auto {
+            return Ok(Grammar::Lark(format!("start: call\n{call_rule}")));
+        }
+        // A Lark or regex answer under `auto` was refused by `check_answer`.
+        let answer_rule = match answer {
+            Some(Grammar::JsonSchema(schema)) => format!(
+                "answer: %json {}\n",
+                with_whitespace_options(schema.clone())
+            ),
+            _ => format!("answer: TEXT\n{text}"),
+        };
+        Ok(Grammar::Lark(format!(
+            "start: call | answer\n{call_rule}{answer_rule}"
+        )))
     }
 
     /// Reads an answer generated under [`ToolFormat::grammar`]: a call when it is a call of
