@@ -97,24 +97,40 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// How long [`Registry::open`] waits for a held lock to be released.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"))
+}
+
 impl Registry {
     /// Opens (or creates) the registry in `dir` and sweeps revisions left by interrupted
-    /// deploys. Fails fast with [`RegistryError::Locked`] if another process holds `dir`.
+    /// deploys. Fails with [`RegistryError::Locked`] if another process holds `dir`.
+    ///
+    /// sled releases its lock from a background thread a moment after the last handle drops,
+    /// so a reopen in the same process (a restart of an embedded runtime, the tests) can meet
+    /// its own stale lock: a held lock is retried for up to [`LOCK_WAIT`] before it is
+    /// reported.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir.join("registry"))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    RegistryError::Locked {
-                        path: dir.display().to_string(),
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut backoff = std::time::Duration::from_millis(10);
+        let db = loop {
+            match sled::Config::new().path(dir.join("registry")).open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_held(&e) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(RegistryError::Locked {
+                            path: dir.display().to_string(),
+                        });
                     }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(200));
                 }
-                other => RegistryError::Storage(other),
-            })?;
+                Err(other) => return Err(RegistryError::Storage(other)),
+            }
+        };
         let registry = Self {
             functions: db.open_tree("functions")?,
             revisions: db.open_tree("revisions")?,
