@@ -100,7 +100,7 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
         config: Arc::new(config),
         readiness: readiness.clone(),
         inference: inference.clone(),
-        events,
+        events: events.clone(),
     };
     let loader = {
         let (host, readiness) = (host.clone(), readiness.clone());
@@ -161,7 +161,8 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
         result = &mut server => {
             loader.abort();
             result.map_err(|e| std::io::Error::other(e.to_string()))??;
-            registry.flush().await?;
+            events.flush().await;
+    registry.flush().await?;
             return Ok(());
         }
         signal = shutdown_signal() => {
@@ -178,6 +179,7 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
         }
         Err(_) => tracing::warn!("drain timeout reached; exiting with requests in flight"),
     }
+    events.flush().await;
     registry.flush().await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! At-least-once in, processed once: the outcome of each (function, source, id) is kept in sled
-//! for a window bounded in time and count, and a delivery of the same event while the first is
-//! still running waits for that one's outcome instead of running the function again.
+//! At-least-once in, processed once: the outcome of each (function, source, id) is kept for a
+//! window bounded in time and count, and a delivery of the same event while the first is still
+//! running waits for that one's outcome instead of running the function again.
 //!
 //! Only final outcomes are kept (a reply, no reply, a refusal, or an error after the function
 //! ran); a retryable failure before the function finished (overload, deadline, trap) is not
@@ -8,16 +8,26 @@
 //!
 //! # Layout
 //!
-//! - tree `events.seen`: key → `{at_ms, outcome}` (JSON);
-//! - tree `events.seen.order`: `at_ms` (big-endian) ++ key → `()`, oldest first, for trimming.
+//! - in memory: each kept key with its time and where its outcome is (still in memory, or in
+//!   which segment), oldest first for trimming;
+//! - sled tree `events.outcomes`: segment number (u64, big-endian) → the outcomes kept within a
+//!   few milliseconds of each other, as a JSON array of `{key, at_ms, outcome}`. One thread
+//!   writes them behind the answers, [`LINGER`] apart, and a segment goes when the last of its
+//!   outcomes is trimmed. A duplicate reads its segment back; a first delivery — the common
+//!   case — touches no tree on its way in or out. One sled insert per segment instead of one
+//!   per event is what keeps events near the cost of a plain `/fn` call.
+//!
+//! An outcome reaches sled within [`LINGER`] of its answer (on shutdown [`Seen::flush`] waits
+//! for all of them), and disk when sled next flushes (every 500 ms, as for everything sled
+//! holds). A crash in between forgets it, and its redelivery runs again: at-least-once still
+//! holds; only "once" is lost for that event.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::Outcome;
 
@@ -30,19 +40,62 @@ pub struct Window {
     pub count: usize,
 }
 
+/// How long the writer gathers outcomes into one segment.
+pub(crate) const LINGER: Duration = Duration::from_millis(10);
+
 /// The dedupe store.
 pub(crate) struct Seen {
-    outcomes: sled::Tree,
-    order: sled::Tree,
+    tree: sled::Tree,
     window: Window,
-    len: AtomicUsize,
-    running: Mutex<HashMap<Vec<u8>, watch::Receiver<Option<Outcome>>>>,
+    kept: Arc<Mutex<Kept>>,
+    running: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
+    writer: Option<(mpsc::Sender<Write>, std::thread::JoinHandle<()>)>,
+}
+
+/// The kept keys: when each was kept and where its outcome is, the same oldest first (an entry
+/// of `order` whose time no longer matches `at` is stale: the key was kept again later), and
+/// how many live outcomes each segment holds.
+#[derive(Default)]
+struct Kept {
+    at: HashMap<String, Entry>,
+    order: VecDeque<(u64, String)>,
+    segments: HashMap<u64, usize>,
+    next_segment: u64,
+    /// For the writer: outcomes kept (key, time) and segments emptied since it last wrote.
+    puts: Vec<(String, u64)>,
+    removes: Vec<u64>,
+}
+
+impl Kept {
+    fn idle(&self) -> bool {
+        self.puts.is_empty() && self.removes.is_empty()
+    }
+}
+
+struct Entry {
+    at_ms: u64,
+    place: Place,
+}
+
+enum Place {
+    /// Not written yet: the writer takes it from here.
+    Memory(Outcome),
+    /// In this segment.
+    Segment(u64),
 }
 
 #[derive(Serialize, Deserialize)]
 struct Record {
+    key: String,
     at_ms: u64,
     outcome: Outcome,
+}
+
+/// What wakes the writer thread: the first outcome kept since it last wrote (it then gathers
+/// for [`LINGER`], so it wakes once per segment, not per event), or a flush.
+enum Write {
+    Wake,
+    Flush(oneshot::Sender<()>),
 }
 
 /// What [`Seen::begin`] found.
@@ -56,32 +109,91 @@ pub(crate) enum Begin<'a> {
 /// A delivery being processed; dropping it unfinished lets waiters retry.
 pub(crate) struct Running<'a> {
     seen: &'a Seen,
-    key: Vec<u8>,
+    key: String,
     tx: watch::Sender<Option<Outcome>>,
 }
 
 impl Seen {
-    /// The store over its two trees (see the module docs), trimmed to the window.
-    pub(crate) fn open(
-        outcomes: sled::Tree,
-        order: sled::Tree,
-        window: Window,
-    ) -> sled::Result<Self> {
-        let len = AtomicUsize::new(outcomes.len());
-        let seen = Self {
-            outcomes,
-            order,
-            window,
-            len,
-            running: Mutex::default(),
+    /// The store over its tree (see the module docs), trimmed to the window.
+    pub(crate) fn open(tree: sled::Tree, window: Window) -> sled::Result<Self> {
+        let oldest_kept = now_ms().saturating_sub(window.age.as_millis() as u64);
+        let mut found = Vec::new();
+        let mut next_segment = 0;
+        for item in tree.iter() {
+            let (key, value) = item?;
+            let segment = match <[u8; 8]>::try_from(key.as_ref()) {
+                Ok(b) => u64::from_be_bytes(b),
+                Err(_) => {
+                    tree.remove(&key)?;
+                    continue;
+                }
+            };
+            next_segment = next_segment.max(segment + 1);
+            let records: Vec<Record> = serde_json::from_slice(&value).unwrap_or_default();
+            found.extend(
+                records
+                    .into_iter()
+                    .filter(|r| r.at_ms >= oldest_kept)
+                    .map(|r| (r.at_ms, r.key, segment)),
+            );
+        }
+        found.sort();
+        let excess = found.len().saturating_sub(window.count);
+        let mut kept = Kept {
+            next_segment,
+            ..Kept::default()
         };
-        seen.trim()?;
-        Ok(seen)
+        for (at_ms, key, segment) in found.into_iter().skip(excess) {
+            let place = Place::Segment(segment);
+            if let Some(Entry {
+                place: Place::Segment(older),
+                ..
+            }) = kept.at.insert(key.clone(), Entry { at_ms, place })
+            {
+                *kept.segments.entry(older).or_default() -= 1;
+            }
+            *kept.segments.entry(segment).or_default() += 1;
+            kept.order.push_back((at_ms, key));
+        }
+        kept.segments.retain(|_, live| *live > 0);
+        for item in tree.iter().keys() {
+            let key = item?;
+            let segment = u64::from_be_bytes(key.as_ref().try_into().expect("8-byte keys"));
+            if !kept.segments.contains_key(&segment) {
+                tree.remove(&key)?;
+            }
+        }
+        let kept = Arc::new(Mutex::new(kept));
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let (tree, kept) = (tree.clone(), kept.clone());
+            std::thread::Builder::new()
+                .name("slmfn-dedupe".into())
+                .spawn(move || write_behind(&tree, &kept, &rx))
+                .map_err(sled::Error::Io)?
+        };
+        Ok(Self {
+            tree,
+            window,
+            kept,
+            running: Mutex::default(),
+            writer: Some((tx, writer)),
+        })
     }
 
     /// How many outcomes are kept now.
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.kept).at.len()
+    }
+
+    /// Returns once every outcome kept so far is in the tree (not yet on disk: flush the
+    /// database after).
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Write::Flush(tx)) {
+            let _ = rx.await;
+        }
     }
 
     /// Looks the delivery up: a kept outcome, the outcome of the same delivery running now
@@ -90,7 +202,7 @@ impl Seen {
         let key = key(function, source, id);
         loop {
             let waiting = {
-                let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                let mut running = lock(&self.running);
                 match self.kept(&key) {
                     Some(outcome) => return Begin::Done(outcome),
                     None => match running.get(&key) {
@@ -116,58 +228,186 @@ impl Seen {
         }
     }
 
-    fn kept(&self, key: &[u8]) -> Option<Outcome> {
-        let bytes = self.outcomes.get(key).ok().flatten()?;
-        let record: Record = serde_json::from_slice(&bytes).ok()?;
-        (now_ms().saturating_sub(record.at_ms) <= self.window.age.as_millis() as u64)
-            .then_some(record.outcome)
+    fn kept(&self, key: &str) -> Option<Outcome> {
+        let segment = {
+            let kept = lock(&self.kept);
+            let entry = kept.at.get(key)?;
+            if now_ms().saturating_sub(entry.at_ms) > self.window.age.as_millis() as u64 {
+                return None;
+            }
+            match &entry.place {
+                Place::Memory(outcome) => return Some(outcome.clone()),
+                Place::Segment(s) => *s,
+            }
+        };
+        // A segment trimmed meanwhile is gone: the delivery runs again, as past the window.
+        let bytes = self.tree.get(segment.to_be_bytes()).ok().flatten()?;
+        let records: Vec<Record> = serde_json::from_slice(&bytes).ok()?;
+        records
+            .into_iter()
+            .rev()
+            .find(|r| r.key == key)
+            .map(|r| r.outcome)
     }
 
-    fn keep(&self, key: &[u8], outcome: &Outcome) -> sled::Result<()> {
+    fn keep(&self, key: &str, outcome: &Outcome) {
         let at_ms = now_ms();
-        let record = serde_json::to_vec(&Record {
+        let mut kept = lock(&self.kept);
+        let entry = Entry {
             at_ms,
-            outcome: outcome.clone(),
-        })
-        .expect("an outcome serializes");
-        let previous = self.outcomes.insert(key, record)?;
-        match previous.and_then(|p| serde_json::from_slice::<Record>(&p).ok()) {
-            // An expired record replaced: drop its old place in the order.
-            Some(old) => {
-                self.order.remove(order_key(old.at_ms, key))?;
-            }
-            None => {
-                self.len.fetch_add(1, Ordering::Relaxed);
-            }
+            place: Place::Memory(outcome.clone()),
+        };
+        let wake = kept.idle();
+        if let Some(old) = kept.at.insert(key.to_string(), entry) {
+            kept.forget(old);
         }
-        self.order.insert(order_key(at_ms, key), &[])?;
-        self.trim()
-    }
-
-    /// Forgets the oldest outcomes past the count and those past the age.
-    fn trim(&self) -> sled::Result<()> {
-        let oldest_kept = now_ms().saturating_sub(self.window.age.as_millis() as u64);
-        while let Some((order_key, _)) = self.order.first()? {
-            let at_ms = u64::from_be_bytes(order_key[..8].try_into().expect("8-byte prefix"));
-            if self.len() <= self.window.count && at_ms >= oldest_kept {
+        kept.order.push_back((at_ms, key.to_string()));
+        // Trim: the oldest past the count, and those past the age.
+        let oldest_kept = at_ms.saturating_sub(self.window.age.as_millis() as u64);
+        while let Some((at, _)) = kept.order.front() {
+            if kept.at.len() <= self.window.count && *at >= oldest_kept {
                 break;
             }
-            self.order.remove(&order_key)?;
-            if self.outcomes.remove(&order_key[8..])?.is_some() {
-                self.len.fetch_sub(1, Ordering::Relaxed);
+            let (at, old) = kept.order.pop_front().expect("a front");
+            if kept.at.get(&old).is_some_and(|e| e.at_ms == at) {
+                let entry = kept.at.remove(&old).expect("present");
+                kept.forget(entry);
             }
         }
-        Ok(())
+        kept.puts.push((key.to_string(), at_ms));
+        drop(kept);
+        if wake {
+            self.send(Write::Wake);
+        }
     }
+
+    fn send(&self, write: Write) -> bool {
+        self.writer
+            .as_ref()
+            .is_some_and(|(tx, _)| tx.send(write).is_ok())
+    }
+}
+
+impl Kept {
+    /// Counts a forgotten entry out of its segment; a segment left empty is for the writer
+    /// to remove.
+    fn forget(&mut self, entry: Entry) {
+        if let Place::Segment(s) = entry.place
+            && let Some(live) = self.segments.get_mut(&s)
+        {
+            *live -= 1;
+            if *live == 0 {
+                self.segments.remove(&s);
+                self.removes.push(s);
+            }
+        }
+    }
+}
+
+impl Drop for Seen {
+    fn drop(&mut self) {
+        // The writer drains what was sent, then ends; joined so the tree is released.
+        if let Some((tx, writer)) = self.writer.take() {
+            drop(tx);
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: gathers the outcomes kept within [`LINGER`] into one segment, until the
+/// store is dropped.
+fn write_behind(tree: &sled::Tree, kept: &Mutex<Kept>, rx: &mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let mut flushed = Vec::new();
+        match first {
+            Write::Flush(done) => flushed.push(done),
+            Write::Wake => {
+                let deadline = Instant::now() + LINGER;
+                while let Ok(write) =
+                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
+                    if let Write::Flush(done) = write {
+                        flushed.push(done);
+                        break;
+                    }
+                }
+            }
+        }
+        let (puts, removes) = {
+            let mut kept = lock(kept);
+            (
+                std::mem::take(&mut kept.puts),
+                std::mem::take(&mut kept.removes),
+            )
+        };
+        // The outcomes still waiting for this segment (not kept again or trimmed since).
+        let (segment, records) = {
+            let mut kept = lock(kept);
+            let records: Vec<Record> = puts
+                .iter()
+                .filter_map(|(key, at_ms)| match kept.at.get(key) {
+                    Some(Entry {
+                        at_ms: at,
+                        place: Place::Memory(outcome),
+                    }) if at == at_ms => Some(Record {
+                        key: key.clone(),
+                        at_ms: *at_ms,
+                        outcome: outcome.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let segment = kept.next_segment;
+            kept.next_segment += 1;
+            (segment, records)
+        };
+        let mut batch = sled::Batch::default();
+        if !records.is_empty() {
+            let bytes = serde_json::to_vec(&records).expect("outcomes serialize");
+            batch.insert(&segment.to_be_bytes(), bytes);
+        }
+        for s in removes {
+            batch.remove(&s.to_be_bytes());
+        }
+        if let Err(e) = tree.apply_batch(batch) {
+            tracing::error!(error = %e, "cannot record event outcomes for dedupe");
+        } else {
+            // Point the entries at their segment, if still kept; a segment whose entries all
+            // went meanwhile goes too.
+            let mut kept = lock(kept);
+            let mut live = 0;
+            for r in &records {
+                if let Some(entry) = kept.at.get_mut(&r.key)
+                    && entry.at_ms == r.at_ms
+                    && matches!(entry.place, Place::Memory(_))
+                {
+                    entry.place = Place::Segment(segment);
+                    live += 1;
+                }
+            }
+            if live > 0 {
+                kept.segments.insert(segment, live);
+            } else if !records.is_empty()
+                && let Err(e) = tree.remove(segment.to_be_bytes())
+            {
+                tracing::error!(error = %e, "cannot drop a segment of event outcomes");
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Running<'_> {
     /// Records the outcome (kept when final) and hands it to any waiting duplicate.
     pub(crate) fn finish(self, outcome: Outcome) -> Outcome {
-        if outcome.is_final()
-            && let Err(e) = self.seen.keep(&self.key, &outcome)
-        {
-            tracing::error!(error = %e, "cannot record an event outcome for dedupe");
+        if outcome.is_final() {
+            self.seen.keep(&self.key, &outcome);
         }
         self.tx.send_replace(Some(outcome.clone()));
         outcome
@@ -176,22 +416,12 @@ impl Running<'_> {
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.seen
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        lock(&self.seen.running).remove(&self.key);
     }
 }
 
-fn key(function: &str, source: &str, id: &str) -> Vec<u8> {
-    [function, source, id].join("\0").into_bytes()
-}
-
-fn order_key(at_ms: u64, key: &[u8]) -> Vec<u8> {
-    let mut k = at_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(key);
-    k
+fn key(function: &str, source: &str, id: &str) -> String {
+    [function, source, id].join("\0")
 }
 
 fn now_ms() -> u64 {
@@ -211,8 +441,7 @@ mod tests {
             age: Duration::from_secs(600),
             count,
         };
-        let trees = (db.open_tree("a").unwrap(), db.open_tree("b").unwrap());
-        (dir, Seen::open(trees.0, trees.1, window).unwrap())
+        (dir, Seen::open(db.open_tree("a").unwrap(), window).unwrap())
     }
 
     fn reply(n: u32) -> Outcome {
@@ -246,6 +475,88 @@ mod tests {
             matches!(seen.begin("g", "/s", "4").await, Begin::Run(_)),
             "another function's delivery is its own"
         );
+    }
+
+    #[tokio::test]
+    async fn outcomes_survive_a_reopen_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let window = Window {
+            age: Duration::from_secs(600),
+            count: 2,
+        };
+        {
+            let seen = Seen::open(db.open_tree("a").unwrap(), window).unwrap();
+            for n in 0..3 {
+                let Begin::Run(run) = seen.begin("f", "/s", &n.to_string()).await else {
+                    panic!("first delivery runs")
+                };
+                run.finish(reply(n));
+            }
+            seen.flush().await;
+        }
+        let seen = Seen::open(db.open_tree("a").unwrap(), window).unwrap();
+        assert_eq!(seen.len(), 2);
+        match seen.begin("f", "/s", "2").await {
+            Begin::Done(o) => assert_eq!(o, reply(2)),
+            Begin::Run(_) => panic!("a kept outcome must survive the reopen"),
+        }
+        assert!(matches!(seen.begin("f", "/s", "0").await, Begin::Run(_)));
+    }
+
+    #[tokio::test]
+    async fn a_reopen_forgets_what_fell_out_of_a_smaller_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let wide = Window {
+            age: Duration::from_secs(600),
+            count: 10,
+        };
+        {
+            let seen = Seen::open(db.open_tree("a").unwrap(), wide).unwrap();
+            for n in 0..4 {
+                let Begin::Run(run) = seen.begin("f", "/s", &n.to_string()).await else {
+                    panic!()
+                };
+                run.finish(reply(n));
+            }
+            seen.flush().await;
+        }
+        let narrow = Window { count: 1, ..wide };
+        let seen = Seen::open(db.open_tree("a").unwrap(), narrow).unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(
+            matches!(seen.begin("f", "/s", "3").await, Begin::Done(_)),
+            "the newest stays"
+        );
+        assert!(matches!(seen.begin("f", "/s", "2").await, Begin::Run(_)));
+    }
+
+    #[tokio::test]
+    async fn a_segment_goes_with_its_last_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let window = Window {
+            age: Duration::from_secs(600),
+            count: 1,
+        };
+        let tree = db.open_tree("a").unwrap();
+        let seen = Seen::open(tree.clone(), window).unwrap();
+        for n in 0..5 {
+            let Begin::Run(run) = seen.begin("f", "/s", &n.to_string()).await else {
+                panic!()
+            };
+            run.finish(reply(n));
+            // One segment each.
+            seen.flush().await;
+        }
+        seen.flush().await;
+        assert_eq!(
+            tree.len(),
+            1,
+            "only the segment of the kept outcome remains"
+        );
+        assert!(matches!(seen.begin("f", "/s", "4").await, Begin::Done(o) if o == reply(4)));
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@
 //! - [`trigger`]: `[[triggers]]` in `fn.toml` and Knative's filter dialects.
 //! - `codec`: HTTP ↔ events (binary, structured and batched modes; bounded bodies).
 //! - `convert`: the SDK's event ↔ the WIT `cloudevent`.
-//! - `dedupe`: (function, source, id) → outcome in sled, and overlapping duplicates.
+//! - `dedupe`: (function, source, id) → outcome, in memory and written behind to sled, and
+//!   overlapping duplicates.
 //! - [`sink`]: `events.emit` to `K_SINK` with retries and `K_CE_OVERRIDES`.
 //!
 //! # Delivery rules
@@ -155,16 +156,22 @@ impl Events {
     /// The dispatcher over `host`'s agents, keeping outcomes in the registry's sled database.
     pub fn new(host: Arc<Host>, window: Window) -> Result<Self, crate::registry::RegistryError> {
         let registry = host.registry();
-        let seen = Seen::open(
-            registry.tree("events.seen")?,
-            registry.tree("events.seen.order")?,
-            window,
-        )?;
+        // An earlier layout: an outcome per key, and their order.
+        for old in ["events.seen", "events.seen.order"] {
+            registry.drop_tree(old)?;
+        }
+        let seen = Seen::open(registry.tree("events.outcomes")?, window)?;
         Ok(Self {
             host,
             seen,
             metrics: EventMetrics::default(),
         })
+    }
+
+    /// Returns once every kept outcome is written to the registry's database (flush that
+    /// after to have them on disk).
+    pub async fn flush(&self) {
+        self.seen.flush().await;
     }
 
     /// The event metrics, for `/metrics`.

@@ -345,6 +345,12 @@ impl Registry {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// Drops the tree `name` of the runtime's own state, if there is one.
+    pub(crate) fn drop_tree(&self, name: &str) -> Result<()> {
+        self.db.drop_tree(name)?;
+        Ok(())
+    }
+
     /// Flushes everything to disk. sled's `flush_async` can stall when several databases share
     /// its background pool, so the blocking flush runs on tokio's blocking pool instead.
     pub async fn flush(&self) -> Result<()> {
