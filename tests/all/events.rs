@@ -212,6 +212,16 @@ async fn a_redelivered_event_runs_once_and_gets_the_same_reply() {
     ] {
         assert!(metrics.contains(series), "{series} in:\n{metrics}");
     }
+    // Kept across a restart: SIGTERM writes the outcomes out, the next runtime replays them.
+    assert!(tokio::task::block_in_place(|| rt.terminate()).unwrap());
+    let rt = start(dir.path(), Options::default()).await;
+    let replay = send(&rt, "testbed.count", "dup-1", "").await;
+    assert_eq!(
+        (replay.0, replay.2.as_str()),
+        (200, "1"),
+        "the first delivery's reply, after a restart, not a rerun"
+    );
+    assert_eq!(send(&rt, "testbed.count", "dup-3", "").await.2, "3");
 }
 
 /// Several agents get the same event; the reply comes from the first in name order whose
