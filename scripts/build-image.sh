@@ -31,14 +31,7 @@ install -m 0755 "$target/x86_64-unknown-linux-musl/release/slmfn" "$out/slmfn"
 
 say "building and precompiling the functions"
 scripts/build-guests.sh --locked >/dev/null
-for manifest in functions/*/fn.toml; do
-    crate="$(basename "$(dirname "$manifest")")"
-    name="$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)"
-    install -D -m 0644 "$manifest" "$out/functions/$name/fn.toml"
-    install -D -m 0644 "functions/target/wasm32-wasip2/release/$(echo "$crate" | tr - _).wasm" \
-        "$out/functions/$name/$name.wasm"
-done
-"$out/slmfn" precompile "$out/functions"
+scripts/layout-functions.sh "$out/functions" "$out/slmfn"
 chmod 1777 "$out/rootfs/tmp"
 echo 'nonroot:x:65532:65532:nonroot:/tmp:/sbin/nologin' >"$out/rootfs/etc/passwd"
 echo 'nonroot:x:65532:' >"$out/rootfs/etc/group"

@@ -59,6 +59,14 @@ fn every_knative_manifest_validates_against_the_crd_schemas() {
     }
     let triage = repo().join("functions/ci-triage");
     files.push(render(&triage, &["--autoscaler", "hpa"], dir.path()));
+    let keda = render(&triage, &["--autoscaler", "keda"], dir.path());
+    let text = std::fs::read_to_string(&keda).unwrap();
+    assert!(
+        text.contains(r#"autoscaling.knative.dev/prometheus-query: "sum(slmfn_model_queue_depth{k_service=\"ci-triage\"})""#),
+        "{text}"
+    );
+    let keda_path = keda.clone();
+    files.push(keda);
     let rendered = std::fs::read_to_string(dir.path().join("ci-triage.yaml")).unwrap();
     assert!(rendered.contains("kind: \"Trigger\""), "{rendered}");
     let (ok, text) = validate(&files);
@@ -70,4 +78,17 @@ fn every_knative_manifest_validates_against_the_crd_schemas() {
     std::fs::write(&broken, rendered.replace("subscriber:", "subscribr:")).unwrap();
     let (ok, text) = validate(&[broken]);
     assert!(!ok, "a misspelt Trigger field must fail:\n{text}");
+    let bad_keda = dir.path().join("bad-keda.yaml");
+    std::fs::write(
+        &bad_keda,
+        std::fs::read_to_string(&keda_path)
+            .unwrap()
+            .replace("\"http://prometheus-operated", "\"prometheus-operated"),
+    )
+    .unwrap();
+    let (ok, text) = validate(&[bad_keda]);
+    assert!(
+        !ok,
+        "a Prometheus address that is no URL must fail:\n{text}"
+    );
 }

@@ -172,7 +172,26 @@ def _class(value):
     return "an autoscaler class such as kpa.autoscaling.knative.dev or hpa.autoscaling.knative.dev"
 
 
-# The autoscaling annotations Knative Serving knows, each with a check of its value.
+def _url(value):
+    if re.match(r"^https?://[^\s/]+", value):
+        return None
+    return "an http(s) URL"
+
+
+def _promql(value):
+    # Not parsed: a non-empty query whose brackets pair up.
+    pairs, stack = {")": "(", "}": "{", "]": "["}, []
+    for c in value:
+        if c in "({[":
+            stack.append(c)
+        elif c in pairs:
+            if not stack or stack.pop() != pairs[c]:
+                return "a PromQL query (its brackets do not pair up)"
+    return None if value.strip() and not stack else "a PromQL query"
+
+
+# The autoscaling annotations Knative Serving knows (and those of its KEDA extension,
+# autoscaler-keda, which reads them on the HPA class), each with a check of its value.
 AUTOSCALING_ANNOTATIONS = {
     "min-scale": _integer,
     "max-scale": _integer,
@@ -187,6 +206,8 @@ AUTOSCALING_ANNOTATIONS = {
     "activation-scale": _positive_integer,
     "panic-window-percentage": _percentage,
     "panic-threshold-percentage": _panic_threshold,
+    "prometheus-address": _url,
+    "prometheus-query": _promql,
 }
 
 # Knative Eventing's fields where its CRDs preserve unknown fields but its webhook does not.

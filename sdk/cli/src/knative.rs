@@ -13,7 +13,9 @@
 //!
 //! Autoscaling: Knative's KPA on request concurrency by default; `--autoscaler hpa` renders the
 //! HPA class scaling on the runtime's own `slmfn_model_queue_depth` (needs a Prometheus adapter
-//! exposing it as a custom metric).
+//! exposing it as a custom metric); `--autoscaler keda` renders the same for Knative's KEDA
+//! extension (`autoscaler-keda`, a drop-in for the HPA class's controller), which creates a
+//! KEDA ScaledObject with a Prometheus trigger on the query it is given: no adapter needed.
 
 use serde_json::{Value, json};
 use slmfn_runtime::manifest::Manifest;
@@ -25,6 +27,8 @@ pub(crate) enum Autoscaler {
     Kpa,
     /// The Kubernetes HPA on the runtime's model queue depth (no scale to zero).
     Hpa,
+    /// The same through Knative's KEDA extension, querying Prometheus itself.
+    Keda,
 }
 
 /// What the manifests need beyond `fn.toml`.
@@ -37,7 +41,13 @@ pub(crate) struct Options {
     /// Concurrent generation sessions per pod (`SLMFN_MODEL_PARALLEL`).
     pub(crate) parallel: u32,
     pub(crate) autoscaler: Autoscaler,
+    /// The Prometheus the KEDA extension queries (`--autoscaler keda`).
+    pub(crate) prometheus: String,
 }
+
+/// Waiting requests per pod at the model (`slmfn_model_queue_depth`) the HPA and KEDA
+/// variants aim at.
+const QUEUE_TARGET: &str = "4";
 
 /// Extra memory a pod needs beyond its guests: the runtime plus the default model's weights
 /// and one session's KV cache.
@@ -111,11 +121,22 @@ fn service(manifest: &Manifest, options: &Options) -> Value {
             // model on another pod.
             annotations["autoscaling.knative.dev/target"] = options.parallel.to_string().into();
         }
-        Autoscaler::Hpa => {
+        Autoscaler::Hpa | Autoscaler::Keda => {
+            // The KEDA extension replaces the HPA class's controller: same class.
             annotations["autoscaling.knative.dev/class"] = "hpa.autoscaling.knative.dev".into();
             annotations["autoscaling.knative.dev/min-scale"] = "1".into();
             annotations["autoscaling.knative.dev/metric"] = "slmfn_model_queue_depth".into();
-            annotations["autoscaling.knative.dev/target"] = "4".into();
+            annotations["autoscaling.knative.dev/target"] = QUEUE_TARGET.into();
+            if options.autoscaler == Autoscaler::Keda {
+                annotations["autoscaling.knative.dev/prometheus-address"] =
+                    options.prometheus.clone().into();
+                // Every pod of the Service labels its metrics with k_service (K_SERVICE).
+                annotations["autoscaling.knative.dev/prometheus-query"] = format!(
+                    "sum(slmfn_model_queue_depth{{k_service=\"{}\"}})",
+                    manifest.name
+                )
+                .into();
+            }
         }
     }
     let models = &manifest.models;
@@ -259,6 +280,7 @@ filters = [ { prefix = { type = "dev.ci." } } ]
             broker: "default".into(),
             parallel: 1,
             autoscaler: Autoscaler::Kpa,
+            prometheus: String::new(),
         };
         let docs = render(&manifest, &options);
         assert_eq!(docs.len(), 3);
@@ -284,5 +306,43 @@ filters = [ { prefix = { type = "dev.ci." } } ]
             "{yaml}"
         );
         assert!(yaml.contains("\n        - name: \"runtime\"\n"), "{yaml}");
+    }
+
+    #[test]
+    fn the_keda_variant_queries_the_services_own_queue_depth() {
+        let manifest = Manifest::parse("name = \"ci-triage\"\n").unwrap();
+        let options = Options {
+            image: "localhost/slmfn:0.1.0".into(),
+            broker: "default".into(),
+            parallel: 2,
+            autoscaler: Autoscaler::Keda,
+            prometheus: "http://prometheus.monitoring.svc:9090".into(),
+        };
+        let docs = render(&manifest, &options);
+        let annotations = &docs[0]["spec"]["template"]["metadata"]["annotations"];
+        let get = |k: &str| annotations[format!("autoscaling.knative.dev/{k}")].clone();
+        assert_eq!(get("class"), "hpa.autoscaling.knative.dev");
+        assert_eq!(get("metric"), "slmfn_model_queue_depth");
+        assert_eq!(get("target"), QUEUE_TARGET);
+        assert_eq!(
+            get("prometheus-address"),
+            "http://prometheus.monitoring.svc:9090"
+        );
+        assert_eq!(
+            get("prometheus-query"),
+            r#"sum(slmfn_model_queue_depth{k_service="ci-triage"})"#
+        );
+        let kpa = render(
+            &manifest,
+            &Options {
+                autoscaler: Autoscaler::Kpa,
+                ..options
+            },
+        );
+        let kpa = &kpa[0]["spec"]["template"]["metadata"]["annotations"];
+        assert!(
+            kpa.get("autoscaling.knative.dev/prometheus-query")
+                .is_none()
+        );
     }
 }

@@ -58,10 +58,19 @@ pub(crate) struct DeployCommand {
     #[arg(long, default_value_t = 1, requires = "knative")]
     parallel: u32,
 
-    /// With --knative: Knative's KPA on request concurrency (scales to zero), or the HPA on
-    /// the runtime's model queue depth (needs a Prometheus adapter).
+    /// With --knative: Knative's KPA on request concurrency (scales to zero), the HPA on the
+    /// runtime's model queue depth (needs a Prometheus adapter), or the same through Knative's
+    /// KEDA extension (queries Prometheus itself).
     #[arg(long, value_enum, default_value = "kpa", requires = "knative")]
     autoscaler: crate::knative::Autoscaler,
+
+    /// With --autoscaler keda: the Prometheus that KEDA queries.
+    #[arg(
+        long,
+        default_value = "http://prometheus-operated.monitoring.svc:9090",
+        requires = "knative"
+    )]
+    prometheus_address: String,
 
     #[command(flatten)]
     remote: RemoteArgs,
@@ -157,6 +166,7 @@ impl DeployCommand {
             broker: self.broker.clone(),
             parallel: self.parallel.max(1),
             autoscaler: self.autoscaler,
+            prometheus: self.prometheus_address.clone(),
         };
         let docs = crate::knative::render(&project.manifest, &options);
         let yaml = crate::knative::to_yaml(&docs);
