@@ -55,7 +55,7 @@ section="$work/section.md"
     echo
     echo "- Machine: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores; the client shares them. Load average before: $load."
     echo "- The \`echo\` bench guest (benches/guests/echo-agent): \`handle\` answers 200 \"hello\", \`on_event\` returns no reply (202); one catch-all trigger."
-    echo "- Each event has a new id, so every one is looked up and recorded in the dedupe store (in memory, written behind to sled in 10 ms segments); the HTTP path has no such store."
+    echo "- Each event has a new id, so every one is looked up and recorded in the dedupe store (in memory, written behind to sled in 50 ms segments); the HTTP path has no such store."
     echo "- Keep-alive HTTP/1.1 connections, one request in flight each; body \`{\"build\":981,\"status\":\"failed\"}\` for all three. Harness settings: \`$args\`; medians over the rounds; the ratio is the median of per-round ratios against \`/fn\`."
     echo
     echo "| connections | path | req/s | p50 µs | p99 µs | server CPU µs/req | events/s ÷ /fn req/s (target ≥ 0.9×) | other load % | errors |"

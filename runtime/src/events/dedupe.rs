@@ -41,14 +41,14 @@ pub struct Window {
 }
 
 /// How long the writer gathers outcomes into one segment.
-pub(crate) const LINGER: Duration = Duration::from_millis(10);
+pub(crate) const LINGER: Duration = Duration::from_millis(50);
 
 /// The dedupe store.
 pub(crate) struct Seen {
     tree: sled::Tree,
     window: Window,
     kept: Arc<Mutex<Kept>>,
-    running: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
+    running: Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
     writer: Option<(mpsc::Sender<Write>, std::thread::JoinHandle<()>)>,
 }
 
@@ -57,12 +57,12 @@ pub(crate) struct Seen {
 /// how many live outcomes each segment holds.
 #[derive(Default)]
 struct Kept {
-    at: HashMap<String, Entry>,
-    order: VecDeque<(u64, String)>,
+    at: HashMap<Key, Entry>,
+    order: VecDeque<(u64, Key)>,
     segments: HashMap<u64, usize>,
     next_segment: u64,
     /// For the writer: outcomes kept (key, time) and segments emptied since it last wrote.
-    puts: Vec<(String, u64)>,
+    puts: Vec<(Key, u64)>,
     removes: Vec<u64>,
 }
 
@@ -109,7 +109,7 @@ pub(crate) enum Begin<'a> {
 /// A delivery being processed; dropping it unfinished lets waiters retry.
 pub(crate) struct Running<'a> {
     seen: &'a Seen,
-    key: String,
+    key: Key,
     tx: watch::Sender<Option<Outcome>>,
 }
 
@@ -144,6 +144,7 @@ impl Seen {
             ..Kept::default()
         };
         for (at_ms, key, segment) in found.into_iter().skip(excess) {
+            let key: Key = key.into();
             let place = Place::Segment(segment);
             if let Some(Entry {
                 place: Place::Segment(older),
@@ -250,7 +251,7 @@ impl Seen {
             .map(|r| r.outcome)
     }
 
-    fn keep(&self, key: &str, outcome: &Outcome) {
+    fn keep(&self, key: &Key, outcome: &Outcome) {
         let at_ms = now_ms();
         let mut kept = lock(&self.kept);
         let entry = Entry {
@@ -258,10 +259,10 @@ impl Seen {
             place: Place::Memory(outcome.clone()),
         };
         let wake = kept.idle();
-        if let Some(old) = kept.at.insert(key.to_string(), entry) {
+        if let Some(old) = kept.at.insert(key.clone(), entry) {
             kept.forget(old);
         }
-        kept.order.push_back((at_ms, key.to_string()));
+        kept.order.push_back((at_ms, key.clone()));
         // Trim: the oldest past the count, and those past the age.
         let oldest_kept = at_ms.saturating_sub(self.window.age.as_millis() as u64);
         while let Some((at, _)) = kept.order.front() {
@@ -274,7 +275,7 @@ impl Seen {
                 kept.forget(entry);
             }
         }
-        kept.puts.push((key.to_string(), at_ms));
+        kept.puts.push((key.clone(), at_ms));
         drop(kept);
         if wake {
             self.send(Write::Wake);
@@ -350,7 +351,7 @@ fn write_behind(tree: &sled::Tree, kept: &Mutex<Kept>, rx: &mpsc::Receiver<Write
                         at_ms: at,
                         place: Place::Memory(outcome),
                     }) if at == at_ms => Some(Record {
-                        key: key.clone(),
+                        key: key.to_string(),
                         at_ms: *at_ms,
                         outcome: outcome.clone(),
                     }),
@@ -377,7 +378,7 @@ fn write_behind(tree: &sled::Tree, kept: &Mutex<Kept>, rx: &mpsc::Receiver<Write
             let mut kept = lock(kept);
             let mut live = 0;
             for r in &records {
-                if let Some(entry) = kept.at.get_mut(&r.key)
+                if let Some(entry) = kept.at.get_mut(r.key.as_str())
                     && entry.at_ms == r.at_ms
                     && matches!(entry.place, Place::Memory(_))
                 {
@@ -420,8 +421,11 @@ impl Drop for Running<'_> {
     }
 }
 
-fn key(function: &str, source: &str, id: &str) -> String {
-    [function, source, id].join("\0")
+/// A delivery's key: function, source and id, NUL-separated (shared, not copied, by the maps).
+type Key = Arc<str>;
+
+fn key(function: &str, source: &str, id: &str) -> Key {
+    [function, source, id].join("\0").into()
 }
 
 fn now_ms() -> u64 {
