@@ -106,6 +106,13 @@ pub(crate) fn parse(headers: &HeaderMap, body: bytes::Bytes) -> Result<Incoming,
         return Ok(Incoming::Batch(events));
     }
     if essence == STRUCTURED {
+        // One pass straight into the SDK's event; anything it refuses (or that is not 1.0
+        // with its required attributes) goes the long way, for a message naming the problem.
+        if let Ok(event) = serde_json::from_slice::<Event>(&body)
+            && complete_1_0(&event)
+        {
+            return Ok(Incoming::One(Box::new(event), "structured"));
+        }
         let item: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| CodecError::Malformed(format!("the body is not JSON: {e}")))?;
         return structured(item)
@@ -181,6 +188,15 @@ fn structured(item: serde_json::Value) -> Result<Event, String> {
         }
     }
     serde_json::from_value(item).map_err(|e| e.to_string())
+}
+
+/// Whether a parsed event is a 1.0 event with non-empty required attributes (what
+/// [`structured`] checks, read off the event).
+fn complete_1_0(event: &Event) -> bool {
+    event.specversion() == cloudevents::event::SpecVersion::V10
+        && !event.id().is_empty()
+        && !event.source().is_empty()
+        && !event.ty().is_empty()
 }
 
 fn check_version(version: &str) -> Result<(), CodecError> {
