@@ -14,7 +14,7 @@
 # What it does first, so that no compile runs while measuring:
 #   - builds `slmfn`, `fn` and the `inference_bench` example in release (CPU flags from
 #     .cargo/config.toml: x86-64-v3) and the support-desk guest (wasm32-wasip2);
-#   - installs llama-cpp-python $LLAMA_CPP_PYTHON_VERSION into $SLMFN_PEERS/llama-venv when it
+#   - installs llama-cpp-python $LLAMA_CPP_PYTHON_VERSION into $SLMFN_PEERS/llama-venv (benches/llama-venv.sh) when it
 #     is missing (pip compiles llama.cpp with default CMAKE_ARGS: several minutes on 2 cores);
 #   - finds the model: $SLMFN_MODEL_PATH, else `scripts/fetch-model.sh` (the default smollm2).
 #
@@ -37,20 +37,11 @@ for a in "$@"; do
     esac
 done
 
-peers="${SLMFN_PEERS:-/var/tmp/slmfn-peers}"
-venv="$peers/llama-venv"
-llama_version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 nice="${NICE:-5}"
 
 # --- the peer ----------------------------------------------------------------------------------
-if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$llama_version')" \
-    2>/dev/null; then
-    say "installing llama-cpp-python $llama_version into $venv (compiles llama.cpp: minutes)"
-    mkdir -p "$peers"
-    python3 -m venv "$venv"
-    nice -n "$nice" "$venv/bin/pip" install --no-cache-dir "llama-cpp-python==$llama_version"
-fi
+python="$(benches/llama-venv.sh)"
 
 # --- slmfn -------------------------------------------------------------------------------------
 nice -n "$nice" cargo build --release --bin slmfn --bin fn
@@ -79,5 +70,5 @@ python3 benches/inference/driver.py \
     --slmfn "$bin/slmfn" \
     --fn "$bin/fn" \
     --bench "$bin/inference_bench" \
-    --python "$venv/bin/python" \
+    --python "$python" \
     "$@"

@@ -10,26 +10,17 @@
 #
 # Builds first, so that nothing compiles while measuring: `slmfn` (release), the example
 # functions (wasm32-wasip2), laid out and precompiled as in the image
-# (scripts/layout-functions.sh); installs llama-cpp-python $LLAMA_CPP_PYTHON_VERSION into
-# $SLMFN_PEERS/llama-venv when missing (as benches/inference.sh does: a long compile); finds the
+# (scripts/layout-functions.sh); installs the llama.cpp peer when missing
+# (benches/llama-venv.sh: a long compile); finds the
 # model ($SLMFN_MODEL_PATH, else scripts/fetch-model.sh).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 say() { echo "scale.sh: $*" >&2; }
-peers="${SLMFN_PEERS:-/var/tmp/slmfn-peers}"
-venv="$peers/llama-venv"
-llama_version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
-if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$llama_version')" \
-    2>/dev/null; then
-    say "installing llama-cpp-python $llama_version into $venv (compiles llama.cpp: minutes)"
-    mkdir -p "$peers"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --no-cache-dir "llama-cpp-python==$llama_version"
-fi
+python="$(benches/llama-venv.sh)"
 cargo build --release --locked --bin slmfn
 scripts/build-guests.sh --locked >/dev/null
 model="${SLMFN_MODEL_PATH:-}"
@@ -43,4 +34,4 @@ cp "$target/release/slmfn" "$work/slmfn"
 scripts/layout-functions.sh "$work/functions" "$work/slmfn" >/dev/null
 
 python3 benches/scale/driver.py --slmfn "$work/slmfn" --functions "$work/functions" \
-    --model "$model" --python "$venv/bin/python" "$@"
+    --model "$model" --python "$python" "$@"

@@ -448,6 +448,20 @@ mod tests {
         (dir, Seen::open(db.open_tree("a").unwrap(), window).unwrap())
     }
 
+    /// The first delivery of id `n`, finished with `reply(n)`.
+    async fn run_once(seen: &Seen, n: u32) {
+        let Begin::Run(run) = seen.begin("f", "/s", &n.to_string()).await else {
+            panic!("the first delivery of {n} runs")
+        };
+        run.finish(reply(n));
+    }
+
+    async fn run_all(seen: &Seen, ids: std::ops::Range<u32>) {
+        for n in ids {
+            run_once(seen, n).await;
+        }
+    }
+
     fn reply(n: u32) -> Outcome {
         Outcome::Error {
             status: 400,
@@ -460,12 +474,7 @@ mod tests {
     #[tokio::test]
     async fn a_final_outcome_is_given_again_and_the_count_is_bounded() {
         let (_dir, seen) = store(3);
-        for n in 0..5 {
-            let Begin::Run(run) = seen.begin("f", "/s", &n.to_string()).await else {
-                panic!("first delivery runs")
-            };
-            run.finish(reply(n));
-        }
+        run_all(&seen, 0..5).await;
         assert_eq!(seen.len(), 3);
         match seen.begin("f", "/s", "4").await {
             Begin::Done(o) => assert_eq!(o, reply(4)),
@@ -491,12 +500,7 @@ mod tests {
         };
         {
             let seen = Seen::open(db.open_tree("a").unwrap(), window).unwrap();
-            for n in 0..3 {
-                let Begin::Run(run) = seen.begin("f", "/s", &n.to_string()).await else {
-                    panic!("first delivery runs")
-                };
-                run.finish(reply(n));
-            }
+            run_all(&seen, 0..3).await;
             seen.flush().await;
         }
         let seen = Seen::open(db.open_tree("a").unwrap(), window).unwrap();
@@ -518,12 +522,7 @@ mod tests {
         };
         {
             let seen = Seen::open(db.open_tree("a").unwrap(), wide).unwrap();
-            for n in 0..4 {
-                let Begin::Run(run) = seen.begin("f", "/s", &n.to_string()).await else {
-                    panic!()
-                };
-                run.finish(reply(n));
-            }
+            run_all(&seen, 0..4).await;
             seen.flush().await;
         }
         let narrow = Window { count: 1, ..wide };
@@ -547,10 +546,7 @@ mod tests {
         let tree = db.open_tree("a").unwrap();
         let seen = Seen::open(tree.clone(), window).unwrap();
         for n in 0..5 {
-            let Begin::Run(run) = seen.begin("f", "/s", &n.to_string()).await else {
-                panic!()
-            };
-            run.finish(reply(n));
+            run_once(&seen, n).await;
             // One segment each.
             seen.flush().await;
         }
