@@ -14,7 +14,7 @@ Per repetition, interleaved, each from a fresh process:
 import argparse
 import json
 import os
-import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -103,6 +103,8 @@ def slmfn_once(args, path):
         _, status, ru = os.wait4(p.pid, 0)
     log.seek(0)
     text = log.read()
+    log.close()
+    shutil.rmtree(data, ignore_errors=True)
     if '"compiled":0' not in text and "compiled=0" not in text:
         raise SystemExit(f"the runtime compiled components at start:\n{text[-2000:]}")
     return {"ready_s": ready, "answered_s": done - t0, "request_s": done - t1,
@@ -240,12 +242,23 @@ def main():
                               "additionalProperties": False},
                    "max_tokens": 400}, f)
     runs = {"event": [], "http": [], "llama": []}
+    try:
+        measure(args, request, runs)
+    finally:
+        shutil.rmtree(os.path.dirname(request), ignore_errors=True)
+    report(args, runs)
+
+
+def measure(args, request, runs):
     for rep in range(args.repeats):
         for side in runs:
             r = llama_once(args, request) if side == "llama" else slmfn_once(args, side)
             runs[side].append(r)
             say(f"#{rep + 1} {side}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in r.items() if k.endswith("_s")))
+
+
+def report(args, runs):
     medians = {side: {k: med([r[k] for r in rs]) for k in rs[0]
                       if k.endswith("_s") or k in ("peak_rss_kb", "tokens")}
                for side, rs in runs.items()}

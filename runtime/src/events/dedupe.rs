@@ -10,8 +10,8 @@
 //!
 //! - in memory: each kept key with its time and where its outcome is (still in memory, or in
 //!   which segment), oldest first for trimming;
-//! - sled tree `events.outcomes`: segment number (u64, big-endian) → the outcomes kept within a
-//!   few milliseconds of each other, as a JSON array of `{key, at_ms, outcome}`. One thread
+//! - sled tree `events.outcomes`: segment number (u64, big-endian) → the outcomes kept within
+//!   [`LINGER`] of each other, as a JSON array of `{key, at_ms, outcome}`. One thread
 //!   writes them behind the answers, [`LINGER`] apart, and a segment goes when the last of its
 //!   outcomes is trimmed. A duplicate reads its segment back; a first delivery — the common
 //!   case — touches no tree on its way in or out. One sled insert per segment instead of one
@@ -334,25 +334,21 @@ fn write_behind(tree: &sled::Tree, kept: &Mutex<Kept>, rx: &mpsc::Receiver<Write
                 }
             }
         }
-        let (puts, removes) = {
+        // What was kept since the last segment and is still waiting for one (not kept again
+        // or trimmed since), and the segments emptied meanwhile.
+        let (segment, records, removes) = {
             let mut kept = lock(kept);
-            (
-                std::mem::take(&mut kept.puts),
-                std::mem::take(&mut kept.removes),
-            )
-        };
-        // The outcomes still waiting for this segment (not kept again or trimmed since).
-        let (segment, records) = {
-            let mut kept = lock(kept);
+            let puts = std::mem::take(&mut kept.puts);
+            let removes = std::mem::take(&mut kept.removes);
             let records: Vec<Record> = puts
-                .iter()
-                .filter_map(|(key, at_ms)| match kept.at.get(key) {
+                .into_iter()
+                .filter_map(|(key, at_ms)| match kept.at.get(&key) {
                     Some(Entry {
                         at_ms: at,
                         place: Place::Memory(outcome),
-                    }) if at == at_ms => Some(Record {
+                    }) if *at == at_ms => Some(Record {
                         key: key.to_string(),
-                        at_ms: *at_ms,
+                        at_ms,
                         outcome: outcome.clone(),
                     }),
                     _ => None,
@@ -360,7 +356,7 @@ fn write_behind(tree: &sled::Tree, kept: &Mutex<Kept>, rx: &mpsc::Receiver<Write
                 .collect();
             let segment = kept.next_segment;
             kept.next_segment += 1;
-            (segment, records)
+            (segment, records, removes)
         };
         let mut batch = sled::Batch::default();
         if !records.is_empty() {
