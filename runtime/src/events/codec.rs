@@ -93,29 +93,22 @@ pub(crate) fn parse(headers: &HeaderMap, body: bytes::Bytes) -> Result<Incoming,
         .to_ascii_lowercase();
     let essence = content_type.split(';').next().unwrap_or_default().trim();
     if essence == BATCH {
-        let items: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
-            CodecError::Malformed(format!("the batch is not a JSON array of events: {e}"))
-        })?;
+        let items: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(&body).map_err(|e| {
+                CodecError::Malformed(format!("the batch is not a JSON array of events: {e}"))
+            })?;
         let events = items
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                structured(item).map_err(|e| CodecError::Malformed(format!("batch[{i}]: {e}")))
+                one_structured(item.get().as_bytes())
+                    .map_err(|e| CodecError::Malformed(format!("batch[{i}]: {e}")))
             })
             .collect::<Result<_, _>>()?;
         return Ok(Incoming::Batch(events));
     }
     if essence == STRUCTURED {
-        // One pass straight into the SDK's event; anything it refuses (or that is not 1.0
-        // with its required attributes) goes the long way, for a message naming the problem.
-        if let Ok(event) = serde_json::from_slice::<Event>(&body)
-            && complete_1_0(&event)
-        {
-            return Ok(Incoming::One(Box::new(event), "structured"));
-        }
-        let item: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| CodecError::Malformed(format!("the body is not JSON: {e}")))?;
-        return structured(item)
+        return one_structured(&body)
             .map(|e| Incoming::One(Box::new(e), "structured"))
             .map_err(CodecError::Malformed);
     }
@@ -157,6 +150,17 @@ fn binary(headers: &HeaderMap, body: bytes::Bytes) -> Result<Event, CodecError> 
     to_event(headers, body.to_vec()).map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
+/// One event in the JSON format: in one pass when it is a complete 1.0 event; anything else
+/// goes the long way, for a message naming the problem.
+fn one_structured(json: &[u8]) -> Result<Event, String> {
+    if let Some(event) = super::json_format::read(json) {
+        return Ok(event);
+    }
+    let item: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("the body is not JSON: {e}"))?;
+    structured(item)
+}
+
 /// One event in the JSON format, its required attributes checked by name first.
 fn structured(item: serde_json::Value) -> Result<Event, String> {
     let serde_json::Value::Object(map) = &item else {
@@ -188,15 +192,6 @@ fn structured(item: serde_json::Value) -> Result<Event, String> {
         }
     }
     serde_json::from_value(item).map_err(|e| e.to_string())
-}
-
-/// Whether a parsed event is a 1.0 event with non-empty required attributes (what
-/// [`structured`] checks, read off the event).
-fn complete_1_0(event: &Event) -> bool {
-    event.specversion() == cloudevents::event::SpecVersion::V10
-        && !event.id().is_empty()
-        && !event.source().is_empty()
-        && !event.ty().is_empty()
 }
 
 fn check_version(version: &str) -> Result<(), CodecError> {

@@ -5,6 +5,7 @@
 //!
 //! - [`trigger`]: `[[triggers]]` in `fn.toml` and Knative's filter dialects.
 //! - `codec`: HTTP ↔ events (binary, structured and batched modes; bounded bodies).
+//! - `json_format`: the JSON event format read in one pass (structured and batched modes).
 //! - `convert`: the SDK's event ↔ the WIT `cloudevent`.
 //! - `dedupe`: (function, source, id) → outcome, in memory and written behind to sled, and
 //!   overlapping duplicates.
@@ -26,6 +27,7 @@
 pub(crate) mod codec;
 mod convert;
 mod dedupe;
+mod json_format;
 mod metrics;
 pub mod sink;
 pub mod trigger;
