@@ -27,7 +27,7 @@ pub enum ServeError {
     Tools(#[from] crate::tools::ToolsConfigError),
     /// The models configuration is unusable.
     #[error(transparent)]
-    Models(#[from] crate::models::ModelsConfigError),
+    Models(#[from] crate::model_setup::ModelsConfigError),
     /// A setting is out of range or unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -71,7 +71,7 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
     let models = config.models.clone();
-    let inference = tokio::task::spawn_blocking(move || crate::models::build(&models))
+    let inference = tokio::task::spawn_blocking(move || crate::model_setup::build(&models))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
     let tools = match &config.tools_file {
@@ -80,9 +80,9 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
     };
     let toolbox = Arc::new(tools.build()?);
     let host = Host::new(registry.clone(), sink, inference.clone(), toolbox)?;
-    let events = Arc::new(crate::events::Events::new(
+    let events = Arc::new(crate::delivery::Events::new(
         host.clone(),
-        crate::events::Window {
+        crate::delivery::Window {
             age: config.event_dedupe_window,
             count: config.event_dedupe_max,
         },

@@ -28,7 +28,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use slmfn_models::pool::{ModelPool, ModelSpec, PoolConfig, Prompt};
+use slmfn_models::ModelSpec;
+use slmfn_models::pool::{ModelPool, PoolConfig, Prompt};
 use slmfn_models::{CancelToken, LoadOptions, Message, Model, SamplingParams};
 
 fn main() -> anyhow::Result<()> {

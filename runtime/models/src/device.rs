@@ -17,7 +17,7 @@ fn select() -> Device {
     match Device::new_cuda(0) {
         Ok(device) => return device,
         Err(e) => {
-            eprintln!("slmfn-models: built with CUDA but no GPU is usable ({e}); using the CPU")
+            tracing::warn!(error = %e, "built with CUDA but no GPU is usable; using the CPU")
         }
     }
     Device::Cpu

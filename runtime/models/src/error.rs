@@ -83,9 +83,9 @@ pub enum Error {
         /// The model named.
         model: String,
         /// What it is.
-        kind: crate::pool::ModelKind,
+        kind: crate::kind::ModelKind,
         /// What the call needs.
-        wanted: crate::pool::ModelKind,
+        wanted: crate::kind::ModelKind,
     },
 
     /// The request was cancelled (caller gone, or its deadline passed) before it ran.
@@ -150,8 +150,50 @@ impl Error {
         }
     }
 
-    /// Whether the caller may retry the same request later (`Overloaded`).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Overloaded { .. })
+    /// What kind of failure this is: the one classification that every boundary (HTTP
+    /// statuses, WIT error cases) translates, so they cannot disagree.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::ModelNotFound(_) => ErrorClass::NotFound,
+            Self::Overloaded { retry_after, .. } => ErrorClass::Overloaded(*retry_after),
+            Self::InvalidInput(_)
+            | Self::Tokenizer(_)
+            | Self::Template(_)
+            | Self::WrongModelKind { .. } => ErrorClass::InvalidInput,
+            Self::ContextLengthExceeded { .. } => ErrorClass::ContextLengthExceeded,
+            Self::Cancelled(_) => ErrorClass::Timeout,
+            Self::ShuttingDown(_) | Self::OutOfMemory { .. } => ErrorClass::Unavailable,
+            Self::Io { .. }
+            | Self::InvalidModel { .. }
+            | Self::UnsupportedArchitecture { .. }
+            | Self::Inference(_)
+            | Self::LoadFailed { .. }
+            | Self::Internal(_) => ErrorClass::Internal,
+        }
     }
+}
+
+/// The classes of [`Error`] ([`Error::class`]), each with its answer at the boundaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// No model by that name (HTTP 404, WIT `model-not-found`).
+    NotFound,
+    /// The model's queue is full: retry after this long (HTTP 429 with `Retry-After`, WIT
+    /// `overloaded`).
+    Overloaded(Duration),
+    /// The caller's request is wrong: a bad value, a prompt that does not tokenize or render,
+    /// a model of the other kind (HTTP 400, WIT `invalid-input`). The message is for the caller.
+    InvalidInput,
+    /// The prompt plus the completion do not fit the context window (HTTP 400, WIT
+    /// `context-length-exceeded`).
+    ContextLengthExceeded,
+    /// The request's deadline passed before it ran, or its caller went away (HTTP 504, WIT
+    /// `timeout`).
+    Timeout,
+    /// The model cannot serve now: the pool is shutting down, or the model does not fit the
+    /// memory budget while others are in use (HTTP 503, WIT `unavailable`).
+    Unavailable,
+    /// The operator's problem or a bug: a file that does not load, a failed forward pass
+    /// (HTTP 500 with the details in the log only, WIT `runtime`).
+    Internal,
 }

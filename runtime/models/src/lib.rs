@@ -29,6 +29,8 @@
 //!   L2-normalized [`Embeddings`]; texts past 512 tokens are refused, not truncated.
 //! - [`session`]: a [`Session`] owns a KV cache (and keeps its last prompt's, the prompt
 //!   cache) and runs the generation loop into a [`Completion`].
+//! - [`kind`]: [`ModelKind`], chat or embedding.
+//! - [`spec`]: a [`ModelSpec`], one model the pool can serve, and its [`KeepAlive`].
 //! - [`pool`]: the warm [`ModelPool`]: specs of either [`ModelKind`], single-flight loads,
 //!   per-model worker threads (each owning a session for chat models), bounded queues,
 //!   keep-alive, LRU eviction under a memory budget.
@@ -69,6 +71,7 @@ pub mod embed;
 pub mod error;
 pub mod gguf;
 mod kernels;
+pub mod kind;
 mod llama;
 pub mod message;
 pub mod model;
@@ -76,6 +79,7 @@ pub mod pool;
 pub mod sampler;
 pub mod session;
 pub mod source;
+pub mod spec;
 mod stop;
 pub mod template;
 #[cfg(any(test, feature = "test-util"))]
@@ -86,19 +90,17 @@ pub mod tool_select;
 
 pub use constraint::Grammar;
 pub use embed::{EmbeddingModel, Embeddings};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
 pub use gguf::ModelMetadata;
+pub use kind::ModelKind;
 pub use message::{Message, ToolCall};
 pub use model::{LoadOptions, Model};
-pub use pool::{
-    EmbedJob, Job, KeepAlive, ModelKind, ModelPool, ModelSpec, ModelState, ModelStatus, PoolConfig,
-    Prompt,
-};
+pub use pool::{EmbedJob, Job, ModelPool, ModelState, ModelStatus, PoolConfig, Prompt};
 pub use sampler::{Sampler, SamplingParams};
 pub use session::{CancelToken, Completion, FinishReason, Session, Usage};
 pub use source::{
-    CachedModel, Catalog, ModelCache, ModelEntry, ModelSource, ModelsConfig, PullOptions,
-    SourceError,
+    CachedModel, Catalog, ModelCache, ModelEntry, ModelSource, ModelsFile, PullOptions, SourceError,
 };
+pub use spec::{KeepAlive, ModelSpec};
 pub use template::ChatTemplate;
 pub use tokenizer::Tokenizer;

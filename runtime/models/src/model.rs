@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, ModelMetadata};
 use crate::llama::{Llama, LlamaCache, Phase};
 use crate::message::Message;
-use crate::session::Session;
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 
@@ -40,7 +39,7 @@ impl Default for LoadOptions {
     }
 }
 
-/// A loaded model. Cloning is cheap and shares the weights (an `Arc`); every [`Session`] made
+/// A loaded model. Cloning is cheap and shares the weights (an `Arc`); every [`crate::Session`] made
 /// from it shares them too and owns only its KV cache.
 #[derive(Clone)]
 pub struct Model {
@@ -103,11 +102,6 @@ impl Model {
                 grammars: OnceLock::new(),
             }),
         })
-    }
-
-    /// A new session with an empty KV cache, sharing this model's weights.
-    pub fn session(&self) -> Session {
-        Session::new(self.clone())
     }
 
     /// The file the model was loaded from.

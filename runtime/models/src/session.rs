@@ -192,6 +192,13 @@ impl std::fmt::Debug for Session {
     }
 }
 
+impl Model {
+    /// A new session with an empty KV cache, sharing this model's weights.
+    pub fn session(&self) -> Session {
+        Session::new(self.clone())
+    }
+}
+
 impl Session {
     pub(crate) fn new(model: Model) -> Self {
         let cache = model.new_cache();

@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_reply_is_written_in_binary_mode() {
-        let event = super::super::convert::from_wit(crate::host::Cloudevent {
+        let event = super::super::convert::from_wit(crate::wit::slmfn::agent::types::Cloudevent {
             id: "r".into(),
             source: "/s".into(),
             type_: "t.reply".into(),

@@ -14,7 +14,7 @@ use cloudevents::event::{Data, ExtensionValue};
 use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};
 
 use super::trigger::Attributes;
-use crate::host::Cloudevent;
+use crate::wit::slmfn::agent::types::Cloudevent;
 
 /// The context attributes of CloudEvents 1.0 (extensions may not take these names).
 const CONTEXT_ATTRIBUTES: [&str; 8] = [

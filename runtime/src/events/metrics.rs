@@ -27,20 +27,6 @@ pub struct EventMetrics {
 }
 
 impl EventMetrics {
-    /// Adds the families to `registry` (prefixed `slmfn_` by it).
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "events_received",
-            "CloudEvent requests by content mode (binary, structured, batch)",
-            self.received.clone(),
-        );
-        registry.register(
-            "event_deliveries",
-            "Events delivered to functions by outcome (reply, no_reply, duplicate, refused, failed)",
-            self.deliveries.clone(),
-        );
-    }
-
     pub(crate) fn received(&self, mode: &'static str) {
         self.received.get_or_create(&ModeLabels { mode }).inc();
     }
@@ -52,5 +38,21 @@ impl EventMetrics {
                 outcome,
             })
             .inc();
+    }
+}
+
+impl crate::metrics::MetricSource for EventMetrics {
+    /// Adds the families to `registry` (prefixed `slmfn_` by it).
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "events_received",
+            "CloudEvent requests by content mode (binary, structured, batch)",
+            self.received.clone(),
+        );
+        registry.register(
+            "event_deliveries",
+            "Events delivered to functions by outcome (reply, no_reply, duplicate, refused, failed)",
+            self.deliveries.clone(),
+        );
     }
 }

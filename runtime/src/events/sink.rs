@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cloudevents::Event;
 
-use crate::host::Cloudevent;
+use crate::wit::slmfn::agent::types::Cloudevent;
 
 /// Attempts per emit (the first and up to three retries).
 const ATTEMPTS: u32 = 4;

@@ -3,11 +3,11 @@
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::host::bindings::AgentPre;
-use crate::host::bindings::provider::ToolProviderPre;
 use crate::host::error::{HostError, Result};
 use crate::host::state::HostState;
 use crate::manifest::Kind;
+use crate::wit::AgentPre;
+use crate::wit::provider::ToolProviderPre;
 
 /// The version of the `slmfn:agent` package this runtime links (`sdk/wit`).
 pub(crate) const CONTRACT_VERSION: &str = "0.2.0";

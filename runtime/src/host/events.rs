@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::events::sink::{EmitError, Sink};
-use crate::host::bindings::slmfn::agent::events::{self, Error};
-use crate::host::bindings::slmfn::agent::types::Cloudevent;
-use crate::host::state::HostState;
+use crate::wit::slmfn::agent::events::{self, Error};
+use crate::wit::slmfn::agent::types::Cloudevent;
 
 /// The events capability of one invocation.
 pub(crate) struct EventsCtx {
@@ -16,16 +15,14 @@ pub(crate) struct EventsCtx {
     pub(crate) deadline: Instant,
 }
 
-impl events::Host for HostState {
+impl events::Host for EventsCtx {
     async fn emit(&mut self, event: Cloudevent) -> Result<(), Error> {
-        let Some(sink) = self.events.sink.clone() else {
+        let Some(sink) = self.sink.clone() else {
             return Err(Error::NoSink);
         };
-        sink.emit(event, self.events.deadline)
-            .await
-            .map_err(|e| match e {
-                EmitError::Invalid(m) => Error::Invalid(m),
-                EmitError::Delivery(m) => Error::Delivery(m),
-            })
+        sink.emit(event, self.deadline).await.map_err(|e| match e {
+            EmitError::Invalid(m) => Error::Invalid(m),
+            EmitError::Delivery(m) => Error::Delivery(m),
+        })
     }
 }

@@ -10,18 +10,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slmfn_models::{
-    Completion as ModelCompletion, FinishReason, Grammar, Message as ModelMessage, ModelKind,
-    Prompt, SamplingParams,
+    Completion as ModelCompletion, ErrorClass, FinishReason, Grammar, Message as ModelMessage,
+    ModelKind, Prompt, SamplingParams,
 };
-use wasmtime::component::Resource;
+use wasmtime::component::{HasData, Resource, ResourceTable};
 
-use crate::host::bindings::slmfn::agent::inference::{
+use crate::inference::{Asker, ChoiceError, Generation, Inference, ModelError, SamplingOverrides};
+use crate::manifest::ModelsSection;
+use crate::wit::CompletionStream;
+use crate::wit::slmfn::agent::inference::{
     self, Completion, Error, HostCompletionStream, Message, Params, ResponseFormat, Tool,
     ToolChoice, ToolCompletion, Turn, Usage,
 };
-use crate::host::state::HostState;
-use crate::inference::{Generation, Inference, ModelError, SamplingOverrides};
-use crate::manifest::ModelsSection;
+
+/// What the inference calls of one invocation reach: its [`InferenceCtx`] and the store's
+/// resource table (for `completion-stream`).
+pub(crate) struct InferenceView<'a> {
+    pub(crate) ctx: &'a mut InferenceCtx,
+    pub(crate) table: &'a mut ResourceTable,
+}
+
+/// The linker's handle on [`InferenceView`].
+pub(crate) struct HasInference;
+
+impl HasData for HasInference {
+    type Data<'a> = InferenceView<'a>;
+}
 
 /// The inference capability of one invocation.
 pub(crate) struct InferenceCtx {
@@ -35,13 +49,6 @@ pub(crate) struct InferenceCtx {
     pub(crate) function: Arc<str>,
 }
 
-/// A streaming generation held in the guest's resource table.
-#[allow(unreachable_pub)] // bindgen re-exports it from the generated module
-pub struct CompletionStream {
-    generation: Generation,
-    started: Instant,
-}
-
 impl InferenceCtx {
     pub(super) fn service(&self) -> Result<&Arc<Inference>, Error> {
         self.service.as_ref().ok_or_else(|| {
@@ -51,87 +58,31 @@ impl InferenceCtx {
         })
     }
 
-    /// The model a call uses: the one it names, else the manifest's default, else the only
-    /// allowed one, else the only allowed chat model. It must be on the manifest's allow-list.
+    /// The chat model a call uses ([`Inference::choose`] for this function).
     pub(super) fn resolve_model(&self, requested: Option<String>) -> Result<String, Error> {
-        let allowed = &self.models.allowed;
-        let model = requested
-            .or_else(|| self.models.default.clone())
-            .or_else(|| (allowed.len() == 1).then(|| allowed[0].clone()))
-            .or_else(|| {
-                // Several allowed models, one of them a chat model (e.g. smollm2 and minilm).
-                let service = self.service.as_ref()?;
-                let mut chat = allowed
-                    .iter()
-                    .filter(|m| service.kind(m) == Some(ModelKind::Chat));
-                match (chat.next(), chat.next()) {
-                    (Some(only), None) => Some(only.clone()),
-                    _ => None,
-                }
-            })
-            .ok_or_else(|| {
-                Error::ModelNotFound(if allowed.is_empty() {
-                    "this function may use no model: add `[models] allowed = [\"smollm2\"]` to fn.toml".into()
-                } else {
-                    "no model named and fn.toml sets no `[models] default`".into()
-                })
-            })?;
-        if !allowed.contains(&model) {
-            return Err(Error::ModelNotFound(format!(
-                "model {model:?} is not allowed for this function (add it to `[models] allowed` in fn.toml)"
-            )));
-        }
-        if !self.service()?.has_model(&model) {
-            return Err(Error::ModelNotFound(format!(
-                "model {model:?} is not configured in this runtime"
-            )));
-        }
-        Ok(model)
+        self.choose(requested, ModelKind::Chat)
     }
 
-    /// The embedding model an `embed` call uses: the one it names, else the manifest's
-    /// `default_embedding`, else the only allowed embedding model. It must be allowed, served,
-    /// and an embedding model.
+    /// The embedding model an `embed` call uses ([`Inference::choose`] for this function).
     fn resolve_embedding_model(&self, requested: Option<String>) -> Result<String, Error> {
-        let service = self.service()?;
-        let allowed = &self.models.allowed;
-        let model = match requested.or_else(|| self.models.default_embedding.clone()) {
-            Some(model) => model,
-            None => {
-                let embedding: Vec<&String> = allowed
-                    .iter()
-                    .filter(|m| service.kind(m) == Some(ModelKind::Embedding))
-                    .collect();
-                match embedding.as_slice() {
-                    [only] => (*only).clone(),
-                    [] => {
-                        return Err(Error::ModelNotFound(
-                            "this function may use no embedding model: add one to `[models] allowed` in fn.toml (e.g. \"minilm\")".into(),
-                        ));
-                    }
-                    _ => {
-                        return Err(Error::ModelNotFound(
-                            "no model named and fn.toml sets no `[models] default_embedding`"
-                                .into(),
-                        ));
-                    }
-                }
-            }
-        };
-        if !allowed.contains(&model) {
-            return Err(Error::ModelNotFound(format!(
-                "model {model:?} is not allowed for this function (add it to `[models] allowed` in fn.toml)"
-            )));
-        }
-        match service.kind(&model) {
-            None => Err(Error::ModelNotFound(format!(
-                "model {model:?} is not configured in this runtime"
-            ))),
-            Some(ModelKind::Embedding) => Ok(model),
-            Some(kind) => Err(Error::InvalidInput(format!(
-                "model {model:?} is a {kind} model, not an embedding model: it cannot embed text"
-            ))),
-        }
+        self.choose(requested, ModelKind::Embedding)
+    }
+
+    fn choose(&self, requested: Option<String>, kind: ModelKind) -> Result<String, Error> {
+        self.service()?
+            .choose(
+                Asker::Function {
+                    allowed: &self.models.allowed,
+                    default: self.models.default.as_deref(),
+                    default_embedding: self.models.default_embedding.as_deref(),
+                },
+                requested.as_deref(),
+                kind,
+            )
+            .map_err(|e| match e {
+                ChoiceError::WrongKind { .. } => Error::InvalidInput(e.to_string()),
+                e => Error::ModelNotFound(e.to_string()),
+            })
     }
 
     /// Sampling for a call: the model's defaults, overridden by the call, capped by the manifest.
@@ -237,20 +188,21 @@ fn saturate(n: usize) -> u32 {
 }
 
 pub(super) fn map_error(e: ModelError) -> Error {
-    match e {
-        ModelError::ModelNotFound(m) => Error::ModelNotFound(m),
-        ModelError::Overloaded { retry_after, .. } => {
+    // The WIT cases carry the bare name or complaint where the variant says what it is.
+    let message = match &e {
+        ModelError::ModelNotFound(m) | ModelError::InvalidInput(m) => m.clone(),
+        e => e.to_string(),
+    };
+    match e.class() {
+        ErrorClass::NotFound => Error::ModelNotFound(message),
+        ErrorClass::Overloaded(retry_after) => {
             Error::Overloaded(saturate(retry_after.as_millis() as usize).max(1))
         }
-        ModelError::InvalidInput(m) => Error::InvalidInput(m),
-        e @ (ModelError::Tokenizer(_)
-        | ModelError::Template(_)
-        | ModelError::WrongModelKind { .. }) => Error::InvalidInput(e.to_string()),
-        e @ ModelError::ContextLengthExceeded { .. } => Error::ContextLengthExceeded(e.to_string()),
-        // The only cancellation while a guest awaits an embedding is its deadline.
-        ModelError::Cancelled(_) => Error::Timeout,
-        e @ ModelError::ShuttingDown(_) => Error::Unavailable(e.to_string()),
-        e => Error::Runtime(e.to_string()),
+        ErrorClass::InvalidInput => Error::InvalidInput(message),
+        ErrorClass::ContextLengthExceeded => Error::ContextLengthExceeded(message),
+        ErrorClass::Timeout => Error::Timeout,
+        ErrorClass::Unavailable => Error::Unavailable(message),
+        ErrorClass::Internal => Error::Runtime(message),
     }
 }
 
@@ -272,7 +224,7 @@ fn messages(messages: Vec<Message>) -> Result<Prompt, Error> {
     Ok(Prompt::Chat(converted))
 }
 
-impl inference::Host for HostState {
+impl inference::Host for InferenceView<'_> {
     async fn chat_with_tools(
         &mut self,
         turns: Vec<Turn>,
@@ -280,17 +232,15 @@ impl inference::Host for HostState {
         choice: ToolChoice,
         params: Params,
     ) -> Result<ToolCompletion, Error> {
-        self.inference
-            .chat_with_tools(turns, tools, choice, params)
-            .await
+        self.ctx.chat_with_tools(turns, tools, choice, params).await
     }
 
     async fn chat(&mut self, msgs: Vec<Message>, params: Params) -> Result<Completion, Error> {
-        self.inference.complete(messages(msgs)?, params).await
+        self.ctx.complete(messages(msgs)?, params).await
     }
 
     async fn generate(&mut self, prompt: String, params: Params) -> Result<Completion, Error> {
-        self.inference.complete(Prompt::Text(prompt), params).await
+        self.ctx.complete(Prompt::Text(prompt), params).await
     }
 
     async fn chat_stream(
@@ -298,7 +248,7 @@ impl inference::Host for HostState {
         msgs: Vec<Message>,
         params: Params,
     ) -> Result<Resource<CompletionStream>, Error> {
-        let generation = self.inference.start(messages(msgs)?, params)?;
+        let generation = self.ctx.start(messages(msgs)?, params)?;
         self.table
             .push(CompletionStream {
                 generation,
@@ -312,7 +262,7 @@ impl inference::Host for HostState {
         texts: Vec<String>,
         model: Option<String>,
     ) -> Result<Vec<Vec<f32>>, Error> {
-        let ctx = &self.inference;
+        let ctx = &self.ctx;
         let model = ctx.resolve_embedding_model(model)?;
         let deadline = ctx.generation_deadline();
         let embeddings = ctx
@@ -330,7 +280,7 @@ impl inference::Host for HostState {
     }
 }
 
-impl HostCompletionStream for HostState {
+impl HostCompletionStream for InferenceView<'_> {
     async fn next(&mut self, stream: Resource<CompletionStream>) -> Result<Option<String>, Error> {
         let stream = self
             .table

@@ -1,7 +1,6 @@
 //! `slmfn:agent/kv`: the function's key/value namespace (a sled tree), a thin adapter.
 
-use crate::host::bindings::slmfn::agent::kv::{self, Error};
-use crate::host::state::HostState;
+use crate::wit::slmfn::agent::kv::{self, Error};
 
 /// Longest key: keys are names, not data.
 const MAX_KEY_BYTES: usize = 1024;
@@ -27,10 +26,10 @@ fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-impl kv::Host for HostState {
+impl kv::Host for KvCtx {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
         check_key(&key)?;
-        Ok(self.kv.tree.get(key).map_err(io)?.map(|v| v.to_vec()))
+        Ok(self.tree.get(key).map_err(io)?.map(|v| v.to_vec()))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
@@ -41,19 +40,18 @@ impl kv::Host for HostState {
                 value.len()
             )));
         }
-        self.kv.tree.insert(key, value).map_err(io)?;
+        self.tree.insert(key, value).map_err(io)?;
         Ok(())
     }
 
     async fn delete(&mut self, key: String) -> Result<(), Error> {
         check_key(&key)?;
-        self.kv.tree.remove(key).map_err(io)?;
+        self.tree.remove(key).map_err(io)?;
         Ok(())
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, Error> {
-        self.kv
-            .tree
+        self.tree
             .scan_prefix(prefix)
             .keys()
             .map(|k| {
@@ -67,7 +65,6 @@ impl kv::Host for HostState {
         check_key(&key)?;
         let mut bad = false;
         let new = self
-            .kv
             .tree
             .update_and_fetch(&key, |old| {
                 let current = match old {

@@ -10,10 +10,10 @@ use slmfn_models::tool_call::{self, ToolSpec};
 use slmfn_models::tool_select::{Technique, ToolRequest};
 use slmfn_models::{Grammar, Message as ModelMessage, Prompt};
 
-use crate::host::bindings::slmfn::agent::inference::{
+use crate::host::inference::{InferenceCtx, finish, map_error};
+use crate::wit::slmfn::agent::inference::{
     Error, Params, ResponseFormat, Tool, ToolCall, ToolChoice, ToolCompletion, Turn,
 };
-use crate::host::inference::{InferenceCtx, finish, map_error};
 
 impl InferenceCtx {
     /// A chat that answers text or calls one of `tools` (see the module docs).

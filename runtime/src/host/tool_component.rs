@@ -12,15 +12,16 @@ use serde_json::Value;
 use uuid::Uuid;
 use wasmtime::{Store, Trap};
 
-use crate::host::bindings::provider::ToolProvider as ProviderInstance;
-use crate::host::bindings::slmfn::agent::tools as wit;
 use crate::host::component::Pre;
+use crate::host::invoke::trap_message;
 use crate::host::output::{GuestOutput, Stream};
 use crate::host::state::HostState;
-use crate::host::{Host, LoadedRevision, trap_message};
+use crate::host::{Host, LoadedRevision};
 use crate::tools::{
     CallContext, Content, ToolDef, ToolError, ToolOutput, ToolProvider, check_schema,
 };
+use crate::wit::provider::ToolProvider as ProviderInstance;
+use crate::wit::slmfn::agent::tools as wit;
 
 /// The tools of one deployed tool component (whatever its current revision).
 pub(super) struct ComponentTools {

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::host::bindings::slmfn::agent::tools::{self, Content, Tool, ToolError, ToolResult};
-use crate::host::state::HostState;
 use crate::tools::{self as toolbox, CallContext, Grants, Toolbox};
+use crate::wit::slmfn::agent::tools::{self, Content, Tool, ToolError, ToolResult};
 
 /// The tools capability of one invocation.
 pub(crate) struct ToolsCtx {
@@ -17,9 +16,9 @@ pub(crate) struct ToolsCtx {
     pub(crate) deadline: Instant,
 }
 
-impl tools::Host for HostState {
+impl tools::Host for ToolsCtx {
     async fn list(&mut self) -> Result<Vec<Tool>, ToolError> {
-        let ctx = &self.tools;
+        let ctx = self;
         Ok(ctx
             .toolbox
             .list(&ctx.grants)
@@ -34,7 +33,7 @@ impl tools::Host for HostState {
     }
 
     async fn call(&mut self, name: String, arguments: String) -> Result<ToolResult, ToolError> {
-        let ctx = &self.tools;
+        let ctx = self;
         let context = CallContext {
             function: Some(ctx.function.clone()),
             invocation: Some(ctx.invocation.clone()),

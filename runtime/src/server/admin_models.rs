@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::inference::{Inference, ModelError};
+use crate::inference::Inference;
 
 fn service(state: &AppState) -> Result<&Inference, ApiError> {
     state.inference.as_deref().ok_or_else(|| {
@@ -18,28 +18,19 @@ fn service(state: &AppState) -> Result<&Inference, ApiError> {
     })
 }
 
-fn model_error(e: ModelError) -> ApiError {
-    let status = match &e {
-        ModelError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-        ModelError::OutOfMemory { .. } => StatusCode::INSUFFICIENT_STORAGE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, e.to_string())
-}
-
 /// `GET /admin/models`: every model with its kind (chat/embedding), state
 /// (unloaded/loading/idle/busy), memory, sessions, queue, load counts; plus the default models
 /// and the pool's memory use and budget.
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let inference = service(&state)?;
-    let stats = inference.pool().stats();
+    let stats = inference.stats();
     Ok(Json(json!({
         "default_model": inference.default_model(),
         "default_embedding_model": inference.default_embedding_model(),
         "device": slmfn_models::device::describe(&slmfn_models::device::default_device()),
         "memory_used_bytes": stats.memory_used,
         "memory_budget_bytes": stats.memory_budget,
-        "models": inference.pool().status(),
+        "models": inference.status(),
     })))
 }
 
@@ -48,12 +39,7 @@ pub(super) async fn load(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let pool = service(&state)?.pool().clone();
-    let model = name.clone();
-    tokio::task::spawn_blocking(move || pool.load(&model))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(model_error)?;
+    service(&state)?.load(&name).await?;
     Ok(Json(json!({ "loaded": name })))
 }
 
@@ -62,12 +48,12 @@ pub(super) async fn unload(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let pool = service(&state)?.pool();
-    let was_loaded = pool
+    let inference = service(&state)?;
+    let was_loaded = inference
         .status()
         .iter()
         .any(|m| m.name == name && m.state != slmfn_models::ModelState::Unloaded);
-    if pool.unload(&name).map_err(model_error)? || !was_loaded {
+    if inference.unload(&name)? || !was_loaded {
         Ok(Json(json!({ "unloaded": name })))
     } else {
         Err(ApiError::new(

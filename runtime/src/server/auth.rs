@@ -47,10 +47,7 @@ fn check(
 ) -> Result<(), ApiError> {
     match &config.token {
         Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+            let given = bearer(headers);
             match given {
                 None => Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -58,7 +55,7 @@ fn check(
                         "the {api} needs `Authorization: Bearer <token>` (set SLMFN_TOKEN for the CLI)"
                     ),
                 )),
-                Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => Err(ApiError::new(
+                Some(g) if !tokens_match(g, token) => Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     format!("the {api} token is wrong"),
                 )),
@@ -81,6 +78,50 @@ fn check(
     }
 }
 
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case, as RFC
+/// 9110 has it).
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+/// Whether a presented token is `token`, in time that depends on neither (their digests are
+/// compared in constant time, so not even the length leaks).
+pub(super) fn tokens_match(presented: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let (a, b) = (Sha256::digest(presented), Sha256::digest(token));
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(bearer(&headers), token, "{value}");
+        }
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn tokens_match_only_themselves() {
+        assert!(tokens_match("secret", "secret"));
+        for wrong in ["", "secre", "secret ", "Secret", "secretsecret"] {
+            assert!(!tokens_match(wrong, "secret"), "{wrong:?}");
+        }
+    }
 }

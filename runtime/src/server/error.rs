@@ -10,7 +10,10 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use slmfn_models::ErrorClass;
+
 use crate::host::{GuestError, HostError};
+use crate::inference::ModelError;
 use crate::manifest::ManifestError;
 use crate::registry::RegistryError;
 
@@ -110,6 +113,42 @@ impl From<RegistryError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+/// A model error by its class ([`ModelError::class`]), for the admin and OpenAI APIs alike;
+/// an internal failure's detail is logged, not sent.
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        let status = match e.class() {
+            ErrorClass::NotFound => StatusCode::NOT_FOUND,
+            ErrorClass::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ErrorClass::InvalidInput | ErrorClass::ContextLengthExceeded => StatusCode::BAD_REQUEST,
+            ErrorClass::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match &e {
+            ModelError::ModelNotFound(m) => format!("the model {m:?} does not exist"),
+            ModelError::LoadFailed { model, reason } => {
+                tracing::error!(model, reason, "model load failed");
+                format!("the model {model:?} failed to load; the runtime's log says why")
+            }
+            e if e.class() == ErrorClass::Internal => {
+                tracing::error!(error = %e, "inference failed");
+                "inference failed; the runtime's log says why".to_string()
+            }
+            e => e.to_string(),
+        };
+        let error = ApiError::new(status, message);
+        match e.class() {
+            ErrorClass::Overloaded(retry_after) => error.retry_after(
+                u32::try_from(retry_after.as_secs_f64().ceil() as u64)
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+            ),
+            _ => error,
+        }
     }
 }
 

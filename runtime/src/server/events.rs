@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::events::Answer;
+use crate::delivery::Answer;
 use crate::events::codec::{self, Incoming};
 
 pub(super) async fn receive(State(state): State<AppState>, req: Request) -> Response {

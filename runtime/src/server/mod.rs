@@ -42,7 +42,7 @@ pub struct AppState {
     /// The model pool's async face; `None` when no model is configured.
     pub inference: Option<Arc<crate::inference::Inference>>,
     /// The CloudEvents dispatcher.
-    pub events: Arc<crate::events::Events>,
+    pub events: Arc<crate::delivery::Events>,
 }
 
 /// All routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` (the admin
@@ -50,9 +50,11 @@ pub struct AppState {
 /// [`crate::metrics::Metrics`]: build it once.
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::new(crate::metrics::Metrics::new(
-        state.inference.clone(),
-        state.host.toolbox().metrics(),
-        state.events.metrics(),
+        state
+            .inference
+            .as_ref()
+            .map(|i| (i.metrics(), i.pool().clone())),
+        &[state.host.toolbox().metrics(), state.events.metrics()],
         state.config.knative_labels(),
     ));
     let upload_limit = state

@@ -45,6 +45,7 @@
 //!   waiting for a whole completion, or in the middle of a stream, frees its session at the next
 //!   token.
 
+mod embeddings;
 mod generate;
 mod models;
 mod tools;
@@ -61,8 +62,9 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::inference::{Generation, Inference, ModelError};
+use crate::inference::{Asker, ChoiceError, Generation, Inference, ModelError};
 use crate::metrics::Metrics;
+use slmfn_models::{ErrorClass, ModelKind};
 
 /// Largest accepted request body. A long chat of a small model's context (8k tokens, about
 /// 32 KiB of text) fits many times over; more is a mistake or an attack.
@@ -83,7 +85,7 @@ pub(super) fn routes(state: &AppState, metrics: Arc<Metrics>) -> Router<AppState
     Router::new()
         .route("/v1/chat/completions", post(generate::chat))
         .route("/v1/completions", post(generate::completions))
-        .route("/v1/embeddings", post(models::embeddings))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{model}", get(models::retrieve))
         .route("/v1/{*rest}", any(no_route))
@@ -149,34 +151,30 @@ pub(super) fn service(state: &AppState) -> Result<&Arc<Inference>, ApiError> {
     })
 }
 
-/// The model a request uses: the one it names, or the runtime's default for none or
-/// `"default"`. Unknown names are 404.
+/// The chat model a request uses ([`Inference::choose`] for the API): the one it names, or
+/// the runtime's default for none or `"default"`. Unknown names are 404, an embedding model
+/// 400 `model_not_chat`.
 pub(super) fn resolve_model(
     inference: &Inference,
     requested: Option<&str>,
 ) -> Result<String, ApiError> {
-    let model = match requested {
-        None | Some("default") => inference.default_model().ok_or_else(|| {
-            invalid(
+    inference
+        .choose(Asker::Api, requested, ModelKind::Chat)
+        .map_err(|e| match e {
+            ChoiceError::NotServed(model) => model_not_found(inference, &model),
+            e @ ChoiceError::WrongKind { .. } => match e.wrong_kind() {
+                Some(wrong) => model_error(wrong),
+                None => invalid("model", e.to_string()),
+            },
+            _ => invalid(
                 "model",
                 "no model named and the runtime has no default model",
-            )
-        })?,
-        Some(m) => m,
-    };
-    if !inference.has_model(model) {
-        return Err(model_not_found(inference, model));
-    }
-    Ok(model.to_string())
+            ),
+        })
 }
 
 fn model_not_found(inference: &Inference, model: &str) -> ApiError {
-    let configured: Vec<String> = inference
-        .pool()
-        .status()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let configured: Vec<String> = inference.status().into_iter().map(|s| s.name).collect();
     error(
         StatusCode::NOT_FOUND,
         format!(
@@ -188,88 +186,32 @@ fn model_not_found(inference: &Inference, model: &str) -> ApiError {
     )
 }
 
-/// Maps a model error to its HTTP answer (the same classes as the WIT adapter's errors).
+/// A model error in OpenAI's shape: the status of its class ([`ApiError`]'s `From`), with
+/// OpenAI's `code` and `param` for it.
 pub(super) fn model_error(e: ModelError) -> ApiError {
-    match e {
-        ModelError::ModelNotFound(m) => error(
-            StatusCode::NOT_FOUND,
-            format!("the model {m:?} does not exist"),
-            Some("model_not_found"),
-            Some("model"),
-        ),
-        ModelError::Overloaded { retry_after, .. } => {
-            let seconds = u32::try_from(retry_after.as_secs_f64().ceil() as u64)
-                .unwrap_or(u32::MAX)
-                .max(1);
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                e.to_string(),
-                Some("model_overloaded"),
-                None,
-            )
-            .retry_after(seconds)
-        }
-        e @ ModelError::ContextLengthExceeded { .. } => error(
-            StatusCode::BAD_REQUEST,
-            e.to_string(),
-            Some("context_length_exceeded"),
-            Some("messages"),
-        ),
-        ModelError::WrongModelKind { wanted, .. } => {
-            let code = match wanted {
-                slmfn_models::ModelKind::Chat => "model_not_chat",
-                slmfn_models::ModelKind::Embedding => "model_not_embedding",
+    let (code, param) = match (&e, e.class()) {
+        (ModelError::WrongModelKind { wanted, .. }, _) => {
+            let (code, hint) = match wanted {
+                slmfn_models::ModelKind::Chat => {
+                    ("model_not_chat", " (use /v1/embeddings with it)")
+                }
+                slmfn_models::ModelKind::Embedding => ("model_not_embedding", ""),
             };
-            let hint = match wanted {
-                slmfn_models::ModelKind::Chat => " (use /v1/embeddings with it)",
-                slmfn_models::ModelKind::Embedding => "",
-            };
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("{e}{hint}"),
-                Some(code),
-                Some("model"),
-            )
+            return ApiError::new(StatusCode::BAD_REQUEST, format!("{e}{hint}"))
+                .openai(Some(code), Some("model"));
         }
-        ModelError::Cancelled(_) => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            e.to_string(),
-            Some("timeout"),
-            None,
-        ),
-        e @ (ModelError::InvalidInput(_) | ModelError::Tokenizer(_) | ModelError::Template(_)) => {
-            error(
-                StatusCode::BAD_REQUEST,
-                e.to_string(),
-                Some("invalid_value"),
-                None,
-            )
+        (_, ErrorClass::NotFound) => (Some("model_not_found"), Some("model")),
+        (_, ErrorClass::Overloaded(_)) => (Some("model_overloaded"), None),
+        (_, ErrorClass::ContextLengthExceeded) => {
+            (Some("context_length_exceeded"), Some("messages"))
         }
-        e @ (ModelError::ShuttingDown(_) | ModelError::OutOfMemory { .. }) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            e.to_string(),
-            Some("model_unavailable"),
-            None,
-        ),
-        ModelError::LoadFailed { model, reason } => {
-            tracing::error!(model, reason, "model load failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the model {model:?} failed to load; the runtime's log says why"),
-                Some("model_load_failed"),
-                None,
-            )
-        }
-        e => {
-            tracing::error!(error = %e, "inference failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "inference failed; the runtime's log says why",
-                None,
-                None,
-            )
-        }
-    }
+        (_, ErrorClass::Timeout) => (Some("timeout"), None),
+        (_, ErrorClass::InvalidInput) => (Some("invalid_value"), None),
+        (_, ErrorClass::Unavailable) => (Some("model_unavailable"), None),
+        (ModelError::LoadFailed { .. }, ErrorClass::Internal) => (Some("model_load_failed"), None),
+        (_, ErrorClass::Internal) => (None, None),
+    };
+    ApiError::from(e).openai(code, param)
 }
 
 /// A generation that stopped before its end: 504 when it ran past its deadline.

@@ -47,21 +47,6 @@ impl Default for ToolMetrics {
 }
 
 impl ToolMetrics {
-    /// Adds the families to `registry` (prefixed `slmfn_` by it).
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "tool_calls",
-            "Tool calls by calling function, tool and outcome (ok, tool_error, not_found, invalid_arguments, unavailable, failed)",
-            self.calls.clone(),
-        );
-        registry.register_with_unit(
-            "tool_call_duration",
-            "Time of tool calls that reached their provider",
-            Unit::Seconds,
-            self.duration.clone(),
-        );
-    }
-
     pub(crate) fn record(
         &self,
         function: &str,
@@ -84,5 +69,22 @@ impl ToolMetrics {
                 })
                 .observe(elapsed.as_secs_f64());
         }
+    }
+}
+
+impl crate::metrics::MetricSource for ToolMetrics {
+    /// Adds the families to `registry` (prefixed `slmfn_` by it).
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tool_calls",
+            "Tool calls by calling function, tool and outcome (ok, tool_error, not_found, invalid_arguments, unavailable, failed)",
+            self.calls.clone(),
+        );
+        registry.register_with_unit(
+            "tool_call_duration",
+            "Time of tool calls that reached their provider",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
     }
 }

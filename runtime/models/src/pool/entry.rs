@@ -5,7 +5,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::loader::{self, LoadFailure};
 use super::{
     ChunkFn, EmbedJob, Job, ModelKind, ModelSpec, ModelState, ModelStatus, Prompt, Shared,
 };
@@ -14,6 +13,38 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion, Session};
+
+/// Why a load failed, kept so every waiter gets a typed error.
+#[derive(Clone, Debug)]
+pub(super) enum LoadFailure {
+    OutOfMemory {
+        needed: u64,
+        available: u64,
+        budget: u64,
+    },
+    Other(String),
+}
+
+impl LoadFailure {
+    pub(super) fn to_error(&self, model: &str) -> Error {
+        match *self {
+            Self::OutOfMemory {
+                needed,
+                available,
+                budget,
+            } => Error::OutOfMemory {
+                model: model.to_string(),
+                needed,
+                available,
+                budget,
+            },
+            Self::Other(ref reason) => Error::LoadFailed {
+                model: model.to_string(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
 
 /// Where the model is.
 pub(super) enum Phase {
@@ -36,7 +67,7 @@ pub(super) enum Work {
 }
 
 impl Work {
-    fn kind(&self) -> ModelKind {
+    pub(super) fn kind(&self) -> ModelKind {
         match self {
             Work::Generate(_) => ModelKind::Chat,
             Work::Embed(_) => ModelKind::Embedding,
@@ -89,7 +120,7 @@ impl State {
 
 /// Moves an unloaded model to `Loading`; the caller starts the (single) loader thread for the
 /// returned attempt once it has released the lock.
-fn start_load(st: &mut State) -> u64 {
+pub(super) fn start_load(st: &mut State) -> u64 {
     st.phase = Phase::Loading;
     st.attempts += 1;
     st.attempts
@@ -99,7 +130,7 @@ pub(crate) struct Entry {
     pub(super) spec: ModelSpec,
     state: Mutex<State>,
     /// Signals queue and phase changes to workers and `load` waiters.
-    changed: Condvar,
+    pub(super) changed: Condvar,
 }
 
 impl Entry {
@@ -132,71 +163,6 @@ impl Entry {
 
     pub(super) fn notify(&self) {
         self.changed.notify_all();
-    }
-
-    /// Kind check, admission control, then queueing; starts a load when cold.
-    pub(super) fn submit(self: &Arc<Self>, shared: &Arc<Shared>, job: Work) -> Result<()> {
-        if job.kind() != self.spec.kind {
-            return Err(Error::WrongModelKind {
-                model: self.spec.name.clone(),
-                kind: self.spec.kind,
-                wanted: job.kind(),
-            });
-        }
-        let mut st = self.lock();
-        if st.shutdown {
-            return Err(Error::ShuttingDown(self.spec.name.clone()));
-        }
-        if st.busy + st.queue.len() >= self.spec.parallel + self.spec.queue_depth {
-            drop(st);
-            shared.count(|c| c.rejected += 1);
-            return Err(Error::Overloaded {
-                model: self.spec.name.clone(),
-                retry_after: shared.config.retry_after,
-            });
-        }
-        st.queue.push_back(job);
-        let hit = matches!(st.phase, Phase::Loaded(_));
-        let load = matches!(st.phase, Phase::Unloaded).then(|| start_load(&mut st));
-        drop(st);
-        if let Some(attempt) = load {
-            loader::spawn(shared.clone(), self.clone(), attempt);
-        }
-        shared.count(|c| if hit { c.hits += 1 } else { c.misses += 1 });
-        self.notify();
-        Ok(())
-    }
-
-    /// Loads the model if needed and waits for the outcome.
-    pub(super) fn load_and_wait(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<()> {
-        let mut st = self.lock();
-        let loads_before = st.loads;
-        let attempt = match st.phase {
-            Phase::Loaded(_) => return Ok(()),
-            Phase::Loading => st.attempts,
-            Phase::Unloaded => {
-                let attempt = start_load(&mut st);
-                drop(st);
-                loader::spawn(shared.clone(), self.clone(), attempt);
-                st = self.lock();
-                attempt
-            }
-        };
-        loop {
-            if st.shutdown {
-                return Err(Error::ShuttingDown(self.spec.name.clone()));
-            }
-            match (&st.phase, &st.last_error) {
-                (Phase::Loaded(_), _) => return Ok(()),
-                (Phase::Unloaded, Some((a, failure))) if *a == attempt => {
-                    return Err(failure.to_error(&self.spec.name));
-                }
-                // Loaded and already unloaded again (keep-alive 0): the load happened.
-                (Phase::Unloaded, _) if st.loads > loads_before => return Ok(()),
-                _ => {}
-            }
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
     }
 
     /// The loaded chat model, if any.

@@ -1,46 +1,15 @@
-//! Loading (single-flight, on a loader thread), the memory budget and unloading.
+//! Loading (single-flight, on a loader thread), the memory budget and unloading; and the
+//! entry points that start a load (a job for a cold model, an explicit load).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::entry::{Entry, Loaded, Phase, State, Work};
+use super::entry::{Entry, LoadFailure, Loaded, Phase, State, Work, start_load};
 use super::{ModelKind, Shared};
 use crate::embed::{EmbeddingHeader, EmbeddingModel};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::{LoadOptions, Model};
-
-/// Why a load failed, kept so every waiter gets a typed error.
-#[derive(Clone, Debug)]
-pub(super) enum LoadFailure {
-    OutOfMemory {
-        needed: u64,
-        available: u64,
-        budget: u64,
-    },
-    Other(String),
-}
-
-impl LoadFailure {
-    pub(super) fn to_error(&self, model: &str) -> Error {
-        match *self {
-            Self::OutOfMemory {
-                needed,
-                available,
-                budget,
-            } => Error::OutOfMemory {
-                model: model.to_string(),
-                needed,
-                available,
-                budget,
-            },
-            Self::Other(ref reason) => Error::LoadFailed {
-                model: model.to_string(),
-                reason: reason.clone(),
-            },
-        }
-    }
-}
 
 /// Starts the loader thread of load attempt `attempt`.
 pub(super) fn spawn(shared: Arc<Shared>, entry: Arc<Entry>, attempt: u64) {
@@ -223,4 +192,71 @@ pub(super) fn unload_if_idle(
     drop(st);
     entry.notify();
     true
+}
+
+impl Entry {
+    /// Kind check, admission control, then queueing; starts a load when cold.
+    pub(super) fn submit(self: &Arc<Self>, shared: &Arc<Shared>, job: Work) -> Result<()> {
+        if job.kind() != self.spec.kind {
+            return Err(Error::WrongModelKind {
+                model: self.spec.name.clone(),
+                kind: self.spec.kind,
+                wanted: job.kind(),
+            });
+        }
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(Error::ShuttingDown(self.spec.name.clone()));
+        }
+        if st.busy + st.queue.len() >= self.spec.parallel + self.spec.queue_depth {
+            drop(st);
+            shared.count(|c| c.rejected += 1);
+            return Err(Error::Overloaded {
+                model: self.spec.name.clone(),
+                retry_after: shared.config.retry_after,
+            });
+        }
+        st.queue.push_back(job);
+        let hit = matches!(st.phase, Phase::Loaded(_));
+        let load = matches!(st.phase, Phase::Unloaded).then(|| start_load(&mut st));
+        drop(st);
+        if let Some(attempt) = load {
+            spawn(shared.clone(), self.clone(), attempt);
+        }
+        shared.count(|c| if hit { c.hits += 1 } else { c.misses += 1 });
+        self.notify();
+        Ok(())
+    }
+
+    /// Loads the model if needed and waits for the outcome.
+    pub(super) fn load_and_wait(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<()> {
+        let mut st = self.lock();
+        let loads_before = st.loads;
+        let attempt = match st.phase {
+            Phase::Loaded(_) => return Ok(()),
+            Phase::Loading => st.attempts,
+            Phase::Unloaded => {
+                let attempt = start_load(&mut st);
+                drop(st);
+                spawn(shared.clone(), self.clone(), attempt);
+                st = self.lock();
+                attempt
+            }
+        };
+        loop {
+            if st.shutdown {
+                return Err(Error::ShuttingDown(self.spec.name.clone()));
+            }
+            match (&st.phase, &st.last_error) {
+                (Phase::Loaded(_), _) => return Ok(()),
+                (Phase::Unloaded, Some((a, failure))) if *a == attempt => {
+                    return Err(failure.to_error(&self.spec.name));
+                }
+                // Loaded and already unloaded again (keep-alive 0): the load happened.
+                (Phase::Unloaded, _) if st.loads > loads_before => return Ok(()),
+                _ => {}
+            }
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }

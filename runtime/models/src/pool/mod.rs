@@ -1,7 +1,7 @@
 //! The warm model pool: every model the process may serve, loaded on demand and shared by all
 //! callers.
 //!
-//! - **Specs.** Each model has a [`ModelSpec`]: its [`ModelKind`] (a chat model: a GGUF
+//! - **Specs.** Each model has a [`ModelSpec`] (from [`crate::spec`]): its [`ModelKind`] (a chat model: a GGUF
 //!   file; an embedding model: a sentence-transformers directory or zip, see [`crate::embed`]),
 //!   file, context window, default sampling, [`KeepAlive`], `preload`, `parallel` sessions and
 //!   `queue_depth`.
@@ -40,7 +40,6 @@ mod loader;
 mod reaper;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -49,152 +48,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::Embeddings;
 use crate::error::{Error, Result};
+use crate::kind::ModelKind;
 use crate::message::Message;
 use crate::sampler::SamplingParams;
 use crate::session::{CancelToken, Completion};
+use crate::spec::{KeepAlive, ModelSpec};
 use crate::tool_select::ToolRequest;
 use entry::{Entry, Work};
-
-/// What a model does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// Generates text (a GGUF language model): chat, completion.
-    #[default]
-    Chat,
-    /// Turns texts into vectors (a BERT sentence-transformers model).
-    Embedding,
-}
-
-impl ModelKind {
-    /// `chat` or `embedding`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Chat => "chat",
-            Self::Embedding => "embedding",
-        }
-    }
-
-    /// The kind a source most likely holds: an embedding model when it is a `.zip` archive or
-    /// a local directory, else a chat model (a GGUF file). Catalog and models-file entries can
-    /// say otherwise (`kind = "embedding"`).
-    pub fn of_source(source: &crate::source::ModelSource) -> Self {
-        let zip = source
-            .file_name()
-            .rsplit_once('.')
-            .is_some_and(|(_, ext)| ext.eq_ignore_ascii_case("zip"));
-        let dir = matches!(source, crate::source::ModelSource::Local(path) if path.is_dir());
-        if zip || dir {
-            Self::Embedding
-        } else {
-            Self::Chat
-        }
-    }
-
-    pub(crate) fn article_name(self) -> &'static str {
-        match self {
-            Self::Chat => "a chat",
-            Self::Embedding => "an embedding",
-        }
-    }
-
-    pub(crate) fn verb(self) -> &'static str {
-        match self {
-            Self::Chat => "generate text",
-            Self::Embedding => "embed text",
-        }
-    }
-}
-
-impl std::fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for ModelKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "chat" => Ok(Self::Chat),
-            "embedding" => Ok(Self::Embedding),
-            other => Err(format!(
-                "unknown model kind `{other}` (expected `chat` or `embedding`)"
-            )),
-        }
-    }
-}
-
-/// How long an idle model stays loaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KeepAlive {
-    /// Unload after this much idle time (`Duration::ZERO`: as soon as it is idle).
-    For(Duration),
-    /// Stay loaded until evicted to make room for another model.
-    Forever,
-}
-
-impl Default for KeepAlive {
-    /// Five minutes, Ollama's default.
-    fn default() -> Self {
-        Self::For(Duration::from_secs(300))
-    }
-}
-
-/// One model the pool can serve.
-#[derive(Clone, Debug)]
-pub struct ModelSpec {
-    /// The name callers use.
-    pub name: String,
-    /// Chat (a GGUF file) or embedding (a sentence-transformers directory or zip).
-    pub kind: ModelKind,
-    /// The GGUF file, or the embedding model's directory or zip (already fetched and verified
-    /// by the caller).
-    pub path: PathBuf,
-    /// Cap on the context window (`None`: the model's trained window).
-    pub context_length: Option<usize>,
-    /// `f32` copies of the matrices for fast, exact prompt processing (see
-    /// [`crate::LoadOptions::dense_prefill`]).
-    pub dense_prefill: bool,
-    /// Sampling for requests that bring none.
-    pub defaults: SamplingParams,
-    /// How long the model stays loaded when idle.
-    pub keep_alive: KeepAlive,
-    /// Load at [`ModelPool::preload`] (before the process reports ready).
-    pub preload: bool,
-    /// Concurrent sessions (worker threads); each holds a KV cache.
-    pub parallel: usize,
-    /// Requests that may wait when all sessions are busy.
-    pub queue_depth: usize,
-}
-
-impl ModelSpec {
-    /// A chat model's spec with defaults: one session, a queue of 8, five minutes of
-    /// keep-alive.
-    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        Self {
-            name: name.into(),
-            kind: ModelKind::Chat,
-            path: path.into(),
-            context_length: None,
-            dense_prefill: true,
-            defaults: SamplingParams::default(),
-            keep_alive: KeepAlive::default(),
-            preload: false,
-            parallel: 1,
-            queue_depth: 8,
-        }
-    }
-
-    /// An embedding model's spec with the same defaults.
-    pub fn embedding(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        Self {
-            kind: ModelKind::Embedding,
-            ..Self::new(name, path)
-        }
-    }
-}
 
 /// Pool-wide settings.
 #[derive(Clone, Debug)]

