@@ -134,6 +134,33 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     let (s, _) = rt.admin_get("/functions/nope").await.unwrap();
     assert_eq!(s, 404);
     assert_eq!(rt.invoke("nope", "/", "").await.unwrap().0, 404);
+
+    // Axum's own rejections answer JSON too, naming the problem: a multipart body without a
+    // boundary, a method the route lacks (with its `Allow`).
+    let url = format!("{}/admin/functions/tb", rt.url);
+    let no_boundary = rt
+        .client()
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "multipart/form-data")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_boundary.status(), 400);
+    let v: serde_json::Value = no_boundary.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("boundary"), "{v}");
+    let put = rt
+        .client()
+        .put(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+    assert!(put.headers().contains_key("allow"));
+    let v: serde_json::Value = put.json().await.unwrap();
+    assert!(v["error"].is_string(), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

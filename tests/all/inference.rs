@@ -152,24 +152,12 @@ fn the_ci_triage_and_market_analyst_examples_answer_with_the_real_model() {
 
 /// A runtime serving the real SmolLM2 (preloaded) and, when `embeddings`, MiniLM.
 fn real_runtime(data: &std::path::Path, embeddings: bool) -> Runtime {
-    let mut extra_args = vec![
-        "--model".into(),
-        format!("smollm2={}", real_model().display()),
-        "--preload".into(),
-        "smollm2".into(),
-    ];
+    let (model, embed) = (real_model(), crate::support::real_embed_model());
+    let mut models = vec![("smollm2", model.as_path())];
     if embeddings {
-        extra_args.push("--model".into());
-        extra_args.push(format!(
-            "minilm={}",
-            crate::support::real_embed_model().display()
-        ));
+        models.push(("minilm", embed.as_path()));
     }
-    let opts = Options {
-        extra_args,
-        ..Options::default()
-    };
-    Runtime::start(data, opts).unwrap()
+    Runtime::start(data, Options::preloaded(&models)).unwrap()
 }
 
 async fn tiny_runtime(extra: &[&str]) -> (Arc<Runtime>, tempfile::TempDir) {

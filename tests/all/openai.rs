@@ -675,21 +675,11 @@ fn openai_python() -> &'static Path {
 /// A runtime (token `sk-test`) serving the model file at `path` as `name`, preloaded.
 fn preloaded(name: &str, path: &Path) -> (Runtime, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(
-        data.path(),
-        Options {
-            token: Some("sk-test".into()),
-            extra_args: vec![
-                "--model".into(),
-                format!("{name}={}", path.display()),
-                "--preload".into(),
-                name.into(),
-            ],
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    (rt, data)
+    let options = Options {
+        token: Some("sk-test".into()),
+        ..Options::preloaded(&[(name, path)])
+    };
+    (Runtime::start(data.path(), options).unwrap(), data)
 }
 
 /// The `tool_selection` extension: each technique answers a call of an offered tool with
@@ -821,19 +811,7 @@ fn the_openai_agents_sdk_runs_a_tool_loop_against_the_real_model() {
 fn a_client_that_disconnects_cancels_its_generation() {
     let model = real_model();
     let data = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(
-        data.path(),
-        Options {
-            extra_args: vec![
-                "--model".into(),
-                format!("smollm2={}", model.display()),
-                "--preload".into(),
-                "smollm2".into(),
-            ],
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let rt = Runtime::start(data.path(), Options::preloaded(&[("smollm2", &model)])).unwrap();
     let long = |stream: bool| {
         json!({
             "messages": [{"role": "user", "content": "Write a very long story about a dragon, in many chapters."}],

@@ -83,6 +83,25 @@ pub struct Options {
     pub env: Vec<(String, String)>,
 }
 
+impl Options {
+    /// Serving `models` (name, file), the first one preloaded before the runtime is ready.
+    pub fn preloaded(models: &[(&str, &Path)]) -> Self {
+        let mut extra_args = Vec::new();
+        for (name, path) in models {
+            extra_args.push("--model".into());
+            extra_args.push(format!("{name}={}", path.display()));
+        }
+        if let Some((first, _)) = models.first() {
+            extra_args.push("--preload".into());
+            extra_args.push(first.to_string());
+        }
+        Options {
+            extra_args,
+            ..Options::default()
+        }
+    }
+}
+
 impl Runtime {
     /// Starts a runtime on a fresh data dir and waits until it is ready.
     pub fn start(data_dir: &Path, options: Options) -> Result<Runtime> {

@@ -8,6 +8,8 @@
 //! quantized kernels instead of the dense `f32` copies. Thread count: candle's
 //! (`RAYON_NUM_THREADS`, else every core).
 
+mod common;
+
 use std::time::Instant;
 
 use anyhow::Context;
@@ -35,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let model = Model::load_with(&path, &options)?;
     let load = started.elapsed();
-    let rss_loaded = rss_kb("VmRSS");
+    let rss_loaded = common::status_kb("VmRSS");
 
     let text = TEXT.repeat(prompt_len / 60 + 1);
     let mut prompt = model.encode_prompt(&text)?;
@@ -81,18 +83,6 @@ fn main() -> anyhow::Result<()> {
             u.duration.as_secs_f64(),
         );
     }
-    println!("peak RSS {} MB", rss_kb("VmHWM") / 1000);
+    println!("peak RSS {} MB", common::status_kb("VmHWM") / 1000);
     Ok(())
-}
-
-/// A `/proc/self/status` field in kB (0 where unavailable).
-fn rss_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

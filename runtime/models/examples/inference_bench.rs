@@ -24,6 +24,8 @@
 //!
 //! Threads: candle's (`RAYON_NUM_THREADS`, else every core); the driver sets it.
 
+mod common;
+
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -157,7 +159,7 @@ fn generate(
         json!({
             "event": "load",
             "load_s": load.as_secs_f64(),
-            "rss_after_load_kb": status_kb("VmRSS"),
+            "rss_after_load_kb": common::status_kb("VmRSS"),
             "threads": candle_core::utils::get_num_threads(),
             "dense_prefill": options.dense_prefill,
             "avx2": cfg!(target_feature = "avx2"),
@@ -194,7 +196,7 @@ fn generate(
     }
     println!(
         "{}",
-        json!({ "event": "end", "peak_rss_kb": status_kb("VmHWM") })
+        json!({ "event": "end", "peak_rss_kb": common::status_kb("VmHWM") })
     );
     Ok(())
 }
@@ -285,16 +287,4 @@ fn prompt_cache(path: &str, a_json: &str, b_json: &str, runs: usize) -> anyhow::
     }
     println!("{}", json!({"event": "end"}));
     Ok(())
-}
-
-/// A `/proc/self/status` field in kB (0 where unavailable).
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -23,14 +23,16 @@ impl ModelKind {
         }
     }
 
-    pub(crate) fn article_name(self) -> &'static str {
+    /// `a chat` or `an embedding` (for messages: "is a chat model").
+    pub fn article_name(self) -> &'static str {
         match self {
             Self::Chat => "a chat",
             Self::Embedding => "an embedding",
         }
     }
 
-    pub(crate) fn verb(self) -> &'static str {
+    /// What a model of the kind does: `generate text` or `embed text`.
+    pub fn verb(self) -> &'static str {
         match self {
             Self::Chat => "generate text",
             Self::Embedding => "embed text",

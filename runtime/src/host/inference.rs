@@ -247,14 +247,19 @@ impl inference::Host for InferenceView<'_> {
         &mut self,
         msgs: Vec<Message>,
         params: Params,
-    ) -> Result<Resource<CompletionStream>, Error> {
-        let generation = self.ctx.start(messages(msgs)?, params)?;
-        self.table
-            .push(CompletionStream {
-                generation,
-                started: Instant::now(),
-            })
-            .map_err(|e| Error::Runtime(format!("cannot hold the stream: {e}")))
+    ) -> wasmtime::Result<Result<Resource<CompletionStream>, Error>> {
+        let prompt = match messages(msgs) {
+            Ok(prompt) => prompt,
+            Err(e) => return Ok(Err(e)),
+        };
+        let generation = match self.ctx.start(prompt, params) {
+            Ok(generation) => generation,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(self.table.push(CompletionStream {
+            generation,
+            started: Instant::now(),
+        })?))
     }
 
     async fn embed(
@@ -281,21 +286,21 @@ impl inference::Host for InferenceView<'_> {
 }
 
 impl HostCompletionStream for InferenceView<'_> {
-    async fn next(&mut self, stream: Resource<CompletionStream>) -> Result<Option<String>, Error> {
-        let stream = self
-            .table
-            .get_mut(&stream)
-            .map_err(|e| Error::Runtime(e.to_string()))?;
-        Ok(stream.generation.next_chunk().await)
+    async fn next(
+        &mut self,
+        stream: Resource<CompletionStream>,
+    ) -> wasmtime::Result<Result<Option<String>, Error>> {
+        let stream = self.table.get_mut(&stream)?;
+        Ok(Ok(stream.generation.next_chunk().await))
     }
 
-    async fn finish(&mut self, stream: Resource<CompletionStream>) -> Result<Completion, Error> {
-        let stream = self
-            .table
-            .get_mut(&stream)
-            .map_err(|e| Error::Runtime(e.to_string()))?;
+    async fn finish(
+        &mut self,
+        stream: Resource<CompletionStream>,
+    ) -> wasmtime::Result<Result<Completion, Error>> {
+        let stream = self.table.get_mut(&stream)?;
         let result = stream.generation.finish().await;
-        finish(result, &stream.generation, stream.started)
+        Ok(finish(result, &stream.generation, stream.started))
     }
 
     async fn drop(&mut self, stream: Resource<CompletionStream>) -> wasmtime::Result<()> {

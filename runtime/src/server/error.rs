@@ -92,6 +92,39 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Makes axum's own rejections (a multipart body without a boundary, a path that does not
+/// parse, a method the route lacks), which answer `text/plain` or nothing, JSON like every
+/// other error; their headers (`Allow`) stay. For routes whose every answer is ours: never
+/// around a guest's response.
+pub(super) async fn json_rejections(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut answer = ApiError::new(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 /// OpenAI's error `type` for a status.
 fn openai_type(status: StatusCode) -> &'static str {
     match status {

@@ -78,7 +78,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::admin,
-        ));
+        ))
+        .layer(axum::middleware::map_response(error::json_rejections));
     let functions = Router::new()
         .route("/fn/{name}", any(invoke::invoke_root))
         .route("/fn/{name}/", any(invoke::invoke_root))

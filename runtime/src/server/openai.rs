@@ -48,6 +48,7 @@
 mod embeddings;
 mod generate;
 mod models;
+mod responses;
 mod tools;
 mod wire;
 

@@ -9,7 +9,14 @@ pub use completion_stream::CompletionStream;
 wasmtime::component::bindgen!({
     path: "../sdk/wit",
     world: "agent",
-    imports: { default: async },
+    // The calls that use the resource table trap when it fails (a host bug, or a guest
+    // holding more streams than the table takes), rather than answering a WIT error.
+    imports: {
+        default: async,
+        "slmfn:agent/inference.chat-stream": async | trappable,
+        "slmfn:agent/inference.[method]completion-stream.next": async | trappable,
+        "slmfn:agent/inference.[method]completion-stream.finish": async | trappable,
+    },
     exports: { default: async },
     with: {
         "slmfn:agent/inference.completion-stream": crate::wit::CompletionStream,

@@ -121,27 +121,18 @@ impl ModelCache {
         Ok(Self::new(Self::dir_from_env()?))
     }
 
-    /// `SLMFN_MODELS_DIR`, else `$XDG_CACHE_HOME/slmfn/models`, else
-    /// `$HOME/.cache/slmfn/models`.
+    /// `SLMFN_MODELS_DIR`, else `slmfn/models` in the user's cache directory
+    /// (`$XDG_CACHE_HOME`, else `$HOME/.cache`, as the `dirs` crate finds it).
     pub fn dir_from_env() -> Result<PathBuf, SourceError> {
-        let var = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        if let Some(dir) = var("SLMFN_MODELS_DIR") {
-            return Ok(dir);
+        if let Some(dir) = std::env::var_os("SLMFN_MODELS_DIR").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(dir));
         }
-        if let Some(cache) = var("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
-            return Ok(cache.join("slmfn").join("models"));
-        }
-        if let Some(home) = var("HOME") {
-            return Ok(home.join(".cache").join("slmfn").join("models"));
-        }
-        Err(SourceError::Config {
-            path: PathBuf::new(),
-            reason: "no cache directory: set SLMFN_MODELS_DIR (or HOME)".into(),
-        })
+        dirs::cache_dir()
+            .map(|cache| cache.join("slmfn").join("models"))
+            .ok_or_else(|| SourceError::Config {
+                path: PathBuf::new(),
+                reason: "no cache directory: set SLMFN_MODELS_DIR (or HOME)".into(),
+            })
     }
 
     /// The directory.

@@ -6,7 +6,9 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use wait_timeout::ChildExt as _;
 
 use super::cache::{CachedModel, ModelCache};
 use super::entry::ModelEntry;
@@ -198,21 +200,17 @@ fn run_pip(requirement: &str, dir: &Path, options: &PullOptions) -> Result<(), S
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + options.pip_timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(SourceError::Timeout {
-                    what: format!("pip download {requirement}"),
-                    after: options.pip_timeout,
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(SourceError::io("wait for", python, e)),
+    let status = match child.wait_timeout(options.pip_timeout) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SourceError::Timeout {
+                what: format!("pip download {requirement}"),
+                after: options.pip_timeout,
+            });
         }
+        Err(e) => return Err(SourceError::io("wait for", python, e)),
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();

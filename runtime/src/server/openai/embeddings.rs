@@ -4,9 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 use slmfn_models::ModelKind;
 
+use super::responses::{EmbeddingList, EmbeddingObject, EmbeddingVector, UsageObject};
 use super::wire::EmbeddingRequest;
 use super::{GENERATION_TIMEOUT, OpenAiJson, error, invalid, model_error, unsupported};
 use crate::inference::{Asker, ChoiceError, ModelError};
@@ -21,7 +22,7 @@ use crate::server::error::ApiError;
 pub(in crate::server) async fn embeddings(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EmbeddingList>, ApiError> {
     let texts = embedding_inputs(req.input)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -109,28 +110,26 @@ pub(in crate::server) async fn embeddings(
             ));
         }
     }
-    let data: Vec<Value> = embeddings
+    let data = embeddings
         .vectors
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(index, vector)| {
-            let embedding = if base64 {
-                Value::String(base64_f32(vector))
+        .map(|(index, vector)| EmbeddingObject {
+            object: "embedding",
+            index,
+            embedding: if base64 {
+                EmbeddingVector::Base64(base64_f32(&vector))
             } else {
-                json!(vector)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+                EmbeddingVector::Float(vector)
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {
-            "prompt_tokens": embeddings.prompt_tokens,
-            "total_tokens": embeddings.prompt_tokens,
-        },
-    })))
+    Ok(Json(EmbeddingList {
+        object: "list",
+        data,
+        model,
+        usage: UsageObject::embedding(embeddings.prompt_tokens),
+    }))
 }
 
 fn served_embedding_models(names: &[String]) -> String {
@@ -183,6 +182,8 @@ fn base64_f32(vector: &[f32]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -14,10 +14,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
-use slmfn_models::{Completion, FinishReason, Usage};
+use slmfn_models::{Completion, FinishReason};
 
-use super::tools::{self, Tools};
+use super::responses::{
+    AssistantMessage, Choice, CompletionObject, Delta, ToolCallObject, UsageObject,
+};
+use super::tools::Tools;
 use super::wire::{ChatRequest, CompletionRequest, Plan, Sampling};
 use super::{
     GENERATION_TIMEOUT, OpenAiJson, cancelled, model_error, resolve_model, service, unix_now,
@@ -139,42 +141,38 @@ async fn whole(answer: Answer, mut generation: Generation) -> Result<Response, A
     let finish_reason = finish_reason(&completion, &generation)?;
     let calls = Some(&completion.tool_calls).filter(|c| answer.tools.is_some() && !c.is_empty());
     let choice = match (answer.kind, calls) {
-        (Kind::Chat, Some(calls)) => json!({
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": null,
-                "refusal": null,
-                "tool_calls": calls.iter().map(tools::call_json).collect::<Vec<_>>(),
+        (Kind::Chat, Some(calls)) => Choice::message(
+            AssistantMessage {
+                role: "assistant",
+                content: None,
+                refusal: None,
+                tool_calls: Some(calls.iter().map(|c| ToolCallObject::new(c, None)).collect()),
             },
-            "logprobs": null,
-            "finish_reason": "tool_calls",
-        }),
-        (Kind::Chat, None) => json!({
-            "index": 0,
-            "message": { "role": "assistant", "content": completion.text, "refusal": null },
-            "logprobs": null,
-            "finish_reason": finish_reason,
-        }),
-        (Kind::Text, _) => json!({
-            "index": 0,
-            "text": completion.text,
-            "logprobs": null,
-            "finish_reason": finish_reason,
-        }),
+            "tool_calls",
+        ),
+        (Kind::Chat, None) => Choice::message(
+            AssistantMessage {
+                role: "assistant",
+                content: Some(completion.text.clone()),
+                refusal: None,
+                tool_calls: None,
+            },
+            finish_reason,
+        ),
+        (Kind::Text, _) => Choice::text(completion.text.clone(), Some(finish_reason)),
     };
-    Ok(Json(json!({
-        "id": answer.id,
-        "object": match answer.kind {
+    Ok(Json(CompletionObject {
+        id: &answer.id,
+        object: match answer.kind {
             Kind::Chat => "chat.completion",
             Kind::Text => "text_completion",
         },
-        "created": answer.created,
-        "model": answer.model,
-        "system_fingerprint": null,
-        "choices": [choice],
-        "usage": usage(&completion.usage),
-    }))
+        created: answer.created,
+        model: &answer.model,
+        system_fingerprint: None,
+        choices: vec![choice],
+        usage: Some(UsageObject::generation(&completion.usage)),
+    })
     .into_response())
 }
 
@@ -187,16 +185,6 @@ fn finish_reason(
         FinishReason::Cancelled => Err(cancelled(generation)),
         reason => Ok(reason.as_str()),
     }
-}
-
-fn usage(usage: &Usage) -> Value {
-    json!({
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        // OpenAI's field for prompt tokens served from a cache.
-        "prompt_tokens_details": { "cached_tokens": usage.cached_tokens },
-    })
 }
 
 async fn stream(
@@ -215,7 +203,14 @@ async fn stream(
         held,
     };
     if let Kind::Chat = streamer.answer.kind {
-        let role = streamer.chunk(json!({ "role": "assistant", "content": "" }), None);
+        let role = streamer.chunk(Choice::delta(
+            Delta {
+                role: Some("assistant"),
+                content: Some(String::new()),
+                ..Delta::default()
+            },
+            None,
+        ));
         streamer.queue.push_back(role);
     }
     match first {
@@ -288,16 +283,18 @@ impl Streamer {
         if let Some(held) = self.held.take().filter(|h| !h.is_empty()) {
             match Some(&completion.tool_calls).filter(|c| !c.is_empty()) {
                 Some(calls) => {
-                    let deltas: Vec<Value> = calls
+                    let deltas = calls
                         .iter()
                         .enumerate()
-                        .map(|(i, c)| {
-                            let mut call = tools::call_json(c);
-                            call["index"] = json!(i);
-                            call
-                        })
+                        .map(|(i, c)| ToolCallObject::new(c, Some(i)))
                         .collect();
-                    let chunk = self.chunk(json!({ "tool_calls": deltas }), None);
+                    let chunk = self.chunk(Choice::delta(
+                        Delta {
+                            tool_calls: Some(deltas),
+                            ..Delta::default()
+                        },
+                        None,
+                    ));
                     self.queue.push_back(chunk);
                     reason = "tool_calls";
                 }
@@ -308,15 +305,13 @@ impl Streamer {
             }
         }
         let last = match self.answer.kind {
-            Kind::Chat => self.chunk(json!({}), Some(reason)),
-            Kind::Text => self.chunk(json!(""), Some(reason)),
+            Kind::Chat => self.chunk(Choice::delta(Delta::default(), Some(reason))),
+            Kind::Text => self.chunk(Choice::text(String::new(), Some(reason))),
         };
         self.queue.push_back(last);
         if self.include_usage {
             // OpenAI's shape: one more chunk, with no choices and the whole request's usage.
-            let mut body = self.envelope();
-            body["choices"] = json!([]);
-            body["usage"] = usage(&completion.usage);
+            let body = self.envelope(Vec::new(), Some(UsageObject::generation(&completion.usage)));
             self.queue.push_back(data(&body));
         }
         self.queue.push_back(Event::default().data("[DONE]"));
@@ -342,48 +337,41 @@ impl Streamer {
     }
 
     fn content(&self, text: &str) -> Event {
-        match self.answer.kind {
-            Kind::Chat => self.chunk(json!({ "content": text }), None),
-            Kind::Text => self.chunk(json!(text), None),
-        }
+        self.chunk(match self.answer.kind {
+            Kind::Chat => Choice::delta(
+                Delta {
+                    content: Some(text.to_string()),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            Kind::Text => Choice::text(text.to_string(), None),
+        })
     }
 
     /// A chunk with one choice: a chat `delta` or a completion's `text`.
-    fn chunk(&self, content: Value, finish_reason: Option<&str>) -> Event {
-        let mut body = self.envelope();
-        body["choices"] = match self.answer.kind {
-            Kind::Chat => json!([{
-                "index": 0,
-                "delta": content,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }]),
-            Kind::Text => json!([{
-                "index": 0,
-                "text": content,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }]),
-        };
-        data(&body)
+    fn chunk(&self, choice: Choice) -> Event {
+        data(&self.envelope(vec![choice], None))
     }
 
-    fn envelope(&self) -> Value {
-        json!({
-            "id": self.answer.id,
-            "object": match self.answer.kind {
+    fn envelope(&self, choices: Vec<Choice>, usage: Option<UsageObject>) -> CompletionObject<'_> {
+        CompletionObject {
+            id: &self.answer.id,
+            object: match self.answer.kind {
                 Kind::Chat => "chat.completion.chunk",
                 Kind::Text => "text_completion",
             },
-            "created": self.answer.created,
-            "model": self.answer.model,
-            "system_fingerprint": null,
-        })
+            created: self.answer.created,
+            model: &self.answer.model,
+            system_fingerprint: None,
+            choices,
+            usage,
+        }
     }
 }
 
-fn data(body: &Value) -> Event {
-    Event::default().data(body.to_string())
+fn data(body: &impl serde::Serialize) -> Event {
+    Event::default().data(serde_json::to_string(body).unwrap_or_default())
 }
 
 /// An error after the stream started: OpenAI's error object as the last event.

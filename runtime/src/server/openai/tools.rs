@@ -197,15 +197,3 @@ pub(super) fn history_calls(at: usize, calls: &Value) -> Result<Vec<ToolCall>, A
         })
         .collect()
 }
-
-/// A call as OpenAI's `tool_calls[i]`, with a fresh id.
-pub(super) fn call_json(call: &ToolCall) -> Value {
-    json!({
-        "id": format!("call_{}", uuid::Uuid::new_v4().simple()),
-        "type": "function",
-        "function": {
-            "name": call.name,
-            "arguments": call.arguments.to_string(),
-        },
-    })
-}
