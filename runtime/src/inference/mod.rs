@@ -178,11 +178,6 @@ impl Inference {
         self.default_embedding_model.as_deref()
     }
 
-    /// Whether the pool has a model by this name.
-    pub fn has_model(&self, model: &str) -> bool {
-        self.pool.spec(model).is_ok()
-    }
-
     /// The kind of the model of this name (`None`: no such model).
     pub fn kind(&self, model: &str) -> Option<ModelKind> {
         self.pool.kind(model).ok()
