@@ -172,6 +172,13 @@ pub struct ModelsConfig {
     /// `forever`. Default 5m.
     #[arg(long, env = "SLMFN_MODEL_KEEP_ALIVE", default_value = "5m")]
     pub model_keep_alive: String,
+
+    /// Keep `f32` copies of every chat model's matrices and process prompts with them, for 4
+    /// bytes per weight (+540 MB for SmolLM2-135M) and a longer load. Off by default: prompts
+    /// run through the quantized weights (8-bit activations, as llama.cpp does). A models
+    /// file sets it per model (`dense_prefill = true`).
+    #[arg(long, env = "SLMFN_MODEL_DENSE_PREFILL")]
+    pub model_dense_prefill: bool,
 }
 
 /// Log output format.

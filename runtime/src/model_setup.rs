@@ -116,6 +116,11 @@ pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConf
             return Ok(None);
         }
     }
+    if config.model_dense_prefill {
+        for entry in &mut entries {
+            entry.dense_prefill = true;
+        }
+    }
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     let unknown = |what, name: &str| ModelsConfigError::Unknown {
         what,
@@ -206,6 +211,7 @@ mod tests {
             model_parallel: 1,
             model_queue_depth: 4,
             model_keep_alive: "5m".into(),
+            model_dense_prefill: false,
         }
     }
 

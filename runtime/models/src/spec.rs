@@ -37,7 +37,7 @@ pub struct ModelSpec {
     pub path: PathBuf,
     /// Cap on the context window (`None`: the model's trained window).
     pub context_length: Option<usize>,
-    /// `f32` copies of the matrices for fast, exact prompt processing (see
+    /// `f32` copies of the matrices for prompts (off by default, see
     /// [`crate::LoadOptions::dense_prefill`]).
     pub dense_prefill: bool,
     /// Sampling for requests that bring none.
@@ -61,7 +61,7 @@ impl ModelSpec {
             kind: ModelKind::Chat,
             path: path.into(),
             context_length: None,
-            dense_prefill: true,
+            dense_prefill: false,
             defaults: SamplingParams::default(),
             keep_alive: KeepAlive::default(),
             preload: false,

@@ -96,7 +96,7 @@ fn block(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
 #[inline(always)]
 fn tile<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[f32]; C]) -> [[f32; C]; R] {
     #[cfg(target_arch = "x86_64")]
-    if super::x86::available() {
+    if super::simd() {
         return super::x86::dense_tile(x, w);
     }
     tile_portable(x, w)

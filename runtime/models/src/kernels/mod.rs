@@ -11,7 +11,13 @@
 //! - [`QMatrix::gemv`]: rows times the vector, with AVX2 (`x86` module, chosen at run time) or
 //!   the portable scalar code, which is also the reference the SIMD code is tested against.
 //! - [`par_gemv`]: the same, rows split over the rayon pool in one fork/join.
-//! - [`dense`]: batch-invariant `f32` matrix products for prompts.
+//! - [`batch`]: the same products for several tokens at once ([`Q8Batch`], [`par_gemm`]):
+//!   prompts through the quantized weights.
+//! - [`dense`]: batch-invariant `f32` matrix products for prompts (the opt-in `f32` copies).
+//!
+//! SIMD code runs where the CPU has it ([`isa`]); `SLMFN_KERNELS=scalar` in the environment
+//! forces the portable code (what a CPU without AVX2 runs), `SLMFN_KERNELS=avx2` leaves out
+//! AVX-512 VNNI; read once per process.
 
 use std::ops::Range;
 
@@ -19,9 +25,61 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 use rayon::prelude::*;
 
+pub(crate) mod batch;
 pub(crate) mod dense;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub(crate) use batch::{Q8Batch, par_gemm};
+
+/// The instruction sets the kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Isa {
+    /// Portable code: the reference, and what a CPU without AVX2 runs.
+    Scalar,
+    /// AVX2 + FMA + F16C (x86-64-v3).
+    Avx2,
+    /// AVX2 with AVX-512 VNNI's `vpdpbusd` on 256-bit registers for the batched products'
+    /// integer sums (the same integers, fewer instructions).
+    Avx2Vnni,
+}
+
+impl Isa {
+    /// What this CPU runs, best first.
+    pub(crate) fn supported() -> Vec<Isa> {
+        let mut all = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::available() {
+                all.push(Isa::Avx2);
+            }
+            if x86::vnni_available() {
+                all.push(Isa::Avx2Vnni);
+            }
+        }
+        all.reverse();
+        all
+    }
+}
+
+/// The instruction set the kernels use: the best this CPU has, capped by `SLMFN_KERNELS`
+/// (`scalar` or `avx2`) in the environment, read once per process.
+pub(crate) fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let cap = match std::env::var("SLMFN_KERNELS").as_deref() {
+            Ok("scalar") => Isa::Scalar,
+            Ok("avx2") => Isa::Avx2,
+            _ => Isa::Avx2Vnni,
+        };
+        Isa::supported()[0].min(cap)
+    })
+}
+
+/// Whether the SIMD kernels run ([`isa`] is not [`Isa::Scalar`]).
+pub(crate) fn simd() -> bool {
+    isa() != Isa::Scalar
+}
 
 /// Values per quantization block.
 pub(crate) const BLOCK: usize = 32;
@@ -164,7 +222,7 @@ impl QMatrix {
         assert!(rows.end <= self.rows, "rows {rows:?} of {}", self.rows);
         let data = self.row_data(rows);
         #[cfg(target_arch = "x86_64")]
-        if x86::available() {
+        if simd() {
             match self.format {
                 Format::Q4_1 => x86::q4_1(data, self.row_bytes(), x, out),
                 Format::Q8_0 => x86::q8_0(data, self.row_bytes(), x, out),
@@ -185,9 +243,10 @@ impl QMatrix {
     fn gemv_scalar_data(&self, data: &[u8], x: &Q8Vector, out: &mut [f32]) {
         let rb = self.row_bytes();
         for (row, out) in data.chunks_exact(rb).zip(out) {
+            let (d, s) = (|b: usize| x.d[b], |b: usize| x.s[b]);
             *out = match self.format {
-                Format::Q4_1 => scalar_q4_1(row, x),
-                Format::Q8_0 => scalar_q8_0(row, x),
+                Format::Q4_1 => scalar_q4_1(row, &x.qs, d, s),
+                Format::Q8_0 => scalar_q8_0(row, &x.qs, d),
             };
         }
     }
@@ -215,33 +274,50 @@ fn dequantize_block(format: Format, block: &[u8], out: &mut [f32]) {
     }
 }
 
-/// candle's `BlockQ4_1::vec_dot` (ggml's `ggml_vec_dot_q4_1_q8_1`, generic version).
-fn scalar_q4_1(row: &[u8], x: &Q8Vector) -> f32 {
+/// candle's `BlockQ4_1::vec_dot` (ggml's `ggml_vec_dot_q4_1_q8_1`, generic version): `row`
+/// with the activation `xq` whose block `b` has scale `d(b)` and sum `s(b)`.
+fn scalar_q4_1(row: &[u8], xq: &[i8], d: impl Fn(usize) -> f32, s: impl Fn(usize) -> f32) -> f32 {
     let mut sum = 0f32;
     for (b, block) in row.chunks_exact(Format::Q4_1.block_bytes()).enumerate() {
-        let xq = &x.qs[b * BLOCK..(b + 1) * BLOCK];
+        let xq = &xq[b * BLOCK..(b + 1) * BLOCK];
         let mut sumi = 0i32;
         for (j, &q) in block[4..20].iter().enumerate() {
             sumi += (q & 0x0F) as i32 * xq[j] as i32 + (q >> 4) as i32 * xq[j + 16] as i32;
         }
-        sum += sumi as f32 * f16_at(block, 0) * x.d[b] + f16_at(block, 2) * x.s[b];
+        sum += sumi as f32 * f16_at(block, 0) * d(b) + f16_at(block, 2) * s(b);
     }
     sum
 }
 
-/// candle's `BlockQ8_0::vec_dot_unopt`.
-fn scalar_q8_0(row: &[u8], x: &Q8Vector) -> f32 {
+/// candle's `BlockQ8_0::vec_dot_unopt`, the activation given as in [`scalar_q4_1`].
+fn scalar_q8_0(row: &[u8], xq: &[i8], d: impl Fn(usize) -> f32) -> f32 {
     let mut sum = 0f32;
     for (b, block) in row.chunks_exact(Format::Q8_0.block_bytes()).enumerate() {
-        let xq = &x.qs[b * BLOCK..(b + 1) * BLOCK];
+        let xq = &xq[b * BLOCK..(b + 1) * BLOCK];
         let sumi: i32 = block[2..34]
             .iter()
             .zip(xq)
             .map(|(&w, &a)| w as i8 as i32 * a as i32)
             .sum();
-        sum += sumi as f32 * f16_at(block, 0) * x.d[b];
+        sum += sumi as f32 * f16_at(block, 0) * d(b);
     }
     sum
+}
+
+/// Quantizes the 32 values `xs` into `qs` as candle's `BlockQ8_1::from_float` does; returns
+/// the scale `d` and the block sum `d * sum(qs)`, both rounded through `f16` as the ggml block
+/// stores them.
+fn quantize_block(xs: &[f32], qs: &mut [i8]) -> (f32, f32) {
+    let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(xs) {
+        *q = (v * id).round() as i8;
+        sum += *q as i32;
+    }
+    let d16 = f16::from_f32(d);
+    (d16.to_f32(), (f16::from_f32(sum as f32) * d16).to_f32())
 }
 
 /// An activation vector quantized to blocks of 32 `i8` with a scale `d` and, for `Q4_1`'s
@@ -272,17 +348,7 @@ impl Q8Vector {
             .zip(self.qs.chunks_exact_mut(BLOCK))
             .enumerate()
         {
-            let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, &v) in qs.iter_mut().zip(xs) {
-                *q = (v * id).round() as i8;
-                sum += *q as i32;
-            }
-            let d16 = f16::from_f32(d);
-            self.d[b] = d16.to_f32();
-            self.s[b] = (f16::from_f32(sum as f32) * d16).to_f32();
+            (self.d[b], self.s[b]) = quantize_block(xs, qs);
         }
     }
 }
@@ -307,7 +373,7 @@ pub(crate) fn par_gemv(m: &QMatrix, x: &Q8Vector, rows: Range<usize>, out: &mut 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
     use rand::rngs::StdRng;
@@ -315,7 +381,12 @@ mod tests {
 
     use super::*;
 
-    fn random_matrix(rng: &mut StdRng, format: Format, rows: usize, cols: usize) -> QMatrix {
+    pub(super) fn random_matrix(
+        rng: &mut StdRng,
+        format: Format,
+        rows: usize,
+        cols: usize,
+    ) -> QMatrix {
         let blocks = rows * cols / BLOCK;
         let mut data = Vec::with_capacity(blocks * format.block_bytes());
         for _ in 0..blocks {
@@ -335,7 +406,7 @@ mod tests {
         QMatrix::new(format, rows, cols, data)
     }
 
-    fn random_vector(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    pub(super) fn random_vector(rng: &mut StdRng, n: usize) -> Vec<f32> {
         let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
         // An all-zero block (d = 0) and an outlier.
         if n >= 2 * BLOCK {
@@ -346,7 +417,7 @@ mod tests {
     }
 
     /// Scalar reference with the terms taken in absolute value: a bound on the float error.
-    fn magnitude(m: &QMatrix, x: &Q8Vector, row: usize) -> f32 {
+    pub(super) fn magnitude(m: &QMatrix, x: &Q8Vector, row: usize) -> f32 {
         let deq = m.dequantize(row..row + 1);
         let mut xs = vec![0f32; x.len()];
         for (b, chunk) in xs.chunks_exact_mut(BLOCK).enumerate() {
@@ -526,6 +597,35 @@ pub(crate) mod bench {
                 gbs(one),
                 gbs(par)
             );
+        }
+    }
+
+    /// Batched products on SmolLM2-135M's layer shapes, one thread and the pool, by tokens.
+    #[test]
+    #[ignore]
+    fn gemm_timings() {
+        let mut rng = StdRng::seed_from_u64(4);
+        for (rows, cols) in [(960, 576), (3072, 576), (576, 1536)] {
+            let bytes = rows * cols / BLOCK * 20;
+            let data = (0..bytes).map(|_| rng.random::<u8>()).collect();
+            let m = QMatrix::new(Format::Q4_1, rows, cols, data);
+            for tokens in [1, 2, 4, 6, 8, 16, 43, 200] {
+                let x: Vec<f32> = (0..tokens * cols)
+                    .map(|_| rng.random_range(-1.0f32..1.0))
+                    .collect();
+                let mut q = Q8Batch::default();
+                let mut out = vec![0f32; rows * tokens];
+                let quantize = best(50, || q.quantize(&x, cols));
+                let one = best(50, || m.gemm(&q, 0..tokens, 0..rows, &mut out));
+                let par = best(50, || rayon::scope(|_| par_gemm(&m, &q, 0..rows, &mut out)));
+                let gmacs = |d: Duration| (rows * cols * tokens) as f64 / d.as_secs_f64() / 1e9;
+                println!(
+                    "{rows}x{cols}, {tokens:3} tokens: quantize {quantize:?}, one thread \
+                     {one:?} ({:.1} GMAC/s), pool {par:?} ({:.1} GMAC/s)",
+                    gmacs(one),
+                    gmacs(par)
+                );
+            }
         }
     }
 

@@ -10,6 +10,9 @@
 //! only the order of the float additions differs from the scalar code (8 lanes, then a
 //! horizontal sum).
 //!
+//! [`gemm`] does the same for a batch of tokens ([`super::Q8Batch`]) in tiles of up to 4 tokens
+//! × 2 rows, each product with `gemv`'s operations in `gemv`'s order (see [`tile`]).
+//!
 //! The only unsafe code of the crate: intrinsics need `unsafe` for their pointer loads and for
 //! calling `#[target_feature]` functions. The public functions check every length the loads
 //! rely on, then call the kernels.
@@ -18,7 +21,10 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, Format, Q8Vector};
+use std::ops::Range;
+
+use super::batch::TILE;
+use super::{BLOCK, Format, Q8Batch, Q8Vector};
 
 /// Whether this CPU runs these kernels (cached by `std` after the first call).
 pub(super) fn available() -> bool {
@@ -143,6 +149,287 @@ unsafe fn q8_0_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
     }
     hsum(acc)
 }
+
+/// Weight rows per tile of [`gemm`].
+const TILE_ROWS: usize = 2;
+/// Weight rows per pass of all the tokens: 16 rows of 1536 `Q4_1` values are 15 KB, which
+/// stay in L1 while every tile of tokens reads them.
+const ROW_BLOCK: usize = 16;
+
+/// Whether this CPU has AVX-512 VNNI on 256-bit registers (`vpdpbusd`), which [`gemm`] uses
+/// for the integer block sums in place of `maddubs` + `madd` (one instruction for two; the
+/// sums are the same integers).
+pub(super) fn vnni_available() -> bool {
+    available() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+}
+
+/// `out[i * n + r] = row r of data . token (tokens.start + i) of x`, `n` the rows in `data`;
+/// with `vnni`, the integer sums through `vpdpbusd`.
+pub(super) fn gemm(
+    format: Format,
+    data: &[u8],
+    row_bytes: usize,
+    x: &Q8Batch,
+    tokens: Range<usize>,
+    out: &mut [f32],
+    vnni: bool,
+) {
+    assert!(available(), "AVX2/FMA/F16C kernels on a CPU without them");
+    assert!(
+        !vnni || vnni_available(),
+        "VNNI kernels on a CPU without them"
+    );
+    let bb = format.block_bytes();
+    assert!(row_bytes.is_multiple_of(bb), "row of {row_bytes} bytes");
+    let blocks = row_bytes / bb;
+    assert!(data.len().is_multiple_of(row_bytes), "weight bytes");
+    let n = data.len() / row_bytes;
+    assert_eq!(x.blocks, blocks, "activation length");
+    assert!(tokens.end <= x.tokens, "tokens");
+    assert_eq!(x.qs.len(), x.tokens * blocks * BLOCK, "activation values");
+    let scales = x.tokens * blocks + TILE - 1;
+    assert!(
+        x.d.len() >= scales && x.s.len() >= scales,
+        "activation scales"
+    );
+    assert_eq!(out.len(), tokens.len() * n, "output length");
+    // SAFETY: the CPU has AVX2, FMA and F16C, and VNNI where asked for (asserted); `data`
+    // holds `n` rows of `blocks` blocks of `format`; every token of `tokens` has `blocks`
+    // blocks in `x.qs`, and the block-major scales hold `tokens * blocks` values plus
+    // `TILE - 1`, so a tile's 4-wide loads at any token stay inside them: the bounds the
+    // kernels read within.
+    unsafe {
+        if vnni {
+            with_vnni::gemm(format, data, row_bytes, n, x, tokens, out)
+        } else {
+            with_avx2::gemm(format, data, row_bytes, n, x, tokens, out)
+        }
+    }
+}
+
+/// The integer sums of a block's 32 products, in 8 lanes of 4: `q` unsigned, `a` signed.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_maddubs(q: __m256i, a: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
+}
+
+/// [`dot_maddubs`] in one instruction (the `i16` pair sums of `maddubs` cannot saturate
+/// here, see the module docs, so both give the same integers).
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+#[inline]
+fn dot_vnni(q: __m256i, a: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, a)
+}
+
+/// The batched kernels, once per instruction set: `$features` enabled, `$dot` for the
+/// integer block sums.
+macro_rules! gemm_kernels {
+    ($module:ident, $features:literal, $dot:ident) => {
+        mod $module {
+            use std::arch::x86_64::*;
+            use std::ops::Range;
+
+            use super::super::batch::TILE;
+            use super::super::{BLOCK, Format, Q8Batch};
+            use super::{ROW_BLOCK, TILE_ROWS, hsum};
+
+            /// See [`super::gemm`], which checks what this reads.
+            ///
+            /// # Safety
+            /// As `super::gemm` asserts, `n` rows in `data`.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn gemm(
+                format: Format,
+                data: &[u8],
+                row_bytes: usize,
+                n: usize,
+                x: &Q8Batch,
+                tokens: Range<usize>,
+                out: &mut [f32],
+            ) {
+                for r0 in (0..n).step_by(ROW_BLOCK) {
+                    let rows = r0..(r0 + ROW_BLOCK).min(n);
+                    let mut t = tokens.start;
+                    while t < tokens.end {
+                        let take = (tokens.end - t).min(TILE);
+                        let at = (t - tokens.start) * n;
+                        let out = &mut *out;
+                        let rows = rows.clone();
+                        // SAFETY: rows within `n`, tokens t..t + take within `tokens`, which
+                        // the caller vouches for.
+                        unsafe {
+                            match (format, take) {
+                                (Format::Q4_1, 1) => {
+                                    block::<1, true>(data, row_bytes, rows, x, t, out, at, n)
+                                }
+                                (Format::Q4_1, 2) => {
+                                    block::<2, true>(data, row_bytes, rows, x, t, out, at, n)
+                                }
+                                (Format::Q4_1, 3) => {
+                                    block::<3, true>(data, row_bytes, rows, x, t, out, at, n)
+                                }
+                                (Format::Q4_1, _) => {
+                                    block::<4, true>(data, row_bytes, rows, x, t, out, at, n)
+                                }
+                                (Format::Q8_0, 1) => {
+                                    block::<1, false>(data, row_bytes, rows, x, t, out, at, n)
+                                }
+                                (Format::Q8_0, 2) => {
+                                    block::<2, false>(data, row_bytes, rows, x, t, out, at, n)
+                                }
+                                (Format::Q8_0, 3) => {
+                                    block::<3, false>(data, row_bytes, rows, x, t, out, at, n)
+                                }
+                                (Format::Q8_0, _) => {
+                                    block::<4, false>(data, row_bytes, rows, x, t, out, at, n)
+                                }
+                            }
+                        }
+                        t += take;
+                    }
+                }
+            }
+
+            /// Tokens `t..t + R` times rows `rows` of `data` (`Q4_1` if `Q4`, else `Q8_0`),
+            /// into `out[at + i * n + r]`.
+            ///
+            /// # Safety
+            /// The rows are within `data`, the tokens within `x`; the CPU has `$features`.
+            #[target_feature(enable = $features)]
+            #[inline]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn block<const R: usize, const Q4: bool>(
+                data: &[u8],
+                row_bytes: usize,
+                rows: Range<usize>,
+                x: &Q8Batch,
+                t: usize,
+                out: &mut [f32],
+                at: usize,
+                n: usize,
+            ) {
+                let mut put = |r: usize, tile: &[[f32; TILE_ROWS]; R], c: usize| {
+                    for (i, tile) in tile.iter().enumerate() {
+                        let o = at + i * n + r;
+                        out[o..o + c].copy_from_slice(&tile[..c]);
+                    }
+                };
+                let mut r = rows.start;
+                while r + TILE_ROWS <= rows.end {
+                    // SAFETY: rows r and r + 1 are within `data`; the tokens, see the caller.
+                    let w = unsafe { data.as_ptr().add(r * row_bytes) };
+                    let tile = unsafe { tile::<R, TILE_ROWS, Q4>(w, row_bytes, x, t) };
+                    put(r, &tile, TILE_ROWS);
+                    r += TILE_ROWS;
+                }
+                if r < rows.end {
+                    // SAFETY: row r is within `data`.
+                    let w = unsafe { data.as_ptr().add(r * row_bytes) };
+                    let tile = unsafe { tile::<R, 1, Q4>(w, row_bytes, x, t) };
+                    put(r, &tile.map(|[v]| [v, 0.0]), 1);
+                }
+            }
+
+            /// The products of tokens `t..t + R` of `x` with the `C` rows at `w` (`row_bytes`
+            /// apart), in `Q4_1` if `Q4`, else `Q8_0`.
+            ///
+            /// Per product, exactly what `q4_1_row` / `q8_0_row` compute for one token: the
+            /// integer block sums, accumulated as `fma(f32(sum), d_w * d_x, acc)` over the
+            /// blocks in order, `hsum` of the 8 lanes, plus (`Q4_1`) the minimum terms
+            /// `m_w * s_x` added in block order — here in the lanes of one vector, with the
+            /// same separate multiply and add, so the same bits.
+            ///
+            /// # Safety
+            /// `w` points to `C` rows of `x.blocks` blocks each, `row_bytes` apart; tokens
+            /// `t..t + R` are within `x`, whose block-major scales carry `TILE - 1` padding
+            /// values; the CPU has `$features`.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn tile<const R: usize, const C: usize, const Q4: bool>(
+                w: *const u8,
+                row_bytes: usize,
+                x: &Q8Batch,
+                t: usize,
+            ) -> [[f32; C]; R] {
+                const { assert!(R <= TILE && C <= TILE_ROWS && C > 0) };
+                let (blocks, tokens) = (x.blocks, x.tokens);
+                let bb = if Q4 { 20 } else { 34 };
+                let low = _mm256_set1_epi8(0x0F);
+                let mut acc = [[_mm256_setzero_ps(); C]; R];
+                // Lane 4c + i: the minimum terms of row c and token t + i.
+                let mut mins = _mm256_setzero_ps();
+                for b in 0..blocks {
+                    let mut q = [_mm256_setzero_si256(); C];
+                    let mut sign = [_mm256_setzero_si256(); C];
+                    let mut dw = [_mm256_setzero_ps(); C];
+                    let mut mw = [_mm_setzero_ps(); C];
+                    for c in 0..C {
+                        // SAFETY: block b of row c is within the `C` rows at `w` (caller).
+                        let (dm, raw) = unsafe {
+                            let block = w.add(c * row_bytes + b * bb);
+                            let dm = block.cast::<i32>().read_unaligned();
+                            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
+                            if Q4 {
+                                let raw = _mm_loadu_si128(block.add(4).cast());
+                                (dm, _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw))
+                            } else {
+                                (dm, _mm256_loadu_si256(block.add(2).cast()))
+                            }
+                        };
+                        dw[c] = _mm256_broadcastss_ps(dm);
+                        if Q4 {
+                            q[c] = _mm256_and_si256(raw, low);
+                            mw[c] = _mm_permute_ps::<0b01_01_01_01>(dm);
+                        } else {
+                            // |q|, unsigned, with q's sign moved onto the activation below.
+                            q[c] = _mm256_sign_epi8(raw, raw);
+                            sign[c] = raw;
+                        }
+                    }
+                    let at = b * tokens + t;
+                    if Q4 {
+                        // SAFETY: 4 sums from `at` are within the padded block-major sums.
+                        let s = unsafe { _mm_loadu_ps(x.s.as_ptr().add(at)) };
+                        let m = _mm256_set_m128(mw[C - 1], mw[0]);
+                        mins = _mm256_add_ps(mins, _mm256_mul_ps(m, _mm256_set_m128(s, s)));
+                    }
+                    for i in 0..R {
+                        // SAFETY: token t + i is within `x` (caller): its block b is 32
+                        // values at this offset, its scale at `at + i`.
+                        let (a, dx) = unsafe {
+                            let a = x.qs.as_ptr().add(((t + i) * blocks + b) * BLOCK);
+                            (
+                                _mm256_loadu_si256(a.cast()),
+                                _mm256_set1_ps(*x.d.get_unchecked(at + i)),
+                            )
+                        };
+                        for c in 0..C {
+                            let a = if Q4 { a } else { _mm256_sign_epi8(a, sign[c]) };
+                            let p = super::$dot(q[c], a);
+                            let scale = _mm256_mul_ps(dw[c], dx);
+                            acc[i][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[i][c]);
+                        }
+                    }
+                }
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` holds 8 floats.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), mins) };
+                let mut result = [[0f32; C]; R];
+                for i in 0..R {
+                    for c in 0..C {
+                        let sum = hsum(acc[i][c]);
+                        result[i][c] = if Q4 { sum + lanes[4 * c + i] } else { sum };
+                    }
+                }
+                result
+            }
+        }
+    };
+}
+
+gemm_kernels!(with_avx2, "avx2,fma,f16c", dot_maddubs);
+gemm_kernels!(with_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_vnni);
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]

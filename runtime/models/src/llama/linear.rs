@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
-use rayon::prelude::*;
 
 use super::Phase;
 use super::ops::add_assign;
 use crate::error::Result;
 use crate::gguf::GgufFile;
-use crate::kernels::{Q8Vector, QMatrix, dense, par_gemv};
+use crate::kernels::{Q8Batch, Q8Vector, QMatrix, dense, par_gemm, par_gemv};
 
 /// Where the quantized weights of a matrix live.
 pub(super) enum Quant {
@@ -52,6 +51,14 @@ impl Linear {
             quant: Quant::Own { matrix, rows },
             dense: None,
             bias: None,
+        }
+    }
+
+    /// Output rows of our kernels' matrix (0 for candle's).
+    fn out_rows(&self) -> usize {
+        match &self.quant {
+            Quant::Own { rows, .. } => rows.len(),
+            Quant::Candle(_) => 0,
         }
     }
 
@@ -115,18 +122,7 @@ impl Linear {
                 let data = &cpu.as_slice::<f32>()?[layout.start_offset()..][..n * k];
                 dense::matmul(x, data, k)
             }
-            (None, Quant::Own { matrix, rows }) => {
-                let (k, n) = (matrix.cols(), rows.len());
-                let mut out = vec![0f32; x.len() / k * n];
-                out.par_chunks_mut(n).zip(x.par_chunks(k)).for_each_init(
-                    Q8Vector::default,
-                    |q, (out, x)| {
-                        q.quantize(x);
-                        matrix.gemv(q, rows.clone(), out);
-                    },
-                );
-                out
-            }
+            (None, Quant::Own { matrix, rows }) => quantized_rows(matrix, rows, x),
             (None, Quant::Candle(_)) => {
                 return Err(candle_core::Error::Msg(
                     "no row kernels for candle's quantized formats".into(),
@@ -158,19 +154,65 @@ impl Linear {
                     q.quantize(&xs);
                     rayon::scope(|_| par_gemv(matrix, &q, rows.clone(), &mut out));
                 } else {
-                    // One token per task: the rows of a prompt are independent.
-                    out.par_chunks_mut(n).zip(xs.par_chunks(k)).for_each_init(
-                        Q8Vector::default,
-                        |q, (out, x)| {
-                            q.quantize(x);
-                            matrix.gemv(q, rows.clone(), out);
-                        },
-                    );
+                    out = quantized_rows(matrix, rows, &xs);
                 }
                 Ok(Tensor::from_vec(out, (b, seq, n), x.device())?)
             }
         }
     }
+}
+
+/// [`Linear::rows`] of several matrices over the same input, each output with its bias: one
+/// batched product where they are row ranges of one stacked matrix (q/k/v, gate/up), whose
+/// output rows are then split.
+pub(super) fn rows_of(
+    linears: &[&Linear],
+    x: &[f32],
+    biases: &[Option<&[f32]>],
+) -> Result<Vec<Vec<f32>>> {
+    let plain = |l: &Linear| l.dense.is_none() && matches!(l.quant, Quant::Own { .. });
+    let whole = match linears.iter().all(|l| plain(l)) {
+        true => stacked(linears),
+        false => None,
+    };
+    let Some(matrix) = whole else {
+        return linears
+            .iter()
+            .zip(biases)
+            .map(|(l, bias)| l.rows(x, *bias))
+            .collect();
+    };
+    let all = quantized_rows(&matrix, &(0..matrix.rows()), x);
+    let mut outs: Vec<Vec<f32>> = linears
+        .iter()
+        .map(|l| Vec::with_capacity(all.len() / matrix.rows() * l.out_rows()))
+        .collect();
+    for row in all.chunks_exact(matrix.rows()) {
+        let mut start = 0;
+        for ((l, out), bias) in linears.iter().zip(&mut outs).zip(biases) {
+            let part = &row[start..start + l.out_rows()];
+            start += part.len();
+            let at = out.len();
+            out.extend_from_slice(part);
+            if let Some(bias) = bias {
+                add_assign(&mut out[at..], bias);
+            }
+        }
+    }
+    Ok(outs)
+}
+
+/// `x` (rows of `matrix.cols()` floats) times rows `rows` of `matrix`: the tokens quantized to
+/// 8 bits, then one batched product over the pool (each token's result independent of the
+/// others, and the bits `gemv` gives it alone).
+fn quantized_rows(matrix: &QMatrix, rows: &Range<usize>, x: &[f32]) -> Vec<f32> {
+    rayon::scope(|_| {
+        let mut q = Q8Batch::default();
+        q.quantize(x, matrix.cols());
+        let mut out = vec![0f32; q.tokens() * rows.len()];
+        par_gemm(matrix, &q, rows.clone(), &mut out);
+        out
+    })
 }
 
 /// Reads the matrices `names` (same input width). When our kernels read them all, they become

@@ -14,7 +14,7 @@
 //! for the devices and formats this one does not cover; there the prompt cache is off.
 
 use super::attention::attend_rows;
-use super::linear::Linear;
+use super::linear::{Linear, rows_of};
 use super::ops::{Norm, add_assign};
 use super::{Llama, LlamaCache};
 use crate::error::Result;
@@ -33,8 +33,13 @@ impl Llama {
     }
 
     /// Runs the prompt `tokens` at the positions following the cache's, on plain rows; returns
-    /// the logits of the last one.
+    /// the logits of the last one. The whole pass runs on the rayon pool, as generation's step
+    /// does: each product splits with a join, not a wake-up of a sleeping thread.
     pub(super) fn prompt_rows(&self, cache: &mut LlamaCache, tokens: &[u32]) -> Result<Vec<f32>> {
+        rayon::scope(|_| self.prompt_rows_in_pool(cache, tokens))
+    }
+
+    fn prompt_rows_in_pool(&self, cache: &mut LlamaCache, tokens: &[u32]) -> Result<Vec<f32>> {
         let shape = self.shape;
         let half = shape.head_dim / 2;
         let q_dim = shape.heads * shape.head_dim;
@@ -55,11 +60,17 @@ impl Llama {
         for (layer, kv) in self.layers.iter().zip(&mut cache.layers) {
             let h = norm_rows(&layer.attn_norm, &x, dim);
             let bias = |range: std::ops::Range<usize>| layer.qkv_bias.as_ref().map(|b| &b[range]);
-            let mut q = layer.wq.rows(&h, bias(0..q_dim))?;
-            let mut k = layer.wk.rows(&h, bias(q_dim..q_dim + kv_dim))?;
-            let v = layer
-                .wv
-                .rows(&h, bias(q_dim + kv_dim..q_dim + 2 * kv_dim))?;
+            let [mut q, mut k, v]: [Vec<f32>; 3] = rows_of(
+                &[&layer.wq, &layer.wk, &layer.wv],
+                &h,
+                &[
+                    bias(0..q_dim),
+                    bias(q_dim..q_dim + kv_dim),
+                    bias(q_dim + kv_dim..q_dim + 2 * kv_dim),
+                ],
+            )?
+            .try_into()
+            .expect("three outputs");
             if let Some(norm) = &layer.q_norm {
                 norm.apply_each(&mut q);
             }
@@ -97,7 +108,9 @@ fn norm_rows(norm: &Norm, x: &[f32], dim: usize) -> Vec<f32> {
 
 /// `silu(gate · h) * (up · h)`, row by row: generation's expression.
 fn gated(gate: &Linear, up: &Linear, h: &[f32]) -> Result<Vec<f32>> {
-    let (g, u) = (gate.rows(h, None)?, up.rows(h, None)?);
+    let [g, u]: [Vec<f32>; 2] = rows_of(&[gate, up], h, &[None, None])?
+        .try_into()
+        .expect("two outputs");
     Ok(g.iter()
         .zip(&u)
         .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)

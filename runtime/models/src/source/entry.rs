@@ -30,6 +30,8 @@ pub struct ModelEntry {
     pub parallel: usize,
     /// Requests that may wait when all sessions are busy.
     pub queue_depth: usize,
+    /// Keep `f32` copies of the matrices for prompts ([`crate::LoadOptions::dense_prefill`]).
+    pub dense_prefill: bool,
 }
 
 impl ModelEntry {
@@ -47,6 +49,7 @@ impl ModelEntry {
             preload: defaults.preload,
             parallel: defaults.parallel,
             queue_depth: defaults.queue_depth,
+            dense_prefill: defaults.dense_prefill,
         }
     }
 
@@ -74,7 +77,7 @@ impl ModelEntry {
     }
 
     /// The pool's spec for this model, its file being at `path` (verified by the caller, see
-    /// [`super::ModelCache::verify`]). Sampling defaults and `dense_prefill` are the pool's.
+    /// [`super::ModelCache::verify`]). Sampling defaults are the pool's.
     pub fn to_spec(&self, path: impl Into<PathBuf>) -> ModelSpec {
         let mut spec = ModelSpec::new(self.name.clone(), path);
         spec.kind = self.kind;
@@ -83,6 +86,7 @@ impl ModelEntry {
         spec.preload = self.preload;
         spec.parallel = self.parallel;
         spec.queue_depth = self.queue_depth;
+        spec.dense_prefill = self.dense_prefill;
         spec
     }
 }

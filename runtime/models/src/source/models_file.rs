@@ -11,6 +11,7 @@
 //! keep_alive = "10m"              # optional ("5m"): a duration, "0" or "forever"
 //! parallel = 2                    # optional (1): concurrent sessions
 //! queue_depth = 16                # optional (8): waiting requests
+//! dense_prefill = true            # optional (false): f32 copies of the matrices for prompts
 //! ```
 
 use std::collections::BTreeMap;
@@ -68,6 +69,10 @@ pub struct ModelConfig {
     /// Requests that may wait when all sessions are busy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_depth: Option<usize>,
+    /// Keep `f32` copies of the matrices for prompts (4 bytes per weight, see
+    /// [`crate::LoadOptions::dense_prefill`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dense_prefill: bool,
 }
 
 impl ModelsFile {
@@ -130,6 +135,7 @@ impl ModelConfig {
         if let Some(queue_depth) = self.queue_depth {
             entry.queue_depth = queue_depth;
         }
+        entry.dense_prefill = self.dense_prefill;
         entry.validate()?;
         Ok(entry)
     }
