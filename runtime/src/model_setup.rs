@@ -164,6 +164,7 @@ pub fn build(config: &ModelsConfig) -> Result<Option<Arc<Inference>>, ModelsConf
     tracing::info!(
         device = %slmfn_models::device::describe(&device),
         gpu_support = slmfn_models::device::gpu_support(),
+        cpu_kernels = slmfn_models::cpu_kernels(),
         "inference device"
     );
     let pool = ModelPool::new(

@@ -6,9 +6,10 @@
 //!     token ids: PROMPT_FILE's text cut to N tokens (raw completion, BOS as the model wants),
 //!     and one chat prompt (system + user) per question file, rendered with the model's
 //!     template; the llama.cpp side evaluates exactly these ids
-//! inference_bench generate MODEL TOKENS_JSON GEN RUNS [quantized]
+//! inference_bench generate MODEL TOKENS_JSON GEN RUNS [dense]
 //!     load (timed), then RUNS greedy generations of GEN tokens, end-of-generation ignored;
-//!     `quantized` processes the prompt with the quantized kernels instead of the f32 copies
+//!     `dense` processes the prompt with `f32` copies of the matrices (the opt-in) instead of
+//!     the quantized kernels
 //! inference_bench pool MODEL SYSTEM_FILE
 //!     a ModelPool as the runtime builds it (one session, model preloaded), then for each line
 //!     of standard input (a question file) one chat call (system + question) of max_tokens=1,
@@ -48,7 +49,7 @@ fn main() -> anyhow::Result<()> {
             arg(2)?,
             arg(3)?.parse()?,
             arg(4)?.parse()?,
-            args.get(5).map(String::as_str) == Some("quantized"),
+            args.get(5).map(String::as_str) == Some("dense"),
         ),
         "pool" => pool(arg(1)?, arg(2)?),
         "prompt-cache" => prompt_cache(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?),
@@ -144,11 +145,11 @@ fn generate(
     tokens_json: &str,
     gen_len: usize,
     runs: usize,
-    quantized: bool,
+    dense: bool,
 ) -> anyhow::Result<()> {
     let prompt: Vec<u32> = serde_json::from_str(&read(tokens_json)?)?;
     let options = LoadOptions {
-        dense_prefill: !quantized,
+        dense_prefill: dense,
         ..LoadOptions::default()
     };
     let started = Instant::now();
@@ -162,6 +163,7 @@ fn generate(
             "rss_after_load_kb": common::status_kb("VmRSS"),
             "threads": candle_core::utils::get_num_threads(),
             "dense_prefill": options.dense_prefill,
+            "kernels": slmfn_models::cpu_kernels(),
             "avx2": cfg!(target_feature = "avx2"),
             "fma": cfg!(target_feature = "fma"),
             "f16c": cfg!(target_feature = "f16c"),

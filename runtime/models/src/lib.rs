@@ -15,10 +15,11 @@
 //! - `stop`: stop strings over streamed text (holds back partial matches).
 //! - [`constraint`]: constrained decoding (llguidance): a [`Grammar`] (JSON schema, Lark,
 //!   regex) as a token mask before each sampled token, forced tokens appended unsampled.
-//! - `kernels`: quantized matrix-vector products for generation (`Q4_1`, `Q8_0`; AVX2 with a
-//!   scalar fallback) and the batch-invariant dense products of prompts.
+//! - `kernels`: quantized matrix-vector products for generation and batched matrix products
+//!   for prompts (`Q4_1`, `Q8_0`; AVX2, AVX-512 VNNI where present, a scalar fallback), and
+//!   the batch-invariant dense products of the opt-in `f32` prefill.
 //! - `llama`: the llama-family forward pass (llama, qwen2, qwen3) over shared weights and a
-//!   per-session KV cache (dense prefill, quantized generation).
+//!   per-session KV cache (quantized prefill and generation).
 //! - [`tool_call`]: tool calling for templates without tool support: tools in the system
 //!   prompt, the answer constrained to a call or text, read back as [`tool_call::ToolAnswer`].
 //! - [`tool_select`]: tool calls a small model gets right: candidates by feasibility,
@@ -89,6 +90,12 @@ pub mod tool_call;
 pub mod tool_select;
 
 pub use constraint::Grammar;
+
+/// The instruction set our CPU kernels use in this process: `avx2+avx512vnni`, `avx2` or
+/// `scalar` (the best the CPU has, capped by `SLMFN_KERNELS=avx2|scalar`).
+pub fn cpu_kernels() -> &'static str {
+    kernels::isa().name()
+}
 pub use embed::{EmbeddingModel, Embeddings};
 pub use error::{Error, ErrorClass, Result};
 pub use gguf::ModelMetadata;

@@ -11,8 +11,8 @@
 //! - [`QMatrix::gemv`]: rows times the vector, with AVX2 (`x86` module, chosen at run time) or
 //!   the portable scalar code, which is also the reference the SIMD code is tested against.
 //! - [`par_gemv`]: the same, rows split over the rayon pool in one fork/join.
-//! - [`batch`]: the same products for several tokens at once ([`Q8Batch`], [`par_gemm`]):
-//!   prompts through the quantized weights.
+//! - [`batch`]: products for several tokens at once, with 16-bit activations ([`Q16Batch`],
+//!   [`par_gemm`]): prompts through the quantized weights.
 //! - [`dense`]: batch-invariant `f32` matrix products for prompts (the opt-in `f32` copies).
 //!
 //! SIMD code runs where the CPU has it ([`isa`]); `SLMFN_KERNELS=scalar` in the environment
@@ -30,7 +30,7 @@ pub(crate) mod dense;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub(crate) use batch::{Q8Batch, par_gemm};
+pub(crate) use batch::{Q16Batch, par_gemm};
 
 /// The instruction sets the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,6 +74,17 @@ pub(crate) fn isa() -> Isa {
         };
         Isa::supported()[0].min(cap)
     })
+}
+
+impl Isa {
+    /// A name for logs and benchmarks: `avx2+avx512vnni`, `avx2` or `scalar`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx2Vnni => "avx2+avx512vnni",
+        }
+    }
 }
 
 /// Whether the SIMD kernels run ([`isa`] is not [`Isa::Scalar`]).
@@ -613,7 +624,7 @@ pub(crate) mod bench {
                 let x: Vec<f32> = (0..tokens * cols)
                     .map(|_| rng.random_range(-1.0f32..1.0))
                     .collect();
-                let mut q = Q8Batch::default();
+                let mut q = Q16Batch::default();
                 let mut out = vec![0f32; rows * tokens];
                 let quantize = best(50, || q.quantize(&x, cols));
                 let one = best(50, || m.gemm(&q, 0..tokens, 0..rows, &mut out));

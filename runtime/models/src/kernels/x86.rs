@@ -10,8 +10,10 @@
 //! only the order of the float additions differs from the scalar code (8 lanes, then a
 //! horizontal sum).
 //!
-//! [`gemm`] does the same for a batch of tokens ([`super::Q8Batch`]) in tiles of up to 4 tokens
-//! × 2 rows, each product with `gemv`'s operations in `gemv`'s order (see [`tile`]).
+//! [`gemm`] multiplies a batch of tokens with 16-bit activations ([`super::Q16Batch`]) in
+//! tiles of up to 4 tokens × 2 rows: the weights widened to `i16`, `madd` (or VNNI's
+//! `vpdpwssd`) per block into 8 `i32` lanes (exact: at most `2 x 128 x 32767` per lane and
+//! product pair), then `f32` as above.
 //!
 //! The only unsafe code of the crate: intrinsics need `unsafe` for their pointer loads and for
 //! calling `#[target_feature]` functions. The public functions check every length the loads
@@ -24,7 +26,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::batch::TILE;
-use super::{BLOCK, Format, Q8Batch, Q8Vector};
+use super::{BLOCK, Format, Q8Vector, Q16Batch};
 
 /// Whether this CPU runs these kernels (cached by `std` after the first call).
 pub(super) fn available() -> bool {
@@ -156,20 +158,19 @@ const TILE_ROWS: usize = 2;
 /// stay in L1 while every tile of tokens reads them.
 const ROW_BLOCK: usize = 16;
 
-/// Whether this CPU has AVX-512 VNNI on 256-bit registers (`vpdpbusd`), which [`gemm`] uses
-/// for the integer block sums in place of `maddubs` + `madd` (one instruction for two; the
-/// sums are the same integers).
+/// Whether this CPU has AVX-512 VNNI on 256-bit registers (`vpdpwssd`), which [`gemm`] uses
+/// for the integer block sums in place of `madd` + `add` (the same integers).
 pub(super) fn vnni_available() -> bool {
     available() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
 }
 
 /// `out[i * n + r] = row r of data . token (tokens.start + i) of x`, `n` the rows in `data`;
-/// with `vnni`, the integer sums through `vpdpbusd`.
+/// with `vnni`, the integer sums through `vpdpwssd`.
 pub(super) fn gemm(
     format: Format,
     data: &[u8],
     row_bytes: usize,
-    x: &Q8Batch,
+    x: &Q16Batch,
     tokens: Range<usize>,
     out: &mut [f32],
     vnni: bool,
@@ -207,19 +208,20 @@ pub(super) fn gemm(
     }
 }
 
-/// The integer sums of a block's 32 products, in 8 lanes of 4: `q` unsigned, `a` signed.
+/// The integer sums of a block's 32 products in 8 lanes: `w` and `a` the block's values 0..16
+/// (`lo`) and 16..32 (`hi`) as `i16`.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn dot_maddubs(q: __m256i, a: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
+fn dot_madd(w_lo: __m256i, w_hi: __m256i, a_lo: __m256i, a_hi: __m256i) -> __m256i {
+    _mm256_add_epi32(_mm256_madd_epi16(w_lo, a_lo), _mm256_madd_epi16(w_hi, a_hi))
 }
 
-/// [`dot_maddubs`] in one instruction (the `i16` pair sums of `maddubs` cannot saturate
-/// here, see the module docs, so both give the same integers).
+/// [`dot_madd`] with VNNI's multiply-accumulate (the same integers).
 #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
 #[inline]
-fn dot_vnni(q: __m256i, a: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, a)
+fn dot_vnni(w_lo: __m256i, w_hi: __m256i, a_lo: __m256i, a_hi: __m256i) -> __m256i {
+    let sum = _mm256_dpwssd_epi32(_mm256_setzero_si256(), w_lo, a_lo);
+    _mm256_dpwssd_epi32(sum, w_hi, a_hi)
 }
 
 /// The batched kernels, once per instruction set: `$features` enabled, `$dot` for the
@@ -231,7 +233,7 @@ macro_rules! gemm_kernels {
             use std::ops::Range;
 
             use super::super::batch::TILE;
-            use super::super::{BLOCK, Format, Q8Batch};
+            use super::super::{BLOCK, Format, Q16Batch};
             use super::{ROW_BLOCK, TILE_ROWS, hsum};
 
             /// See [`super::gemm`], which checks what this reads.
@@ -244,7 +246,7 @@ macro_rules! gemm_kernels {
                 data: &[u8],
                 row_bytes: usize,
                 n: usize,
-                x: &Q8Batch,
+                x: &Q16Batch,
                 tokens: Range<usize>,
                 out: &mut [f32],
             ) {
@@ -303,7 +305,7 @@ macro_rules! gemm_kernels {
                 data: &[u8],
                 row_bytes: usize,
                 rows: Range<usize>,
-                x: &Q8Batch,
+                x: &Q16Batch,
                 t: usize,
                 out: &mut [f32],
                 at: usize,
@@ -332,13 +334,11 @@ macro_rules! gemm_kernels {
             }
 
             /// The products of tokens `t..t + R` of `x` with the `C` rows at `w` (`row_bytes`
-            /// apart), in `Q4_1` if `Q4`, else `Q8_0`.
-            ///
-            /// Per product, exactly what `q4_1_row` / `q8_0_row` compute for one token: the
-            /// integer block sums, accumulated as `fma(f32(sum), d_w * d_x, acc)` over the
-            /// blocks in order, `hsum` of the 8 lanes, plus (`Q4_1`) the minimum terms
-            /// `m_w * s_x` added in block order — here in the lanes of one vector, with the
-            /// same separate multiply and add, so the same bits.
+            /// apart), in `Q4_1` if `Q4`, else `Q8_0`: per product and block the exact integer
+            /// sum, accumulated as `fma(f32(sum), d_w * d_x, acc)` over the blocks in order,
+            /// `hsum` of the 8 lanes, plus (`Q4_1`) the minimum terms `m_w * s_x` added in
+            /// block order in the lanes of one vector. The same operations for every product
+            /// whatever `R`, `C` and the instruction set: the same bits.
             ///
             /// # Safety
             /// `w` points to `C` rows of `x.blocks` blocks each, `row_bytes` apart; tokens
@@ -349,42 +349,40 @@ macro_rules! gemm_kernels {
             unsafe fn tile<const R: usize, const C: usize, const Q4: bool>(
                 w: *const u8,
                 row_bytes: usize,
-                x: &Q8Batch,
+                x: &Q16Batch,
                 t: usize,
             ) -> [[f32; C]; R] {
                 const { assert!(R <= TILE && C <= TILE_ROWS && C > 0) };
                 let (blocks, tokens) = (x.blocks, x.tokens);
                 let bb = if Q4 { 20 } else { 34 };
-                let low = _mm256_set1_epi8(0x0F);
+                let low = _mm_set1_epi8(0x0F);
                 let mut acc = [[_mm256_setzero_ps(); C]; R];
                 // Lane 4c + i: the minimum terms of row c and token t + i.
                 let mut mins = _mm256_setzero_ps();
                 for b in 0..blocks {
-                    let mut q = [_mm256_setzero_si256(); C];
-                    let mut sign = [_mm256_setzero_si256(); C];
+                    let mut w_lo = [_mm256_setzero_si256(); C];
+                    let mut w_hi = [_mm256_setzero_si256(); C];
                     let mut dw = [_mm256_setzero_ps(); C];
                     let mut mw = [_mm_setzero_ps(); C];
                     for c in 0..C {
                         // SAFETY: block b of row c is within the `C` rows at `w` (caller).
-                        let (dm, raw) = unsafe {
+                        unsafe {
                             let block = w.add(c * row_bytes + b * bb);
                             let dm = block.cast::<i32>().read_unaligned();
                             let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
+                            dw[c] = _mm256_broadcastss_ps(dm);
                             if Q4 {
+                                mw[c] = _mm_permute_ps::<0b01_01_01_01>(dm);
                                 let raw = _mm_loadu_si128(block.add(4).cast());
-                                (dm, _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw))
+                                let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+                                w_lo[c] = _mm256_cvtepu8_epi16(_mm_and_si128(raw, low));
+                                w_hi[c] = _mm256_cvtepu8_epi16(hi);
                             } else {
-                                (dm, _mm256_loadu_si256(block.add(2).cast()))
+                                w_lo[c] =
+                                    _mm256_cvtepi8_epi16(_mm_loadu_si128(block.add(2).cast()));
+                                w_hi[c] =
+                                    _mm256_cvtepi8_epi16(_mm_loadu_si128(block.add(18).cast()));
                             }
-                        };
-                        dw[c] = _mm256_broadcastss_ps(dm);
-                        if Q4 {
-                            q[c] = _mm256_and_si256(raw, low);
-                            mw[c] = _mm_permute_ps::<0b01_01_01_01>(dm);
-                        } else {
-                            // |q|, unsigned, with q's sign moved onto the activation below.
-                            q[c] = _mm256_sign_epi8(raw, raw);
-                            sign[c] = raw;
                         }
                     }
                     let at = b * tokens + t;
@@ -397,16 +395,16 @@ macro_rules! gemm_kernels {
                     for i in 0..R {
                         // SAFETY: token t + i is within `x` (caller): its block b is 32
                         // values at this offset, its scale at `at + i`.
-                        let (a, dx) = unsafe {
+                        let (a_lo, a_hi, dx) = unsafe {
                             let a = x.qs.as_ptr().add(((t + i) * blocks + b) * BLOCK);
                             (
                                 _mm256_loadu_si256(a.cast()),
+                                _mm256_loadu_si256(a.add(16).cast()),
                                 _mm256_set1_ps(*x.d.get_unchecked(at + i)),
                             )
                         };
                         for c in 0..C {
-                            let a = if Q4 { a } else { _mm256_sign_epi8(a, sign[c]) };
-                            let p = super::$dot(q[c], a);
+                            let p = super::$dot(w_lo[c], w_hi[c], a_lo, a_hi);
                             let scale = _mm256_mul_ps(dw[c], dx);
                             acc[i][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[i][c]);
                         }
@@ -428,7 +426,7 @@ macro_rules! gemm_kernels {
     };
 }
 
-gemm_kernels!(with_avx2, "avx2,fma,f16c", dot_maddubs);
+gemm_kernels!(with_avx2, "avx2,fma,f16c", dot_madd);
 gemm_kernels!(with_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_vnni);
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -13,7 +13,7 @@ use super::Phase;
 use super::ops::add_assign;
 use crate::error::Result;
 use crate::gguf::GgufFile;
-use crate::kernels::{Q8Batch, Q8Vector, QMatrix, dense, par_gemm, par_gemv};
+use crate::kernels::{Q8Vector, Q16Batch, QMatrix, dense, par_gemm, par_gemv};
 
 /// Where the quantized weights of a matrix live.
 pub(super) enum Quant {
@@ -106,8 +106,8 @@ impl Linear {
 
     /// `x`: rows of `in` floats → rows of `out`, plus the bias, on plain buffers (the CPU
     /// prompt path): the dense copy through the batch-invariant [`dense::matmul`], else our
-    /// quantized kernels one row at a time. Either way a row's result does not depend on the
-    /// other rows. Only where [`Self::has_rows`].
+    /// batched quantized kernels. Either way a row's result does not depend on the other rows.
+    /// Only where [`Self::has_rows`].
     pub(super) fn rows(&self, x: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
         let mut y = match (&self.dense, &self.quant) {
             (Some(w), _) | (None, Quant::Candle(QMatMul::Tensor(w))) => {
@@ -203,11 +203,11 @@ pub(super) fn rows_of(
 }
 
 /// `x` (rows of `matrix.cols()` floats) times rows `rows` of `matrix`: the tokens quantized to
-/// 8 bits, then one batched product over the pool (each token's result independent of the
-/// others, and the bits `gemv` gives it alone).
+/// 16 bits per block, then one batched product over the pool (each token's result
+/// independent of the others).
 fn quantized_rows(matrix: &QMatrix, rows: &Range<usize>, x: &[f32]) -> Vec<f32> {
     rayon::scope(|_| {
-        let mut q = Q8Batch::default();
+        let mut q = Q16Batch::default();
         q.quantize(x, matrix.cols());
         let mut out = vec![0f32; q.tokens() * rows.len()];
         par_gemm(matrix, &q, rows.clone(), &mut out);

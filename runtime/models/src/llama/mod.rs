@@ -7,12 +7,15 @@
 //! Written here instead of using candle-transformers' `quantized_llama::ModelWeights`, whose
 //! fields are private, for what a server needs:
 //!
-//! - **Dense prefill.** Prompts run through `f32` copies of the weight matrices (one GEMM per
-//!   layer), generation through the quantized ones (memory-bound GEMV). Besides being several
-//!   times faster for prompts, this makes the first token exact: candle's quantized kernels
-//!   quantize activations to 8 bits, and with SmolLM2-135M Q4_1 that noise alone flips the first
-//!   token of "What is the capital of France?" from "The" to "L" (logits 24.62 vs 24.90, where
-//!   the exact values are 25.33 vs 25.24), and the model then answers in broken French.
+//! - **Prompts through the quantized weights, batched** (`crate::kernels::batch`): one
+//!   product per matrix for all the prompt's tokens, activations rounded to 16 bits per block.
+//!   candle's quantized kernels (and llama.cpp's) round activations to 8 bits, and with
+//!   SmolLM2-135M Q4_1 that noise alone flips the first token of "What is the capital of
+//!   France?" from "The" to "L" (logits 24.16 vs 24.55, where the exact values are 25.33 vs
+//!   25.24), and the model then answers in broken French; 16 bits give 25.32 vs 25.24.
+//!   Generation's one-token products keep 8-bit activations (memory-bound GEMV). An opt-in
+//!   keeps `f32` copies of the matrices for prompts instead (`dense_prefill`, 4 bytes per
+//!   weight).
 //! - **Generation on plain buffers through our own kernels** (`crate::kernels`) when every
 //!   matrix is `Q4_1` or `Q8_0` on the CPU (SmolLM2: `Q4_1` layers, `Q8_0` tied embeddings):
 //!   candle has no SIMD kernel for `Q4_1`, and for a 135M model the ~30 tensor operations per
@@ -65,8 +68,8 @@ const KV_CHUNK: usize = 256;
 /// Which weights a forward pass uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Processing the prompt: dense weights when loaded (compute-bound GEMMs, exact logits for
-    /// the first token).
+    /// Processing the prompt: the batched quantized products, or the dense weights when
+    /// loaded (compute-bound GEMMs).
     Prompt,
     /// Generating: quantized weights (memory-bound GEMVs).
     Generate,

@@ -2,8 +2,8 @@
 //! on that position's row and on the cached keys and values before it, computed the same way
 //! whatever else is in the batch:
 //!
-//! - matrix products through [`Linear::rows`] (the batch-invariant dense kernel, or our
-//!   quantized kernels row by row);
+//! - matrix products through [`Linear::rows`] (our batched quantized kernels, whose products
+//!   are the same bits for a token in any batch, or the batch-invariant dense kernel);
 //! - norms, rotary embeddings, the SiLU gate and the residual adds per row, with the same code
 //!   as generation;
 //! - attention per row over the positions up to its own ([`attend_rows`]), the code

@@ -145,8 +145,10 @@ fn write_f32_copy(src: &Path, dst: &Path) {
     rewrite(src, dst, |_| {}, |_, t| map_f32(&t, |t| t));
 }
 
-/// Our quantized forward pass (prompt and generation through our kernels) against candle's
-/// quantized models: the same integer block products, float sums in another order.
+/// Our generation kernels (8-bit activations, one token at a time, every step including the
+/// prompt's tokens) against candle's quantized models: the same integer block products, float
+/// sums in another order. (Our prompts, with 16-bit activations, are checked against the exact
+/// logits by `quantized_prompt_is_close_to_the_f32_logits`.)
 ///
 /// Qwen2's value bias is zeroed here: it gives every input of the output projection a large
 /// common offset, so the `Q4_1` products become differences of large terms (the block minimum
@@ -175,8 +177,41 @@ fn quantized_forward_matches_candle() {
             },
         );
         let model = Model::load_with(&path, &options).unwrap();
-        let diff = max_diff(&our_logits(&model, STEPS), &candle_logits(&path, STEPS));
+        let mut cache = model.new_cache();
+        let ours: Vec<Vec<f32>> = STEPS
+            .iter()
+            .map(|tokens| {
+                let mut last = Vec::new();
+                for &t in *tokens {
+                    last = model.forward(&mut cache, &[t], Phase::Generate).unwrap();
+                }
+                last
+            })
+            .collect();
+        let diff = max_diff(&ours, &candle_logits(&path, STEPS));
         assert!(diff < 1e-4, "{arch}: max |logit difference| {diff}");
+    }
+}
+
+/// Our prompt path through the quantized weights (16-bit activations) against candle on `f32`
+/// copies of the same (dequantized) weights: only the activations' rounding differs, far less
+/// than with 8-bit activations (candle's quantized model on the same file).
+#[test]
+fn quantized_prompt_is_close_to_the_f32_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ARCHITECTURES {
+        let path = tiny(dir.path(), arch);
+        let f32_path = dir.path().join(format!("{arch}-f32.gguf"));
+        write_f32_copy(&path, &f32_path);
+        let model = Model::load(&path).unwrap();
+        let exact = candle_logits(&f32_path, &STEPS[..1]);
+        let ours = max_diff(&our_logits(&model, &STEPS[..1]), &exact);
+        let eight_bit = max_diff(&candle_logits(&path, &STEPS[..1]), &exact);
+        assert!(ours < 1e-3, "{arch}: max |logit difference| {ours}");
+        assert!(
+            ours * 20.0 < eight_bit,
+            "{arch}: ours {ours}, 8-bit activations {eight_bit}"
+        );
     }
 }
 
@@ -382,7 +417,7 @@ fn prompt_path_timings() {
     };
     let quantized = load_llama(Path::new(&path), false);
     let dense = load_llama(Path::new(&path), true);
-    for len in [8, 4, 5, 6, 7, 8, 9, 12, 16, 6] {
+    for len in [48, 6, 8, 43, 200, 512, 6] {
         let tokens: Vec<u32> = (0..len).map(|i| 100 + (i * 7919) % 40000).collect();
         let time = |llama: &super::Llama, rows: bool| {
             (0..3)
@@ -417,11 +452,12 @@ fn prompt_path_timings() {
     }
 }
 
-/// The real model's prompts through the quantized kernels (activations rounded to 8 bits per
+/// The real model's prompts through the quantized kernels (activations rounded to 16 bits per
 /// block) against candle's `f32` reference (the dense copies through candle's tensors): over
-/// many chats, nearly always the same top token, and — on every eighth chat, where candle's own
-/// quantized model (the same 8-bit activations, its kernels) runs too — no further from the
-/// reference than candle's quantized kernels are. Gated by `SLMFN_MODEL_PATH`.
+/// 64 chats, the same top token in at least 95% (all of them when measured), logits within
+/// 0.05 (0.006 measured), and — on every eighth chat, where candle's own quantized model
+/// (8-bit activations) runs too — at least 20 times closer to the reference than it (1.35
+/// measured). Gated by `SLMFN_MODEL_PATH`.
 #[test]
 fn real_quantized_prompts_agree_with_the_f32_reference() {
     let Some(path) = std::env::var_os("SLMFN_MODEL_PATH") else {
@@ -485,68 +521,62 @@ fn real_quantized_prompts_agree_with_the_f32_reference() {
         "top-1 agreement {agree}/{total}, max |logit difference| {worst}; on every eighth: \
          ours {ours_vs_f32}, candle's quantized {candle_vs_f32}"
     );
-    assert!(agree * 100 >= total * 90, "top-1 agreement {agree}/{total}");
+    assert!(agree * 100 >= total * 95, "top-1 agreement {agree}/{total}");
     assert!(
-        ours_vs_f32 <= 1.25 * candle_vs_f32,
+        ours_vs_f32 * 20.0 <= candle_vs_f32,
         "ours {ours_vs_f32} vs candle's quantized {candle_vs_f32} from the f32 logits"
     );
-    assert!(worst < 3.0, "max |logit difference| {worst}");
+    assert!(worst < 0.05, "max |logit difference| {worst}");
 }
 
+/// The portable kernels a CPU without AVX2 runs, forced with `SLMFN_KERNELS=scalar` in a child
+/// process (the choice is made once per process): a prompt and generated steps give the
+/// logits the SIMD kernels give, up to the order of the float additions (which can move an
+/// activation across an 8-bit rounding boundary in generation: ~1e-4 measured).
 #[test]
-#[ignore]
-fn experiment_france() {
-    let path = std::env::var_os("SLMFN_MODEL_PATH").unwrap();
-    let path = Path::new(&path);
-    let model = Model::load(path).unwrap();
-    let tokens = model
-        .encode_chat(&[Message::user("What is the capital of France?")])
-        .unwrap();
-    let tok = model.tokenizer();
-    let the = tok.encode("The", false).unwrap()[0];
-    let l = tok.encode("L", false).unwrap()[0];
-    let show = |name: &str, llama: &super::Llama| {
-        let logits = llama
-            .forward(&mut llama.new_cache(), &tokens, Phase::Prompt)
-            .unwrap();
-        eprintln!(
-            "{name}: The {} L {}",
-            logits[the as usize], logits[l as usize]
-        );
+fn forced_scalar_kernels_run_the_model_like_simd() {
+    const CHILD: &str = "SLMFN_TEST_SCALAR_CHILD";
+    let logits = |path: &Path| {
+        let model = Model::load(path).unwrap();
+        our_logits(&model, STEPS)
     };
-    show("dense", &load_llama(path, true));
-    show("quantized", &load_llama(path, false));
-    let mut m = load_llama(path, true);
-    m.output.dense = None;
-    show("dense layers, quantized output", &m);
-    let mut m = load_llama(path, true);
-    for layer in &mut m.layers {
-        for lin in [
-            &mut layer.wq,
-            &mut layer.wk,
-            &mut layer.wv,
-            &mut layer.wo,
-            &mut layer.gate,
-            &mut layer.up,
-            &mut layer.down,
-        ] {
-            lin.dense = None;
-        }
+    if let Some(path) = std::env::var_os(CHILD) {
+        assert_eq!(crate::kernels::isa(), crate::kernels::Isa::Scalar);
+        println!(
+            "LOGITS {}",
+            serde_json::to_string(&logits(Path::new(&path))).unwrap()
+        );
+        return;
     }
-    show("quantized layers, dense output", &m);
-    for which in ["qkv", "wo", "gate_up", "down"] {
-        let mut m = load_llama(path, true);
-        for layer in &mut m.layers {
-            let lins: Vec<&mut super::linear::Linear> = match which {
-                "qkv" => vec![&mut layer.wq, &mut layer.wk, &mut layer.wv],
-                "wo" => vec![&mut layer.wo],
-                "gate_up" => vec![&mut layer.gate, &mut layer.up],
-                _ => vec![&mut layer.down],
-            };
-            for lin in lins {
-                lin.dense = None;
-            }
-        }
-        show(&format!("only {which} quantized"), &m);
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ARCHITECTURES {
+        let path = tiny(dir.path(), arch);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "llama::tests::forced_scalar_kernels_run_the_model_like_simd",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SLMFN_KERNELS", "scalar")
+            .env(CHILD, &path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.split_once("LOGITS ").map(|(_, json)| json))
+            .unwrap_or_else(|| panic!("no logits from the child: {stdout}"));
+        let scalar: Vec<Vec<f32>> = serde_json::from_str(line).unwrap();
+        let diff = max_diff(&scalar, &logits(&path));
+        assert!(
+            diff < 1e-4,
+            "{arch}: scalar vs SIMD max |logit difference| {diff}"
+        );
     }
 }
