@@ -575,7 +575,7 @@ fn forced_scalar_kernels_run_the_model_like_simd() {
         let scalar: Vec<Vec<f32>> = serde_json::from_str(line).unwrap();
         let diff = max_diff(&scalar, &logits(&path));
         assert!(
-            diff < 1e-4,
+            diff < 1e-3,
             "{arch}: scalar vs SIMD max |logit difference| {diff}"
         );
     }
