@@ -2,23 +2,27 @@
 //!
 //! # Memory mapping
 //!
-//! Candle 0.11 cannot map GGUF weights on the CPU: `QStorage::Cpu` owns a `Vec` of quantized
-//! blocks and `QStorage::from_data` copies the bytes into it (`as_t_slice(data).to_vec()`), so
-//! every tensor is read into owned memory whatever the reader is. Mapping the file would only
-//! replace `read` syscalls by page faults and save nothing, so we read through a `BufReader` and
-//! keep no `unsafe` here. The resident size of a loaded model is the file size (quantized
-//! weights), plus the `f32` copies used for dense prefill when enabled; see
-//! [`ModelMetadata::weights_bytes`].
+//! The matrices our kernels read (`Q4_1`, `Q8_0` on the CPU) are not read at all: the file is
+//! mapped ([`GgufFile::mapped`], `crate::mapped`) and each matrix is a range of the mapping,
+//! so loading copies no weights and processes on one node share the page cache's copy. Only
+//! matrices stacked from parts the file keeps apart (q/k/v) are copied once. Everything else
+//! goes through candle, which cannot map GGUF weights (`QStorage::Cpu` owns a `Vec`): small
+//! vectors (norms, biases), other formats, other devices. The resident size of a loaded model
+//! is the file size (quantized weights), plus the `f32` copies of the opt-in dense prefill;
+//! see [`ModelMetadata::weights_bytes`].
 
 use std::fs::File;
 use std::io::BufReader;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 
 use crate::error::{Error, Result};
+use crate::mapped::MappedFile;
 
 /// Architectures whose weights we can run (the `general.architecture` key).
 pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3";
@@ -84,6 +88,8 @@ pub struct GgufFile {
     reader: BufReader<File>,
     file_bytes: u64,
     content: Content,
+    /// The whole file mapped, once a matrix is read from the mapping.
+    mapped: Option<Arc<MappedFile>>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -113,6 +119,7 @@ impl GgufFile {
             reader,
             file_bytes,
             content,
+            mapped: None,
         })
     }
 
@@ -314,6 +321,35 @@ impl GgufFile {
     /// Whether the file holds a tensor of this name.
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Where tensor `name`'s bytes lie in the file, with its format and shape (`(rows, cols)`
+    /// for a matrix); `None` when absent or past the end of the file.
+    pub(crate) fn tensor_range(&self, name: &str) -> Option<(GgmlDType, Vec<usize>, Range<usize>)> {
+        let info = self.content.tensor_infos.get(name)?;
+        let dtype = info.ggml_dtype;
+        let elems = info.shape.elem_count();
+        if !elems.is_multiple_of(dtype.block_size()) {
+            return None;
+        }
+        let len = elems / dtype.block_size() * dtype.type_size();
+        let start =
+            usize::try_from(self.content.tensor_data_offset.checked_add(info.offset)?).ok()?;
+        let end = start.checked_add(len)?;
+        (end as u64 <= self.file_bytes).then(|| (dtype, info.shape.dims().to_vec(), start..end))
+    }
+
+    /// The file mapped into memory (mapped on the first call).
+    pub(crate) fn mapped(&mut self) -> Result<Arc<MappedFile>> {
+        if let Some(m) = &self.mapped {
+            return Ok(m.clone());
+        }
+        let m = MappedFile::open(&self.path).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.mapped = Some(m.clone());
+        Ok(m)
     }
 
     /// Reads one tensor (in its stored format) onto `device`.

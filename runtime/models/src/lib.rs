@@ -74,6 +74,7 @@ pub mod gguf;
 mod kernels;
 pub mod kind;
 mod llama;
+mod mapped;
 pub mod message;
 pub mod model;
 pub mod pool;

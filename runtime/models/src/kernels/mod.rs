@@ -22,6 +22,9 @@
 use std::ops::Range;
 
 use candle_core::quantized::{GgmlDType, QTensor};
+
+use crate::gguf::GgufFile;
+use crate::mapped::Bytes;
 use half::f16;
 use rayon::prelude::*;
 
@@ -128,7 +131,7 @@ pub(crate) struct QMatrix {
     format: Format,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: Bytes,
 }
 
 impl std::fmt::Debug for QMatrix {
@@ -144,6 +147,11 @@ impl std::fmt::Debug for QMatrix {
 impl QMatrix {
     /// `data`: `rows` rows of `cols / BLOCK` blocks each, in the ggml layout.
     pub(crate) fn new(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Self {
+        Self::from_bytes(format, rows, cols, Bytes::Owned(data))
+    }
+
+    /// `data` as in [`Self::new`], owned or a range of a mapped file.
+    pub(crate) fn from_bytes(format: Format, rows: usize, cols: usize, data: Bytes) -> Self {
         assert!(
             cols.is_multiple_of(BLOCK) && cols > 0,
             "{cols} columns: not whole blocks"
@@ -175,8 +183,35 @@ impl QMatrix {
         Ok(Some(Self::new(format, rows, cols, t.data()?.into_owned())))
     }
 
+    /// Matrix `name` of `file` where the file holds it (a range of the mapped file), when it
+    /// is a 2-D matrix in a format we read; `None` otherwise (or for a malformed entry, which
+    /// candle's reader then reports).
+    pub(crate) fn from_gguf(file: &mut GgufFile, name: &str) -> crate::error::Result<Option<Self>> {
+        let Some((dtype, dims, range)) = file.tensor_range(name) else {
+            return Ok(None);
+        };
+        let (Some(format), &[rows, cols]) = (Format::from_ggml(dtype), &dims[..]) else {
+            return Ok(None);
+        };
+        if cols == 0
+            || !cols.is_multiple_of(BLOCK)
+            || range.len() != rows * cols / BLOCK * format.block_bytes()
+        {
+            return Ok(None);
+        }
+        let mapped = file.mapped()?;
+        Ok(Bytes::mapped(&mapped, range).map(|data| Self::from_bytes(format, rows, cols, data)))
+    }
+
+    /// Whether the blocks are a range of a mapped file (not a copy).
+    #[cfg(test)]
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.data.is_mapped()
+    }
+
     /// The rows of `parts` stacked into one matrix, when they share format and width (else
-    /// `parts` back).
+    /// `parts` back): a range of the mapped file when the parts follow each other there, else
+    /// a copy.
     pub(crate) fn stack(mut parts: Vec<Self>) -> std::result::Result<Self, Vec<Self>> {
         let Some(first) = parts.first() else {
             return Err(parts);
@@ -189,6 +224,9 @@ impl QMatrix {
             return Ok(parts.remove(0));
         }
         let rows = parts.iter().map(|p| p.rows).sum();
+        if let Some(data) = Bytes::adjacent(&parts.iter().map(|p| &p.data).collect::<Vec<_>>()) {
+            return Ok(Self::from_bytes(format, rows, cols, data));
+        }
         let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
         for p in parts {
             data.extend_from_slice(&p.data);

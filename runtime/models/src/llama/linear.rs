@@ -222,21 +222,34 @@ pub(super) fn load_stacked(
     names: &[String],
     device: &Device,
 ) -> Result<Vec<Linear>> {
-    let tensors = names
-        .iter()
-        .map(|n| file.tensor(n, device))
-        .collect::<Result<Vec<_>>>()?;
-    let own = tensors
-        .iter()
-        .map(QMatrix::from_qtensor)
-        .collect::<candle_core::Result<Option<Vec<_>>>>()?;
-    let Some(own) = own else {
-        return tensors
-            .into_iter()
-            .map(|t| Linear::candle(Arc::new(t)))
-            .collect();
+    // On the CPU our kernels read the blocks where the mapped file holds them.
+    let mapped = match device.is_cpu() {
+        true => names
+            .iter()
+            .map(|n| QMatrix::from_gguf(file, n))
+            .collect::<Result<Option<Vec<_>>>>()?,
+        false => None,
     };
-    drop(tensors);
+    let own = match mapped {
+        Some(own) => own,
+        None => {
+            let tensors = names
+                .iter()
+                .map(|n| file.tensor(n, device))
+                .collect::<Result<Vec<_>>>()?;
+            let own = tensors
+                .iter()
+                .map(QMatrix::from_qtensor)
+                .collect::<candle_core::Result<Option<Vec<_>>>>()?;
+            let Some(own) = own else {
+                return tensors
+                    .into_iter()
+                    .map(|t| Linear::candle(Arc::new(t)))
+                    .collect();
+            };
+            own
+        }
+    };
     let sizes: Vec<usize> = own.iter().map(QMatrix::rows).collect();
     match QMatrix::stack(own) {
         Ok(matrix) => {

@@ -275,10 +275,19 @@ impl Llama {
         };
         let (dim, q_dim) = (meta.embedding_length, meta.head_count * head_dim);
         let kv_dim = meta.head_count_kv * head_dim;
-        let token_embd = file.tensor("token_embd.weight", device)?;
-        let embeddings = match QMatrix::from_qtensor(&token_embd)? {
+        let mapped = match device.is_cpu() {
+            true => QMatrix::from_gguf(file, "token_embd.weight")?,
+            false => None,
+        };
+        let embeddings = match mapped {
             Some(m) => Embeddings::Own(Arc::new(m)),
-            None => Embeddings::Candle(Arc::new(token_embd)),
+            None => {
+                let token_embd = file.tensor("token_embd.weight", device)?;
+                match QMatrix::from_qtensor(&token_embd)? {
+                    Some(m) => Embeddings::Own(Arc::new(m)),
+                    None => Embeddings::Candle(Arc::new(token_embd)),
+                }
+            }
         };
         let mut output = if file.has_tensor("output.weight") {
             let mut linears = load_stacked(file, &["output.weight".into()], device)?;
@@ -407,6 +416,12 @@ impl Llama {
     /// prefix): true where prompts run on plain rows (see `prompt`).
     pub(crate) fn batch_invariant(&self) -> bool {
         self.rows
+    }
+
+    /// Whether the token embeddings are a range of the mapped file.
+    #[cfg(test)]
+    fn embeddings_mapped(&self) -> bool {
+        matches!(&self.embeddings, Embeddings::Own(m) if m.is_mapped())
     }
 
     /// An empty KV cache for this model.

@@ -580,3 +580,75 @@ fn forced_scalar_kernels_run_the_model_like_simd() {
         );
     }
 }
+
+/// The real model's matrices are ranges of the mapped file, not copies — but q/k/v, which the
+/// file keeps apart (`attn_k`, `attn_output`, `attn_q`, `attn_v` in name order) and
+/// generation multiplies as one stacked matrix: those are copied once. Loading the model in a
+/// fresh process grows its peak resident size by less than the file plus a bound for the
+/// copied q/k/v, the tokenizer and the rest. Gated by `SLMFN_MODEL_PATH`.
+#[test]
+fn real_model_weights_are_mapped_not_copied() {
+    const CHILD: &str = "SLMFN_TEST_RSS_CHILD";
+    let Some(path) = std::env::var_os("SLMFN_MODEL_PATH") else {
+        eprintln!("note: SLMFN_MODEL_PATH is not set; skipping the real-model test");
+        return;
+    };
+    let status_kb = |key: &str| -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap()
+    };
+    if std::env::var_os(CHILD).is_some() {
+        let before = status_kb("VmHWM");
+        let model = Model::load(&path).unwrap();
+        println!("RSS {} {}", before, status_kb("VmHWM"));
+        drop(model);
+        return;
+    }
+    let llama = load_llama(Path::new(&path), false);
+    assert!(llama.embeddings_mapped(), "token embeddings");
+    let decode = llama.decode.as_ref().expect("our kernels run SmolLM2");
+    for (i, l) in decode.layers.iter().enumerate() {
+        assert!(
+            l.gate_up.is_mapped() && l.down.is_mapped() && l.wo.is_mapped(),
+            "layer {i}"
+        );
+        assert!(
+            !l.qkv.is_mapped(),
+            "layer {i}: q/k/v are stacked from parts apart"
+        );
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "llama::tests::real_model_weights_are_mapped_not_copied",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    let (before, after) = stdout
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("RSS ")?;
+            let (a, b) = rest.split_once(' ')?;
+            Some((a.parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no RSS from the child: {stdout}"));
+    let file_kb = std::fs::metadata(&path).unwrap().len() / 1024;
+    let growth = after.saturating_sub(before);
+    // The file's pages (mapped) + q/k/v copied (10 MB) + tokenizer, template, scratch: 1.5x
+    // the file measured; a second copy of the weights would be 2.5x.
+    let bound = file_kb + file_kb / 2 + 30 * 1024;
+    eprintln!("peak RSS growth {growth} kB for a {file_kb} kB file (bound {bound} kB)");
+    assert!(
+        growth <= bound,
+        "peak RSS grew {growth} kB loading a {file_kb} kB file"
+    );
+}
