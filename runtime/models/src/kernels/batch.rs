@@ -25,11 +25,7 @@ use rayon::prelude::*;
 
 use half::f16;
 
-use super::{BLOCK, Format, Isa, QMatrix};
-
-/// Tokens per tile of the SIMD kernel; the block-major scales are padded by `TILE - 1`
-/// values so a tile at the last tokens may load `TILE` of them.
-pub(super) const TILE: usize = 4;
+use super::{BLOCK, Format, Isa, QMatrix, TILE};
 
 /// Activation rows (tokens) quantized to 16-bit blocks.
 #[derive(Clone, Debug, Default)]

@@ -95,6 +95,10 @@ pub(crate) fn simd() -> bool {
     isa() != Isa::Scalar
 }
 
+/// Tokens per tile of the batched SIMD kernel ([`batch`]); the block-major scales are padded by
+/// `TILE - 1` values so a tile at the last tokens may load `TILE` of them.
+pub(crate) const TILE: usize = 4;
+
 /// Values per quantization block.
 pub(crate) const BLOCK: usize = 32;
 

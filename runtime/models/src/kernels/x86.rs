@@ -25,8 +25,7 @@ use std::arch::x86_64::*;
 
 use std::ops::Range;
 
-use super::batch::TILE;
-use super::{BLOCK, Format, Q8Vector, Q16Batch};
+use super::{BLOCK, Format, Q8Vector, Q16Batch, TILE};
 
 /// Whether this CPU runs these kernels (cached by `std` after the first call).
 pub(super) fn available() -> bool {
@@ -232,8 +231,7 @@ macro_rules! gemm_kernels {
             use std::arch::x86_64::*;
             use std::ops::Range;
 
-            use super::super::batch::TILE;
-            use super::super::{BLOCK, Format, Q16Batch};
+            use super::super::{BLOCK, Format, Q16Batch, TILE};
             use super::{ROW_BLOCK, TILE_ROWS, hsum};
 
             /// See [`super::gemm`], which checks what this reads.
