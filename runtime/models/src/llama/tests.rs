@@ -551,22 +551,12 @@ fn forced_scalar_kernels_run_the_model_like_simd() {
     let dir = tempfile::tempdir().unwrap();
     for arch in ARCHITECTURES {
         let path = tiny(dir.path(), arch);
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "llama::tests::forced_scalar_kernels_run_the_model_like_simd",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SLMFN_KERNELS", "scalar")
-            .env(CHILD, &path)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        let stdout = run_child(
+            "forced_scalar_kernels_run_the_model_like_simd",
+            &[
+                ("SLMFN_KERNELS", "scalar".as_ref()),
+                (CHILD, path.as_os_str()),
+            ],
         );
         let line = stdout
             .lines()
@@ -621,18 +611,10 @@ fn real_model_weights_are_mapped_not_copied() {
             "layer {i}: q/k/v are stacked from parts apart"
         );
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "llama::tests::real_model_weights_are_mapped_not_copied",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed: {stdout}");
+    let stdout = run_child(
+        "real_model_weights_are_mapped_not_copied",
+        &[(CHILD, "1".as_ref())],
+    );
     let (before, after) = stdout
         .lines()
         .find_map(|l| {
@@ -651,4 +633,27 @@ fn real_model_weights_are_mapped_not_copied() {
         growth <= bound,
         "peak RSS grew {growth} kB loading a {file_kb} kB file"
     );
+}
+
+/// Runs this test binary's test `name` (in `llama::tests`) alone in a child process with `env`
+/// added (for what is chosen once per process, or measured per process); returns its stdout
+/// after asserting it passed.
+fn run_child(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            &format!("llama::tests::{name}"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child {name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
