@@ -66,6 +66,7 @@
 //! # Ok::<(), slmfn_models::Error>(())
 //! ```
 
+pub mod batcher;
 pub mod constraint;
 pub mod device;
 pub mod embed;

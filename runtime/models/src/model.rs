@@ -9,7 +9,7 @@ use candle_core::Device;
 use crate::constraint::{Constraint, Grammar, Grammars};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, ModelMetadata};
-use crate::llama::{Llama, LlamaCache, Phase};
+use crate::llama::{Llama, LlamaCache, Phase, Step};
 use crate::message::Message;
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
@@ -228,5 +228,12 @@ impl Model {
         phase: Phase,
     ) -> Result<Vec<f32>> {
         self.inner.llama.forward(cache, tokens, phase)
+    }
+
+    /// Runs each step after its own cache's positions; returns each step's last logits. Where
+    /// the CPU row path covers the model, one pass over the weights for all of them, each step
+    /// getting the bits it would get alone (`crate::llama`'s row path).
+    pub(crate) fn forward_steps(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.inner.llama.forward_steps(steps)
     }
 }

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::batcher::{Batcher, Member, SHARED_PREFILL_CHUNK};
 use crate::error::{Error, Result};
 use crate::llama::{LlamaCache, Phase};
 use crate::model::Model;
@@ -182,6 +183,10 @@ pub struct Session {
     cached_prompt: Vec<u32>,
     /// Whose prompt `cached_prompt` is (see [`Session::set_cache_scope`]).
     cache_scope: String,
+    /// Where its forward passes run with other sessions' ([`Model::batched_session`]).
+    batcher: Option<Arc<Batcher>>,
+    /// Set from the first forward pass of a generation to its end.
+    member: Option<Member>,
 }
 
 impl std::fmt::Debug for Session {
@@ -197,6 +202,18 @@ impl Model {
     pub fn session(&self) -> Session {
         Session::new(self.clone())
     }
+
+    /// A session whose forward passes run in `batcher`'s steps, together with those of the
+    /// other sessions made for it (see [`crate::batcher`]): the same answers, one pass over
+    /// the weights per step for all of them.
+    ///
+    /// Panics when `batcher` is for another model.
+    pub fn batched_session(&self, batcher: Arc<Batcher>) -> Session {
+        assert!(batcher.model().ptr_eq(self), "a batcher of another model");
+        let mut session = Session::new(self.clone());
+        session.batcher = Some(batcher);
+        session
+    }
 }
 
 impl Session {
@@ -207,7 +224,32 @@ impl Session {
             cache,
             cached_prompt: Vec::new(),
             cache_scope: String::new(),
+            batcher: None,
+            member: None,
         }
+    }
+
+    /// Runs `tokens` after the cache: alone, or in the batcher's next step.
+    fn forward(&mut self, tokens: &[u32], phase: Phase) -> Result<Vec<f32>> {
+        let Some(batcher) = &self.batcher else {
+            return self.model.forward(&mut self.cache, tokens, phase);
+        };
+        let member = self.member.get_or_insert_with(|| batcher.join());
+        member.batcher().step(&mut self.cache, tokens, phase)
+    }
+
+    /// Prompt tokens per forward pass now: fewer while other sessions share the steps.
+    fn prefill_chunk(&self) -> usize {
+        match &self.batcher {
+            Some(b) if b.members() > usize::from(self.member.is_some()) => SHARED_PREFILL_CHUNK,
+            _ => PREFILL_CHUNK,
+        }
+    }
+
+    /// Stops taking part in the batcher's steps until the next forward pass: generations and
+    /// scorings end with it; the pool also calls it after a job that panicked.
+    pub fn leave_batch(&mut self) {
+        self.member = None;
     }
 
     /// Says whose generations come next: a scope other than the current one forgets the
@@ -256,6 +298,18 @@ impl Session {
     /// window; `Inference` when candle fails. Cancellation is not an error: the completion so far
     /// comes back with [`FinishReason::Cancelled`].
     pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        cancel: &CancelToken,
+        on_chunk: impl FnMut(&str),
+    ) -> Result<Completion> {
+        let result = self.generate_batched(prompt, params, cancel, on_chunk);
+        self.leave_batch();
+        result
+    }
+
+    fn generate_batched(
         &mut self,
         prompt: &[u32],
         params: &SamplingParams,
@@ -322,14 +376,15 @@ impl Session {
         let prompt_rest = prompt.len() - reused;
         let mut logits = None;
         let mut done = 0;
-        for chunk in input.chunks(PREFILL_CHUNK) {
+        while done < input.len() {
+            let chunk = &input[done..(done + self.prefill_chunk()).min(input.len())];
             if cancel.is_cancelled() {
                 cached.extend_from_slice(&prompt[reused..reused + done.min(prompt_rest)]);
                 self.cached_prompt = cached;
                 usage.prompt_duration = started.elapsed();
                 return Ok(finish(out, FinishReason::Cancelled, usage));
             }
-            logits = Some(model.forward(&mut self.cache, chunk, Phase::Prompt)?);
+            logits = Some(self.forward(chunk, Phase::Prompt)?);
             done += chunk.len();
         }
         cached.extend_from_slice(&prompt[reused..]);
@@ -396,7 +451,7 @@ impl Session {
                 } else {
                     Phase::Prompt
                 };
-                logits = model.forward(&mut self.cache, &step, phase)?;
+                logits = self.forward(&step, phase)?;
             }
             step.clear();
         };
@@ -417,6 +472,17 @@ impl Session {
     /// the cache. Deterministic. Errors as [`Session::generate`]'s for the prompt; an empty
     /// continuation is `InvalidInput`.
     pub fn score(
+        &mut self,
+        prompt: &[u32],
+        continuations: &[Vec<u32>],
+        cancel: &CancelToken,
+    ) -> Result<Vec<f32>> {
+        let result = self.score_batched(prompt, continuations, cancel);
+        self.leave_batch();
+        result
+    }
+
+    fn score_batched(
         &mut self,
         prompt: &[u32],
         continuations: &[Vec<u32>],
@@ -452,13 +518,16 @@ impl Session {
         self.cached_prompt.truncate(reused);
         let mut cached = std::mem::take(&mut self.cached_prompt);
         let mut last = None;
-        for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
+        let mut done = reused;
+        while done < prompt.len() {
+            let chunk = &prompt[done..(done + self.prefill_chunk()).min(prompt.len())];
             if cancel.is_cancelled() {
                 self.cached_prompt = cached;
                 return Err(Error::Cancelled(model.path().display().to_string()));
             }
-            last = Some(model.forward(&mut self.cache, chunk, Phase::Prompt)?);
+            last = Some(self.forward(chunk, Phase::Prompt)?);
             cached.extend_from_slice(chunk);
+            done += chunk.len();
         }
         self.cached_prompt = cached;
         let last = last.expect("at least the last prompt token runs");
@@ -469,7 +538,7 @@ impl Session {
             for (i, &token) in continuation.iter().enumerate() {
                 total += log_softmax_at(&logits, token);
                 if i + 1 < continuation.len() {
-                    logits = model.forward(&mut self.cache, &[token], Phase::Generate)?;
+                    logits = self.forward(&[token], Phase::Generate)?;
                 }
             }
             self.cache.truncate(prompt.len());

@@ -30,10 +30,12 @@ use rayon::prelude::*;
 
 pub(crate) mod batch;
 pub(crate) mod dense;
+mod many;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub(crate) use batch::{Q16Batch, par_gemm};
+pub(crate) use many::par_gemv_many;
 
 /// The instruction sets the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

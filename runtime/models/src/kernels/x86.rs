@@ -151,6 +151,147 @@ unsafe fn q8_0_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
     hsum(acc)
 }
 
+/// `out[t * rows + r] = row r of data (Q4_1) . xs[t]`, for `rows = out.len() / xs.len()`:
+/// generation's products for several sessions in one pass over the weights. Each block of a
+/// row is widened once and multiplied with every activation, in [`q4_1_row`]'s order of
+/// operations for each, so every token gets the bits [`q4_1`] gives it alone.
+pub(super) fn q4_1_many(data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &mut [f32]) {
+    many(Format::Q4_1, data, row_bytes, xs, out)
+}
+
+/// [`q4_1_many`] for `Q8_0` rows ([`q8_0_row`]'s order of operations).
+pub(super) fn q8_0_many(data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &mut [f32]) {
+    many(Format::Q8_0, data, row_bytes, xs, out)
+}
+
+/// Activations per pass over the rows of [`many`]: 4 accumulators, and the weights of a block
+/// in one register.
+const MANY: usize = 4;
+
+fn many(format: Format, data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &mut [f32]) {
+    assert!(!xs.is_empty(), "no activation");
+    assert!(out.len().is_multiple_of(xs.len()), "output length");
+    let rows = out.len() / xs.len();
+    for x in xs {
+        check(format, data, row_bytes, x, &out[..rows]);
+    }
+    for (group, out) in xs.chunks(MANY).zip(out.chunks_mut(MANY * rows)) {
+        // SAFETY: `check` asserted, for every activation, that the CPU has AVX2, FMA and
+        // F16C, that `data` holds `rows` rows of `row_bytes / block bytes` blocks and that
+        // the activation has as many blocks; `out` holds `rows` values per activation.
+        unsafe {
+            match (format, group.len()) {
+                (Format::Q4_1, 1) => many_rows::<1, true>(data, row_bytes, group, out),
+                (Format::Q4_1, 2) => many_rows::<2, true>(data, row_bytes, group, out),
+                (Format::Q4_1, 3) => many_rows::<3, true>(data, row_bytes, group, out),
+                (Format::Q4_1, _) => many_rows::<4, true>(data, row_bytes, group, out),
+                (Format::Q8_0, 1) => many_rows::<1, false>(data, row_bytes, group, out),
+                (Format::Q8_0, 2) => many_rows::<2, false>(data, row_bytes, group, out),
+                (Format::Q8_0, 3) => many_rows::<3, false>(data, row_bytes, group, out),
+                (Format::Q8_0, _) => many_rows::<4, false>(data, row_bytes, group, out),
+            }
+        }
+    }
+}
+
+/// The rows of `data` times the `T` activations of `xs` into `out` (`T` rows of outputs).
+///
+/// # Safety
+/// As [`many`] checks: `data` holds whole rows of `row_bytes` in `Q4_1` (`Q4`) or `Q8_0`, each
+/// with as many blocks as every activation; `xs` has `T` activations; the CPU has AVX2, FMA
+/// and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn many_rows<const T: usize, const Q4: bool>(
+    data: &[u8],
+    row_bytes: usize,
+    xs: &[&Q8Vector],
+    out: &mut [f32],
+) {
+    let xs: [&Q8Vector; T] = std::array::from_fn(|t| xs[t]);
+    let rows = out.len() / T;
+    let blocks = xs[0].d.len();
+    for r in 0..rows {
+        // SAFETY: row r is within `data`, with `blocks` blocks (the caller's contract).
+        let sums = unsafe {
+            let w = data.as_ptr().add(r * row_bytes);
+            match Q4 {
+                true => q4_1_row_many::<T>(w, blocks, xs),
+                false => q8_0_row_many::<T>(w, blocks, xs),
+            }
+        };
+        for (t, sum) in sums.into_iter().enumerate() {
+            out[t * rows + r] = sum;
+        }
+    }
+}
+
+/// [`q4_1_row`] for `T` activations at once: the same operations, in the same order, for each.
+///
+/// # Safety
+/// As [`q4_1_row`], for every activation.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q4_1_row_many<const T: usize>(w: *const u8, blocks: usize, xs: [&Q8Vector; T]) -> [f32; T] {
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut mins = [0f32; T];
+    for b in 0..blocks {
+        // SAFETY: block b < blocks of the row (20 bytes at b * 20), which the caller vouches
+        // for.
+        let (dm, q) = unsafe {
+            let block = w.add(b * 20);
+            (
+                block.cast::<i32>().read_unaligned(),
+                _mm_loadu_si128(block.add(4).cast()),
+            )
+        };
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
+        let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+        let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+        for t in 0..T {
+            // SAFETY: block b < blocks of each activation (32 bytes at b * 32).
+            let a = unsafe { _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()) };
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * xs[t].d[b]), acc[t]);
+            mins[t] += m * xs[t].s[b];
+        }
+    }
+    std::array::from_fn(|t| hsum(acc[t]) + mins[t])
+}
+
+/// [`q8_0_row`] for `T` activations at once: the same operations, in the same order, for each.
+///
+/// # Safety
+/// As [`q8_0_row`], for every activation.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_0_row_many<const T: usize>(w: *const u8, blocks: usize, xs: [&Q8Vector; T]) -> [f32; T] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..blocks {
+        // SAFETY: block b < blocks of the row (34 bytes at b * 34), which the caller vouches
+        // for.
+        let (d, q) = unsafe {
+            let block = w.add(b * 34);
+            (
+                block.cast::<i32>().read_unaligned(),
+                _mm256_loadu_si256(block.add(2).cast()),
+            )
+        };
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
+        let unsigned = _mm256_sign_epi8(q, q);
+        for t in 0..T {
+            // SAFETY: block b < blocks of each activation (32 bytes at b * 32).
+            let a = unsafe { _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()) };
+            let p = _mm256_maddubs_epi16(unsigned, _mm256_sign_epi8(a, q));
+            let p = _mm256_madd_epi16(p, ones);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * xs[t].d[b]), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum(acc[t]))
+}
+
 /// Weight rows per tile of [`gemm`].
 const TILE_ROWS: usize = 2;
 /// Weight rows per pass of all the tokens: 16 rows of 1536 `Q4_1` values are 15 KB, which

@@ -98,21 +98,21 @@ pub(super) fn attend(q: &mut [f32], kv: &LayerKv, shape: Shape, out: &mut Vec<f3
         });
 }
 
-/// Attention of the prompt's rows `q` (each `heads x head_dim`, rotated; the first at position
-/// `pos`, already in `kv` with all the others) into `out`: each row sees the positions up to its
-/// own, and computes exactly what [`attend`] computes for a generated token at that position.
-/// Rows split over the rayon pool.
-pub(super) fn attend_rows(q: &mut [f32], kv: &LayerKv, pos: usize, shape: Shape, out: &mut [f32]) {
-    let row = shape.heads * shape.head_dim;
-    q.par_chunks_mut(row)
-        .zip(out.par_chunks_mut(row))
-        .enumerate()
-        .for_each_init(Vec::new, |scores, (i, (q, out))| {
+/// Attention of the rows `q` (each `heads x head_dim`, rotated) into `out`: row `i` against
+/// the first `rows[i].1` positions of its session's `rows[i].0` (its own included, already
+/// appended), exactly what [`attend`] computes for a generated token at that position. Rows
+/// split over the rayon pool.
+pub(super) fn attend_rows(q: &mut [f32], rows: &[(&LayerKv, usize)], shape: Shape, out: &mut [f32]) {
+    let width = shape.heads * shape.head_dim;
+    q.par_chunks_mut(width)
+        .zip(out.par_chunks_mut(width))
+        .zip(rows)
+        .for_each_init(Vec::new, |scores, ((q, out), &(kv, positions))| {
             let heads = q
                 .chunks_exact_mut(shape.head_dim)
                 .zip(out.chunks_exact_mut(shape.head_dim));
             for (h, (q, out)) in heads.enumerate() {
-                head(q, kv, h, pos + i + 1, shape, scores, out);
+                head(q, kv, h, positions, shape, scores, out);
             }
         });
 }

@@ -13,7 +13,7 @@ use super::Phase;
 use super::ops::add_assign;
 use crate::error::Result;
 use crate::gguf::GgufFile;
-use crate::kernels::{Q8Vector, Q16Batch, QMatrix, dense, par_gemm, par_gemv};
+use crate::kernels::{Q8Vector, Q16Batch, QMatrix, dense, par_gemm, par_gemv, par_gemv_many};
 
 /// Where the quantized weights of a matrix live.
 pub(super) enum Quant {
@@ -198,6 +198,60 @@ pub(super) fn rows_of(
                 add_assign(&mut out[at..], bias);
             }
         }
+    }
+    Ok(outs)
+}
+
+/// [`rows_of`] where the first `decoding` rows of `x` are generated tokens: those go through
+/// generation's 8-bit products with `stacked` (the matrix whose rows the `linears` are, in
+/// order), each the bits of its one-token product, and come first in every output.
+pub(super) fn rows_mixed(
+    linears: &[&Linear],
+    stacked: Option<&QMatrix>,
+    x: &[f32],
+    decoding: usize,
+    biases: &[Option<&[f32]>],
+) -> Result<Vec<Vec<f32>>> {
+    let Some(matrix) = stacked.filter(|_| decoding > 0) else {
+        return rows_of(linears, x, biases);
+    };
+    let cols = matrix.cols();
+    let (generated, prompt) = x.split_at(decoding * cols);
+    let mut outs = match prompt.is_empty() {
+        true => vec![Vec::new(); linears.len()],
+        false => rows_of(linears, prompt, biases)?,
+    };
+    let xs: Vec<Q8Vector> = generated
+        .chunks_exact(cols)
+        .map(|row| {
+            let mut q = Q8Vector::default();
+            q.quantize(row);
+            q
+        })
+        .collect();
+    let refs: Vec<&Q8Vector> = xs.iter().collect();
+    let mut all = vec![0f32; decoding * matrix.rows()];
+    par_gemv_many(matrix, &refs, 0..matrix.rows(), &mut all);
+    let mut heads: Vec<Vec<f32>> = linears
+        .iter()
+        .zip(&outs)
+        .map(|(l, out)| Vec::with_capacity(decoding * l.out_rows() + out.len()))
+        .collect();
+    for row in all.chunks_exact(matrix.rows()) {
+        let mut start = 0;
+        for ((l, head), bias) in linears.iter().zip(&mut heads).zip(biases) {
+            let part = &row[start..start + l.out_rows()];
+            start += part.len();
+            let at = head.len();
+            head.extend_from_slice(part);
+            if let Some(bias) = bias {
+                add_assign(&mut head[at..], bias);
+            }
+        }
+    }
+    for (head, out) in heads.iter_mut().zip(&mut outs) {
+        head.extend_from_slice(out);
+        *out = std::mem::take(head);
     }
     Ok(outs)
 }

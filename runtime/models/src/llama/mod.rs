@@ -44,7 +44,7 @@ mod arch;
 mod attention;
 mod linear;
 mod ops;
-mod prompt;
+mod rows;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +52,8 @@ use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
+
+pub(crate) use self::rows::Step;
 
 use self::arch::Arch;
 use self::attention::{attend, attention};
@@ -206,7 +208,9 @@ struct Scratch {
     q8: Q8Vector,
 }
 
-/// A session's KV cache: one per layer, plus the number of positions it holds.
+/// A session's KV cache: one per layer, plus the number of positions it holds. The default is
+/// an empty placeholder with no layers (what a cache leaves behind when moved out).
+#[derive(Default)]
 pub(crate) struct LlamaCache {
     layers: Vec<LayerKv>,
     len: usize,
@@ -222,6 +226,11 @@ impl LlamaCache {
             *kv = LayerKv::default();
         }
         self.len = 0;
+    }
+
+    /// Drops what a failed forward pass left in some layers past the positions held.
+    pub(crate) fn mend(&mut self) {
+        self.truncate(self.len);
     }
 
     /// Keeps the first `positions` positions (at most those held) and the memory reserved. Also

@@ -1,6 +1,6 @@
 //! One model of the pool: its state machine, bounded queue and worker threads (the actors).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::{
     ChunkFn, EmbedJob, Job, ModelKind, ModelSpec, ModelState, ModelStatus, Prompt, Shared,
 };
+use crate::batcher::Batcher;
 use crate::embed::{EmbeddingModel, Embeddings};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -67,6 +68,14 @@ pub(super) enum Work {
 }
 
 impl Work {
+    /// The prompt cache it may use (generations only).
+    fn cache_scope(&self) -> Option<&str> {
+        match self {
+            Work::Generate(job) => Some(&job.cache_scope),
+            Work::Embed(_) => None,
+        }
+    }
+
     pub(super) fn kind(&self) -> ModelKind {
         match self {
             Work::Generate(_) => ModelKind::Chat,
@@ -96,6 +105,9 @@ pub(super) struct State {
     pub(super) queue: VecDeque<Work>,
     /// Jobs running on a worker.
     pub(super) busy: usize,
+    /// The cache scope of each free chat worker's session, by worker: where a queued job's
+    /// prompt is cached.
+    pub(super) free_scopes: HashMap<usize, String>,
     /// Bumped at every unload: workers of an older generation exit.
     pub(super) generation: u64,
     /// When the model last became idle (or was loaded); the keep-alive clock and LRU order.
@@ -141,6 +153,7 @@ impl Entry {
                 phase: Phase::Unloaded,
                 queue: VecDeque::new(),
                 busy: 0,
+                free_scopes: HashMap::new(),
                 generation: 0,
                 idle_since: Instant::now(),
                 reserved: 0,
@@ -227,11 +240,17 @@ impl Entry {
         model: &Loaded,
         generation: u64,
     ) -> bool {
+        // Several sessions of a chat model step together (see `crate::batcher`).
+        let batcher = match model {
+            Loaded::Chat(m) if self.spec.parallel > 1 => Some(Batcher::new(m.clone())),
+            _ => None,
+        };
         for i in 0..self.spec.parallel {
             let (entry, shared, model) = (self.clone(), shared.clone(), model.clone());
+            let batcher = batcher.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("slmfn-{}-{i}", self.spec.name))
-                .spawn(move || entry.work(&shared, model, generation));
+                .spawn(move || entry.work(&shared, model, batcher, i, generation));
             if spawned.is_err() {
                 return false;
             }
@@ -240,25 +259,42 @@ impl Entry {
     }
 
     /// A worker: owns one session (chat models), takes jobs until its generation is unloaded.
-    fn work(&self, shared: &Shared, model: Loaded, generation: u64) {
-        let mut session = match &model {
-            Loaded::Chat(model) => Some(model.session()),
-            Loaded::Embedding(_) => None,
+    fn work(
+        &self,
+        shared: &Shared,
+        model: Loaded,
+        batcher: Option<Arc<Batcher>>,
+        me: usize,
+        generation: u64,
+    ) {
+        let mut session = match (&model, batcher) {
+            (Loaded::Chat(model), Some(batcher)) => Some(model.batched_session(batcher)),
+            (Loaded::Chat(model), None) => Some(model.session()),
+            (Loaded::Embedding(_), _) => None,
         };
+        let mut scope = String::new();
         loop {
             let job = {
                 let mut st = self.lock();
                 loop {
                     if st.shutdown || st.generation != generation {
+                        st.free_scopes.remove(&me);
                         return;
                     }
-                    if let Some(job) = st.queue.pop_front() {
+                    if let Some(job) = take_job(&mut st, me, &scope) {
+                        st.free_scopes.remove(&me);
                         st.busy += 1;
                         break job;
+                    }
+                    if session.is_some() {
+                        st.free_scopes.insert(me, scope.clone());
                     }
                     st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
             };
+            if let Some(s) = job.cache_scope() {
+                s.clone_into(&mut scope);
+            }
             let outcome = match (job, &mut session, &model) {
                 (Work::Generate(job), Some(session), _) => {
                     session.set_cache_scope(&job.cache_scope);
@@ -284,6 +320,10 @@ impl Entry {
                     }
                 }
             };
+            if let Some(session) = &mut session {
+                // Also after a panic in the middle of a generation.
+                session.leave_batch();
+            }
             // Free the session before reporting, so that a caller who submits again as soon as
             // it has its answer finds the model idle (not overloaded, not busy).
             let mut st = self.lock();
@@ -356,4 +396,22 @@ impl Entry {
             )))
         })
     }
+}
+
+/// The queued job worker `me`, whose session holds `scope`'s prompt, takes: the first of that
+/// scope (prompt-cache affinity), else the first whose scope no other free worker holds (that
+/// one takes it); `None` when the queue is empty or every job's prompt is cached in another free
+/// worker's session (woken like this one, it takes it).
+fn take_job(st: &mut State, me: usize, scope: &str) -> Option<Work> {
+    let held = |s: &str| st.free_scopes.iter().any(|(&w, held)| w != me && held == s);
+    let at = st
+        .queue
+        .iter()
+        .position(|w| w.cache_scope() == Some(scope))
+        .or_else(|| {
+            st.queue
+                .iter()
+                .position(|w| !w.cache_scope().is_some_and(|s| !s.is_empty() && held(s)))
+        })?;
+    st.queue.remove(at)
 }

@@ -1,0 +1,114 @@
+//! Generation's products for several sessions at once: one pass over a matrix's rows for the
+//! next token of each ([`QMatrix::gemv_many`]), the weights read from memory once instead of
+//! once per session. Each token's result is the same bits [`QMatrix::gemv`] gives it alone
+//! (the same 8-bit activations, the same operations per block in the same order), so batching
+//! sessions changes no answer (see `crate::batcher`).
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::{Format, MIN_PARALLEL_ROWS, Q8Vector, QMatrix};
+
+impl QMatrix {
+    /// `out[t * rows.len() + j] = row(rows.start + j) . xs[t]`, on this thread: for each `t`,
+    /// what [`Self::gemv`] writes for `xs[t]`.
+    pub(crate) fn gemv_many(&self, xs: &[&Q8Vector], rows: Range<usize>, out: &mut [f32]) {
+        assert!(rows.end <= self.rows, "rows {rows:?} of {}", self.rows);
+        assert_eq!(out.len(), xs.len() * rows.len(), "output length");
+        for x in xs {
+            assert_eq!(x.len(), self.cols, "activation length");
+        }
+        if xs.is_empty() || rows.is_empty() {
+            return;
+        }
+        let data = self.row_data(rows.clone());
+        #[cfg(target_arch = "x86_64")]
+        if super::simd() {
+            match self.format {
+                Format::Q4_1 => super::x86::q4_1_many(data, self.row_bytes(), xs, out),
+                Format::Q8_0 => super::x86::q8_0_many(data, self.row_bytes(), xs, out),
+            }
+            return;
+        }
+        for (x, out) in xs.iter().zip(out.chunks_exact_mut(rows.len())) {
+            self.gemv(x, rows.clone(), out);
+        }
+    }
+}
+
+/// [`QMatrix::gemv_many`] of `rows`, split by rows over the current rayon pool (call it from
+/// inside the pool, as [`super::par_gemv`]): each part into its own buffer, copied into place.
+pub(crate) fn par_gemv_many(m: &QMatrix, xs: &[&Q8Vector], rows: Range<usize>, out: &mut [f32]) {
+    let threads = rayon::current_num_threads();
+    let n = rows.len();
+    if threads <= 1 || n < MIN_PARALLEL_ROWS || xs.is_empty() {
+        m.gemv_many(xs, rows, out);
+        return;
+    }
+    let chunk = n.div_ceil(threads);
+    let parts: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .map(|i| {
+            let start = rows.start + i * chunk;
+            let part = start..(start + chunk).min(rows.end);
+            let mut buf = vec![0f32; xs.len() * part.len()];
+            m.gemv_many(xs, part, &mut buf);
+            buf
+        })
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        let width = part.len() / xs.len();
+        for (row, part) in out.chunks_exact_mut(n).zip(part.chunks_exact(width)) {
+            row[i * chunk..i * chunk + width].copy_from_slice(part);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::super::tests::{random_matrix, random_vector};
+    use super::*;
+
+    /// Every token of a batch gets exactly the bits of its own matrix-vector product, for
+    /// batches across the 4-activation groups, odd row counts and both formats, on one thread
+    /// and split over a pool.
+    #[test]
+    fn many_tokens_get_the_bits_of_one() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for format in [Format::Q4_1, Format::Q8_0] {
+            for (rows, cols) in [(1, 32), (7, 64), (131, 96), (200, 576)] {
+                let m = random_matrix(&mut rng, format, rows, cols);
+                for tokens in [1, 2, 3, 4, 5, 8, 9] {
+                    let xs: Vec<Q8Vector> = (0..tokens)
+                        .map(|_| {
+                            let mut q = Q8Vector::default();
+                            q.quantize(&random_vector(&mut rng, cols));
+                            q
+                        })
+                        .collect();
+                    let refs: Vec<&Q8Vector> = xs.iter().collect();
+                    let range = rows / 3..rows;
+                    let mut alone = vec![0f32; tokens * range.len()];
+                    for (x, out) in xs.iter().zip(alone.chunks_exact_mut(range.len().max(1))) {
+                        m.gemv(x, range.clone(), out);
+                    }
+                    let mut many = vec![f32::NAN; alone.len()];
+                    m.gemv_many(&refs, range.clone(), &mut many);
+                    let mut split = vec![f32::NAN; alone.len()];
+                    pool.install(|| par_gemv_many(&m, &refs, range.clone(), &mut split));
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&many), bits(&alone), "{format:?} {rows}x{cols} {tokens}");
+                    assert_eq!(bits(&split), bits(&alone), "{format:?} {rows}x{cols} {tokens}");
+                }
+            }
+        }
+    }
+}
