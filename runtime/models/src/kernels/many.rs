@@ -105,8 +105,16 @@ mod tests {
                     let mut split = vec![f32::NAN; alone.len()];
                     pool.install(|| par_gemv_many(&m, &refs, range.clone(), &mut split));
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&many), bits(&alone), "{format:?} {rows}x{cols} {tokens}");
-                    assert_eq!(bits(&split), bits(&alone), "{format:?} {rows}x{cols} {tokens}");
+                    assert_eq!(
+                        bits(&many),
+                        bits(&alone),
+                        "{format:?} {rows}x{cols} {tokens}"
+                    );
+                    assert_eq!(
+                        bits(&split),
+                        bits(&alone),
+                        "{format:?} {rows}x{cols} {tokens}"
+                    );
                 }
             }
         }

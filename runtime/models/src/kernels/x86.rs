@@ -231,7 +231,11 @@ unsafe fn many_rows<const T: usize, const Q4: bool>(
 /// As [`q4_1_row`], for every activation.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q4_1_row_many<const T: usize>(w: *const u8, blocks: usize, xs: [&Q8Vector; T]) -> [f32; T] {
+unsafe fn q4_1_row_many<const T: usize>(
+    w: *const u8,
+    blocks: usize,
+    xs: [&Q8Vector; T],
+) -> [f32; T] {
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
@@ -253,7 +257,11 @@ unsafe fn q4_1_row_many<const T: usize>(w: *const u8, blocks: usize, xs: [&Q8Vec
             // SAFETY: block b < blocks of each activation (32 bytes at b * 32).
             let a = unsafe { _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()) };
             let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * xs[t].d[b]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(p),
+                _mm256_set1_ps(d * xs[t].d[b]),
+                acc[t],
+            );
             mins[t] += m * xs[t].s[b];
         }
     }
@@ -266,7 +274,11 @@ unsafe fn q4_1_row_many<const T: usize>(w: *const u8, blocks: usize, xs: [&Q8Vec
 /// As [`q8_0_row`], for every activation.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q8_0_row_many<const T: usize>(w: *const u8, blocks: usize, xs: [&Q8Vector; T]) -> [f32; T] {
+unsafe fn q8_0_row_many<const T: usize>(
+    w: *const u8,
+    blocks: usize,
+    xs: [&Q8Vector; T],
+) -> [f32; T] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..blocks {
@@ -286,7 +298,11 @@ unsafe fn q8_0_row_many<const T: usize>(w: *const u8, blocks: usize, xs: [&Q8Vec
             let a = unsafe { _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()) };
             let p = _mm256_maddubs_epi16(unsigned, _mm256_sign_epi8(a, q));
             let p = _mm256_madd_epi16(p, ones);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * xs[t].d[b]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(p),
+                _mm256_set1_ps(d * xs[t].d[b]),
+                acc[t],
+            );
         }
     }
     std::array::from_fn(|t| hsum(acc[t]))

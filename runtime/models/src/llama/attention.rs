@@ -102,7 +102,12 @@ pub(super) fn attend(q: &mut [f32], kv: &LayerKv, shape: Shape, out: &mut Vec<f3
 /// the first `rows[i].1` positions of its session's `rows[i].0` (its own included, already
 /// appended), exactly what [`attend`] computes for a generated token at that position. Rows
 /// split over the rayon pool.
-pub(super) fn attend_rows(q: &mut [f32], rows: &[(&LayerKv, usize)], shape: Shape, out: &mut [f32]) {
+pub(super) fn attend_rows(
+    q: &mut [f32],
+    rows: &[(&LayerKv, usize)],
+    shape: Shape,
+    out: &mut [f32],
+) {
     let width = shape.heads * shape.head_dim;
     q.par_chunks_mut(width)
         .zip(out.par_chunks_mut(width))

@@ -42,6 +42,8 @@
 
 mod arch;
 mod attention;
+#[cfg(test)]
+mod batch_tests;
 mod linear;
 mod ops;
 mod rows;

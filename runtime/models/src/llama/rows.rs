@@ -129,7 +129,9 @@ impl Llama {
                        stacked: Option<&QMatrix>,
                        x: &[f32],
                        biases: &[Option<&[f32]>]|
-         -> Result<Vec<Vec<f32>>> { rows_mixed(linears, stacked, x, decoding, biases) };
+         -> Result<Vec<Vec<f32>>> {
+            rows_mixed(linears, stacked, x, decoding, biases)
+        };
         for (l, layer) in self.layers.iter().enumerate() {
             let m = decode.map(|d| &d.layers[l]);
             let h = norm_rows(&layer.attn_norm, &x, dim);

@@ -13,10 +13,10 @@ use crate::testing::TinyModel;
 use crate::{LoadOptions, Message, Model};
 
 /// The architectures of the forward pass (`crate::gguf::SUPPORTED_ARCHITECTURES`).
-const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
+pub(super) const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
 
 /// A tiny model of `architecture` at `dir/{architecture}.gguf`.
-fn tiny(dir: &Path, architecture: &str) -> std::path::PathBuf {
+pub(super) fn tiny(dir: &Path, architecture: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{architecture}.gguf"));
     TinyModel {
         architecture: architecture.into(),
@@ -306,7 +306,7 @@ fn architecture_changes_the_logits() {
 }
 
 /// A llama-family model read straight from `path`, with or without dense prefill.
-fn load_llama(path: &Path, dense: bool) -> super::Llama {
+pub(super) fn load_llama(path: &Path, dense: bool) -> super::Llama {
     let mut file = crate::gguf::GgufFile::open(path).unwrap();
     let meta = file.metadata(None, dense).unwrap();
     super::Llama::load(&mut file, &meta, &Device::Cpu, dense).unwrap()

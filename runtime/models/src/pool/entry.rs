@@ -105,15 +105,17 @@ pub(super) struct State {
     pub(super) queue: VecDeque<Work>,
     /// Jobs running on a worker.
     pub(super) busy: usize,
-    /// The cache scope of each free chat worker's session, by worker: where a queued job's
-    /// prompt is cached.
-    pub(super) free_scopes: HashMap<usize, String>,
+    /// Each free chat worker's session, by worker: the cache scope it holds, and since when it
+    /// is free (see `take_job`).
+    pub(super) free_scopes: HashMap<usize, (String, Instant)>,
     /// Bumped at every unload: workers of an older generation exit.
     pub(super) generation: u64,
     /// When the model last became idle (or was loaded); the keep-alive clock and LRU order.
     pub(super) idle_since: Instant,
     /// Bytes reserved in the pool's budget.
     pub(super) reserved: u64,
+    /// The loaded chat model's batcher, when its sessions step together.
+    pub(super) batcher: Option<Arc<Batcher>>,
     pub(super) attempts: u64,
     pub(super) loads: u64,
     pub(super) unloads: u64,
@@ -157,6 +159,7 @@ impl Entry {
                 generation: 0,
                 idle_since: Instant::now(),
                 reserved: 0,
+                batcher: None,
                 attempts: 0,
                 loads: 0,
                 unloads: 0,
@@ -196,6 +199,7 @@ impl Entry {
 
     pub(super) fn status(&self) -> ModelStatus {
         let st = self.lock();
+        let batch = st.batcher.as_ref().map(|b| b.stats()).unwrap_or_default();
         let state = match st.phase {
             Phase::Unloaded => ModelState::Unloaded,
             Phase::Loading => ModelState::Loading,
@@ -217,6 +221,8 @@ impl Entry {
                 .last_error
                 .as_ref()
                 .map(|(_, f)| f.to_error(&self.spec.name).to_string()),
+            batched_steps: batch.steps,
+            batched_session_steps: batch.session_steps,
         }
     }
 
@@ -245,6 +251,7 @@ impl Entry {
             Loaded::Chat(m) if self.spec.parallel > 1 => Some(Batcher::new(m.clone())),
             _ => None,
         };
+        self.lock().batcher = batcher.clone();
         for i in 0..self.spec.parallel {
             let (entry, shared, model) = (self.clone(), shared.clone(), model.clone());
             let batcher = batcher.clone();
@@ -281,13 +288,15 @@ impl Entry {
                         st.free_scopes.remove(&me);
                         return;
                     }
+                    if session.is_some() {
+                        st.free_scopes
+                            .entry(me)
+                            .or_insert_with(|| (scope.clone(), Instant::now()));
+                    }
                     if let Some(job) = take_job(&mut st, me, &scope) {
                         st.free_scopes.remove(&me);
                         st.busy += 1;
                         break job;
-                    }
-                    if session.is_some() {
-                        st.free_scopes.insert(me, scope.clone());
                     }
                     st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
@@ -398,20 +407,33 @@ impl Entry {
     }
 }
 
-/// The queued job worker `me`, whose session holds `scope`'s prompt, takes: the first of that
-/// scope (prompt-cache affinity), else the first whose scope no other free worker holds (that
-/// one takes it); `None` when the queue is empty or every job's prompt is cached in another free
-/// worker's session (woken like this one, it takes it).
+/// The queued job worker `me` takes, whose session holds `scope`'s prompt (prompt-cache
+/// affinity): the first job of its own scope; else the first job whose scope no other free
+/// session holds (that one takes it), when `me` is, of the free workers whose scope no queued
+/// job wants, the one idle longest (its cache the least recently used); else `None` — another
+/// free worker, woken like this one, takes it.
 fn take_job(st: &mut State, me: usize, scope: &str) -> Option<Work> {
-    let held = |s: &str| st.free_scopes.iter().any(|(&w, held)| w != me && held == s);
-    let at = st
+    if let Some(at) = st
         .queue
         .iter()
-        .position(|w| w.cache_scope() == Some(scope))
-        .or_else(|| {
-            st.queue
-                .iter()
-                .position(|w| !w.cache_scope().is_some_and(|s| !s.is_empty() && held(s)))
-        })?;
-    st.queue.remove(at)
+        .position(|w| w.cache_scope().is_none_or(|s| s == scope))
+    {
+        return st.queue.remove(at);
+    }
+    let held = |s: &str, by: usize| st.free_scopes.get(&by).is_some_and(|(h, _)| h == s);
+    let at = st.queue.iter().position(|w| {
+        w.cache_scope()
+            .is_some_and(|s| !st.free_scopes.keys().any(|&o| o != me && held(s, o)))
+    })?;
+    let wanted = |held: &str| st.queue.iter().any(|w| w.cache_scope() == Some(held));
+    let longest_idle = st
+        .free_scopes
+        .iter()
+        .filter(|(_, (held, _))| !wanted(held))
+        .min_by_key(|&(&w, &(_, since))| (since, w))
+        .map(|(&w, _)| w);
+    match longest_idle {
+        Some(w) if w != me => None,
+        _ => st.queue.remove(at),
+    }
 }

@@ -198,6 +198,13 @@ pub struct ModelStatus {
     pub last_load_duration: Option<Duration>,
     /// Why the last load failed, if it did.
     pub last_error: Option<String>,
+    /// Forward passes its batched sessions ran (`parallel > 1`, see [`crate::batcher`]) since
+    /// it was last loaded.
+    #[serde(default)]
+    pub batched_steps: u64,
+    /// The session steps those passes ran: over `batched_steps`, the mean batch width.
+    #[serde(default)]
+    pub batched_session_steps: u64,
 }
 
 /// Pool-wide counters.

@@ -2,9 +2,11 @@
 //!
 //! - `tiny`: a tiny random llama each test writes itself (real GGUF, real tokenizer and template).
 //! - `constraint`: constrained decoding (JSON schema, Lark, regex) on the tiny model.
+//! - `batching`: sessions of one model stepping together (`parallel > 1`), cache affinity.
 //! - `pool`: the warm pool (sharing, queueing, overload, keep-alive, eviction, failures).
 //! - `real`: SmolLM2-135M-Instruct, only when `SLMFN_MODEL_PATH` points at its GGUF.
 
+mod batching;
 mod constraint;
 mod pool;
 mod real;
