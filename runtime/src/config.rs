@@ -158,9 +158,10 @@ pub struct ModelsConfig {
     #[arg(long, env = "SLMFN_MODELS_MEMORY_MB", default_value_t = 8192)]
     pub models_memory_mb: u64,
 
-    /// Concurrent generation sessions per `--model` (each holds a KV cache; default 1: on a
-    /// small CPU one session already uses every core).
-    #[arg(long, env = "SLMFN_MODEL_PARALLEL", default_value_t = 1)]
+    /// Concurrent generation sessions per `--model` (each holds a KV cache). Above 1 they step
+    /// together, one pass over the weights for all (batched decode, same answers); default 4,
+    /// what `benches/concurrency.sh` found best on 2 cores (see the README).
+    #[arg(long, env = "SLMFN_MODEL_PARALLEL", default_value_t = 4)]
     pub model_parallel: usize,
 
     /// Requests that may wait per `--model` beyond the running sessions; more get

@@ -18,6 +18,12 @@
 //! inference_bench constrained MODEL QUESTION GEN RUNS
 //!     decode tok/s of greedy generation free and under a JSON schema (every token masked),
 //!     alternating
+//! inference_bench concurrent MODEL QUESTIONS_FILE GEN STREAMS
+//!     a ModelPool with `parallel = STREAMS`, model preloaded; the first STREAMS lines of
+//!     QUESTIONS_FILE as chats, submitted at once, each greedy for GEN tokens (end of
+//!     generation ignored): the chats' token ids (for the llama.cpp side), aggregate tok/s
+//!     (all tokens over the time from submitting to the last answer) and every stream's times
+//!     between tokens
 //! inference_bench prompt-cache MODEL A_JSON B_JSON RUNS
 //!     per run: time to first token of B from an empty cache, then of B right after A, the
 //!     prefix they share reused (the session's prompt cache)
@@ -52,10 +58,13 @@ fn main() -> anyhow::Result<()> {
             args.get(5).map(String::as_str) == Some("dense"),
         ),
         "pool" => pool(arg(1)?, arg(2)?),
+        "concurrent" => concurrent(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?),
         "prompt-cache" => prompt_cache(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?),
         "constrained" => constrained(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?),
         other => {
-            bail!("unknown mode `{other}` (encode, generate, pool, prompt-cache, constrained)")
+            bail!(
+                "unknown mode `{other}` (encode, generate, pool, concurrent, prompt-cache, constrained)"
+            )
         }
     }
 }
@@ -98,6 +107,78 @@ fn constrained(path: &str, question: &str, gen_len: usize, runs: usize) -> anyho
             );
         }
     }
+    Ok(())
+}
+
+fn concurrent(path: &str, questions: &str, gen_len: usize, streams: usize) -> anyhow::Result<()> {
+    let questions: Vec<String> = read(questions)?.lines().map(str::to_string).collect();
+    anyhow::ensure!(questions.len() >= streams, "fewer than {streams} questions");
+    let pool = ModelPool::new(
+        PoolConfig::default(),
+        vec![ModelSpec {
+            parallel: streams,
+            queue_depth: streams,
+            preload: true,
+            ..ModelSpec::new("bench", path)
+        }],
+    )?;
+    pool.load("bench")?;
+    let model = pool.loaded("bench")?.context("loaded")?;
+    let prompts = questions[..streams]
+        .iter()
+        .map(|q| model.encode_chat(&[Message::user(q.clone())]))
+        .collect::<slmfn_models::Result<Vec<_>>>()?;
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(gen_len)
+    };
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let times = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (chunk_times, tx) = (times.clone(), tx.clone());
+        pool.submit(
+            "bench",
+            slmfn_models::Job {
+                prompt: Prompt::Tokens(prompt.clone()),
+                cache_scope: format!("stream-{i}"),
+                params: Some(params.clone()),
+                cancel: CancelToken::new(),
+                on_chunk: Box::new(move |_| chunk_times.lock().unwrap().push(Instant::now())),
+                on_done: Box::new(move |r| {
+                    let _ = tx.send((i, r, Instant::now(), times));
+                }),
+            },
+        )?;
+    }
+    drop(tx);
+    let (mut tokens, mut last, mut gaps, mut ttfts) = (0, started, Vec::new(), Vec::new());
+    for (i, result, done, times) in rx {
+        let c = result.with_context(|| format!("stream {i}"))?;
+        tokens += c.usage.completion_tokens;
+        last = last.max(done);
+        let times = times.lock().unwrap();
+        if let Some(first) = times.first() {
+            ttfts.push((*first - started).as_secs_f64());
+        }
+        gaps.extend(times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()));
+    }
+    let status = &pool.status()[0];
+    println!(
+        "{}",
+        json!({
+            "event": "concurrent",
+            "streams": streams,
+            "prompts": prompts,
+            "tokens": tokens,
+            "wall_s": (last - started).as_secs_f64(),
+            "aggregate_tok_s": tokens as f64 / (last - started).as_secs_f64(),
+            "ttft_s": ttfts,
+            "gaps_s": gaps,
+            "batched_steps": status.batched_steps,
+            "batched_session_steps": status.batched_session_steps,
+        })
+    );
     Ok(())
 }
 

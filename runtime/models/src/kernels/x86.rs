@@ -164,9 +164,12 @@ pub(super) fn q8_0_many(data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &m
     many(Format::Q8_0, data, row_bytes, xs, out)
 }
 
-/// Activations per pass over the rows of [`many`]: 4 accumulators, and the weights of a block
-/// in one register.
+/// Activations per pass over a block of rows in [`many`]: 4 accumulators, and the weights of a
+/// block in one register.
 const MANY: usize = 4;
+/// Rows per block of [`many`]: their weights (at most 16 rows of 1536 `Q4_1` values, 15 KB)
+/// come from memory once and stay in L1 while every group of activations reads them.
+const MANY_ROWS: usize = 16;
 
 fn many(format: Format, data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &mut [f32]) {
     assert!(!xs.is_empty(), "no activation");
@@ -175,137 +178,159 @@ fn many(format: Format, data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &m
     for x in xs {
         check(format, data, row_bytes, x, &out[..rows]);
     }
-    for (group, out) in xs.chunks(MANY).zip(out.chunks_mut(MANY * rows)) {
-        // SAFETY: `check` asserted, for every activation, that the CPU has AVX2, FMA and
-        // F16C, that `data` holds `rows` rows of `row_bytes / block bytes` blocks and that
-        // the activation has as many blocks; `out` holds `rows` values per activation.
-        unsafe {
-            match (format, group.len()) {
-                (Format::Q4_1, 1) => many_rows::<1, true>(data, row_bytes, group, out),
-                (Format::Q4_1, 2) => many_rows::<2, true>(data, row_bytes, group, out),
-                (Format::Q4_1, 3) => many_rows::<3, true>(data, row_bytes, group, out),
-                (Format::Q4_1, _) => many_rows::<4, true>(data, row_bytes, group, out),
-                (Format::Q8_0, 1) => many_rows::<1, false>(data, row_bytes, group, out),
-                (Format::Q8_0, 2) => many_rows::<2, false>(data, row_bytes, group, out),
-                (Format::Q8_0, 3) => many_rows::<3, false>(data, row_bytes, group, out),
-                (Format::Q8_0, _) => many_rows::<4, false>(data, row_bytes, group, out),
+    for r0 in (0..rows).step_by(MANY_ROWS) {
+        let n = MANY_ROWS.min(rows - r0);
+        let block = &data[r0 * row_bytes..(r0 + n) * row_bytes];
+        for (g, group) in xs.chunks(MANY).enumerate() {
+            let at = Place {
+                stride: rows,
+                row: r0,
+                rows: n,
+                token: g * MANY,
+            };
+            // SAFETY: `check` asserted, for every activation, that the CPU has AVX2, FMA and
+            // F16C, that `data` (so `block`, whole rows of it) holds rows of
+            // `row_bytes / block bytes` blocks and that the activation has as many blocks;
+            // `at` addresses rows `r0..r0 + n` of tokens `g * MANY..` within `out`.
+            unsafe {
+                match (format, group.len()) {
+                    (Format::Q4_1, 1) => many_rows::<1, true>(block, row_bytes, group, out, at),
+                    (Format::Q4_1, 2) => many_rows::<2, true>(block, row_bytes, group, out, at),
+                    (Format::Q4_1, 3) => many_rows::<3, true>(block, row_bytes, group, out, at),
+                    (Format::Q4_1, _) => many_rows::<4, true>(block, row_bytes, group, out, at),
+                    (Format::Q8_0, 1) => many_rows::<1, false>(block, row_bytes, group, out, at),
+                    (Format::Q8_0, 2) => many_rows::<2, false>(block, row_bytes, group, out, at),
+                    (Format::Q8_0, 3) => many_rows::<3, false>(block, row_bytes, group, out, at),
+                    (Format::Q8_0, _) => many_rows::<4, false>(block, row_bytes, group, out, at),
+                }
             }
         }
     }
 }
 
-/// The rows of `data` times the `T` activations of `xs` into `out` (`T` rows of outputs).
+/// Where [`many_rows`] writes: `out[(token + t) * stride + row + r]` for its `rows` rows `r`.
+#[derive(Clone, Copy)]
+struct Place {
+    stride: usize,
+    row: usize,
+    rows: usize,
+    token: usize,
+}
+
+/// The rows of `data` times the `T` activations of `xs` into `out` at `at`.
 ///
 /// # Safety
-/// As [`many`] checks: `data` holds whole rows of `row_bytes` in `Q4_1` (`Q4`) or `Q8_0`, each
-/// with as many blocks as every activation; `xs` has `T` activations; the CPU has AVX2, FMA
-/// and F16C.
+/// As [`many`] checks: `data` holds `at.rows` rows of `row_bytes` in `Q4_1` (`Q4`) or `Q8_0`,
+/// each with as many blocks as every activation; `xs` has `T` activations; the CPU has AVX2,
+/// FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn many_rows<const T: usize, const Q4: bool>(
     data: &[u8],
     row_bytes: usize,
     xs: &[&Q8Vector],
     out: &mut [f32],
+    at: Place,
 ) {
     let xs: [&Q8Vector; T] = std::array::from_fn(|t| xs[t]);
-    let rows = out.len() / T;
     let blocks = xs[0].d.len();
-    for r in 0..rows {
-        // SAFETY: row r is within `data`, with `blocks` blocks (the caller's contract).
-        let sums = unsafe {
-            let w = data.as_ptr().add(r * row_bytes);
-            match Q4 {
-                true => q4_1_row_many::<T>(w, blocks, xs),
-                false => q8_0_row_many::<T>(w, blocks, xs),
+    // Two rows per pass: each activation block is loaded once for both.
+    let mut r = 0;
+    while r < at.rows {
+        let pair = at.rows - r >= 2;
+        // SAFETY: rows r (and r + 1 when `pair`) are within `data`, with `blocks` blocks (the
+        // caller's contract).
+        let sums: [[f32; T]; 2] = unsafe {
+            let w = |i: usize| data.as_ptr().add((r + i) * row_bytes);
+            match (Q4, pair) {
+                (true, true) => rows_many::<2, T, true>([w(0), w(1)], blocks, xs),
+                (false, true) => rows_many::<2, T, false>([w(0), w(1)], blocks, xs),
+                (true, false) => {
+                    let [one] = rows_many::<1, T, true>([w(0)], blocks, xs);
+                    [one, [0.0; T]]
+                }
+                (false, false) => {
+                    let [one] = rows_many::<1, T, false>([w(0)], blocks, xs);
+                    [one, [0.0; T]]
+                }
             }
         };
-        for (t, sum) in sums.into_iter().enumerate() {
-            out[t * rows + r] = sum;
+        for (i, sums) in sums.iter().take(1 + usize::from(pair)).enumerate() {
+            for (t, &sum) in sums.iter().enumerate() {
+                out[(at.token + t) * at.stride + at.row + r + i] = sum;
+            }
         }
+        r += 1 + usize::from(pair);
     }
 }
 
-/// [`q4_1_row`] for `T` activations at once: the same operations, in the same order, for each.
+/// [`q4_1_row`] (`Q4`) or [`q8_0_row`] of `R` rows for `T` activations at once: for each row
+/// and activation the same operations, in the same order, as those functions.
 ///
 /// # Safety
-/// As [`q4_1_row`], for every activation.
+/// As [`q4_1_row`] / [`q8_0_row`], for every row and activation.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q4_1_row_many<const T: usize>(
-    w: *const u8,
+unsafe fn rows_many<const R: usize, const T: usize, const Q4: bool>(
+    w: [*const u8; R],
     blocks: usize,
     xs: [&Q8Vector; T],
-) -> [f32; T] {
+) -> [[f32; T]; R] {
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut mins = [0f32; T];
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut mins = [[0f32; T]; R];
     for b in 0..blocks {
-        // SAFETY: block b < blocks of the row (20 bytes at b * 20), which the caller vouches
-        // for.
-        let (dm, q) = unsafe {
-            let block = w.add(b * 20);
-            (
-                block.cast::<i32>().read_unaligned(),
-                _mm_loadu_si128(block.add(4).cast()),
-            )
-        };
-        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
-        let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-        let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+        // Per row: the weights widened to 32 unsigned bytes, the row block's scale (and
+        // minimum), as `q4_1_row` / `q8_0_row` compute them.
+        let mut q = [_mm256_setzero_si256(); R];
+        let mut sign = [_mm256_setzero_si256(); R];
+        let mut d = [0f32; R];
+        let mut m = [0f32; R];
+        for i in 0..R {
+            // SAFETY: block b < blocks of each row, which the caller vouches for.
+            unsafe {
+                if Q4 {
+                    let block = w[i].add(b * 20);
+                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
+                    (d[i], m[i]) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+                    let raw = _mm_loadu_si128(block.add(4).cast());
+                    q[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+                } else {
+                    let block = w[i].add(b * 34);
+                    let dv = block.cast::<i32>().read_unaligned();
+                    d[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(dv)));
+                    sign[i] = _mm256_loadu_si256(block.add(2).cast());
+                    q[i] = _mm256_sign_epi8(sign[i], sign[i]);
+                }
+            }
+        }
         for t in 0..T {
-            // SAFETY: block b < blocks of each activation (32 bytes at b * 32).
-            let a = unsafe { _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()) };
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
-            acc[t] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(p),
-                _mm256_set1_ps(d * xs[t].d[b]),
-                acc[t],
-            );
-            mins[t] += m * xs[t].s[b];
+            // SAFETY: block b < blocks of each activation (32 bytes at b * 32; one scale and
+            // one sum per block).
+            let (a, xd, xsum) = unsafe {
+                (
+                    _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()),
+                    *xs[t].d.get_unchecked(b),
+                    if Q4 { *xs[t].s.get_unchecked(b) } else { 0.0 },
+                )
+            };
+            for i in 0..R {
+                let a = if Q4 { a } else { _mm256_sign_epi8(a, sign[i]) };
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], a), ones);
+                acc[i][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[i] * xd), acc[i][t]);
+                if Q4 {
+                    mins[i][t] += m[i] * xsum;
+                }
+            }
         }
     }
-    std::array::from_fn(|t| hsum(acc[t]) + mins[t])
-}
-
-/// [`q8_0_row`] for `T` activations at once: the same operations, in the same order, for each.
-///
-/// # Safety
-/// As [`q8_0_row`], for every activation.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn q8_0_row_many<const T: usize>(
-    w: *const u8,
-    blocks: usize,
-    xs: [&Q8Vector; T],
-) -> [f32; T] {
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for b in 0..blocks {
-        // SAFETY: block b < blocks of the row (34 bytes at b * 34), which the caller vouches
-        // for.
-        let (d, q) = unsafe {
-            let block = w.add(b * 34);
-            (
-                block.cast::<i32>().read_unaligned(),
-                _mm256_loadu_si256(block.add(2).cast()),
-            )
-        };
-        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
-        let unsigned = _mm256_sign_epi8(q, q);
-        for t in 0..T {
-            // SAFETY: block b < blocks of each activation (32 bytes at b * 32).
-            let a = unsafe { _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()) };
-            let p = _mm256_maddubs_epi16(unsigned, _mm256_sign_epi8(a, q));
-            let p = _mm256_madd_epi16(p, ones);
-            acc[t] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(p),
-                _mm256_set1_ps(d * xs[t].d[b]),
-                acc[t],
-            );
-        }
-    }
-    std::array::from_fn(|t| hsum(acc[t]))
+    std::array::from_fn(|i| {
+        std::array::from_fn(|t| match Q4 {
+            true => hsum(acc[i][t]) + mins[i][t],
+            false => hsum(acc[i][t]),
+        })
+    })
 }
 
 /// Weight rows per tile of [`gemm`].

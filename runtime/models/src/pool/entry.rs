@@ -296,6 +296,10 @@ impl Entry {
                     if let Some(job) = take_job(&mut st, me, &scope) {
                         st.free_scopes.remove(&me);
                         st.busy += 1;
+                        if !st.queue.is_empty() {
+                            // Free workers that left the rest to this one decide again.
+                            self.notify();
+                        }
                         break job;
                     }
                     st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
