@@ -25,7 +25,7 @@ pub struct LoadOptions {
     /// Keep `f32` copies of the weight matrices to process prompts with dense `f32` matrix
     /// products, for 4 bytes per parameter (+540 MB for SmolLM2-135M, and the dequantizing in
     /// the load time). Off (the default), prompts run through the batched quantized kernels
-    /// (`crate::kernels::batch`: activations rounded to 8 bits per block, as llama.cpp does),
+    /// (`crate::kernels::batch`: activations rounded to 16 bits per block),
     /// as fast on 2 cores of this project's machine and faster for short prompts; the `f32`
     /// path gives the logits of unquantized activations, for comparisons.
     pub dense_prefill: bool,

@@ -76,6 +76,8 @@ impl Collector for PoolCollector {
         let loads = Family::<ModelLabels, Counter>::default();
         let unloads = Family::<ModelLabels, Counter>::default();
         let load_seconds = Family::<ModelLabels, Gauge<f64, AtomicU64>>::default();
+        let batched_steps = Family::<ModelLabels, Counter>::default();
+        let batched_session_steps = Family::<ModelLabels, Counter>::default();
         for s in &status {
             for candidate in STATES {
                 state
@@ -94,6 +96,10 @@ impl Collector for PoolCollector {
             queued.get_or_create(&m).set(s.queued as i64);
             loads.get_or_create(&m).inc_by(s.loads);
             unloads.get_or_create(&m).inc_by(s.unloads);
+            batched_steps.get_or_create(&m).inc_by(s.batched_steps);
+            batched_session_steps
+                .get_or_create(&m)
+                .inc_by(s.batched_session_steps);
             if let Some(d) = s.last_load_duration {
                 load_seconds.get_or_create(&m).set(d.as_secs_f64());
             }
@@ -125,6 +131,20 @@ impl Collector for PoolCollector {
             "Sessions configured (parallel generations).",
             None,
             &sessions,
+        )?;
+        emit(
+            &mut encoder,
+            "model_batched_steps",
+            "Forward passes of a model's batched sessions (parallel > 1).",
+            None,
+            &batched_steps,
+        )?;
+        emit(
+            &mut encoder,
+            "model_batched_session_steps",
+            "Session steps those passes ran (divided by the passes: the mean batch width).",
+            None,
+            &batched_session_steps,
         )?;
         emit(
             &mut encoder,

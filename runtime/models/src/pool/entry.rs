@@ -116,6 +116,8 @@ pub(super) struct State {
     pub(super) reserved: u64,
     /// The loaded chat model's batcher, when its sessions step together.
     pub(super) batcher: Option<Arc<Batcher>>,
+    /// What the batchers of earlier loads ran: (passes, session steps).
+    pub(super) batched_before: (u64, u64),
     pub(super) attempts: u64,
     pub(super) loads: u64,
     pub(super) unloads: u64,
@@ -126,6 +128,15 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Drops the batcher (it holds the weights too), keeping its counts.
+    pub(super) fn drop_batcher(&mut self) {
+        if let Some(b) = self.batcher.take() {
+            let stats = b.stats();
+            self.batched_before.0 += stats.steps;
+            self.batched_before.1 += stats.session_steps;
+        }
+    }
+
     /// Loaded with nothing running or waiting: may be unloaded.
     pub(super) fn is_idle_loaded(&self) -> bool {
         matches!(self.phase, Phase::Loaded(_)) && self.busy == 0 && self.queue.is_empty()
@@ -160,6 +171,7 @@ impl Entry {
                 idle_since: Instant::now(),
                 reserved: 0,
                 batcher: None,
+                batched_before: (0, 0),
                 attempts: 0,
                 loads: 0,
                 unloads: 0,
@@ -221,8 +233,8 @@ impl Entry {
                 .last_error
                 .as_ref()
                 .map(|(_, f)| f.to_error(&self.spec.name).to_string()),
-            batched_steps: batch.steps,
-            batched_session_steps: batch.session_steps,
+            batched_steps: st.batched_before.0 + batch.steps,
+            batched_session_steps: st.batched_before.1 + batch.session_steps,
         }
     }
 

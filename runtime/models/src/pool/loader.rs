@@ -91,7 +91,7 @@ fn load(shared: &Arc<Shared>, entry: &Arc<Entry>, attempt: u64) {
     if !entry.spawn_workers(shared, &model, generation) {
         let mut st = entry.lock();
         st.phase = Phase::Unloaded;
-        st.batcher = None;
+        st.drop_batcher();
         st.generation += 1;
         drop(st);
         release(shared, entry);
@@ -173,8 +173,7 @@ fn release(shared: &Shared, entry: &Entry) {
 /// weights goes with them. Returns the bytes freed. The caller holds the memory lock.
 fn unload_locked(st: &mut State) -> u64 {
     st.phase = Phase::Unloaded;
-    // It holds the weights too.
-    st.batcher = None;
+    st.drop_batcher();
     st.generation += 1;
     st.unloads += 1;
     std::mem::take(&mut st.reserved)

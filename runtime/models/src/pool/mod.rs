@@ -199,7 +199,7 @@ pub struct ModelStatus {
     /// Why the last load failed, if it did.
     pub last_error: Option<String>,
     /// Forward passes its batched sessions ran (`parallel > 1`, see [`crate::batcher`]) since
-    /// it was last loaded.
+    /// the pool started.
     #[serde(default)]
     pub batched_steps: u64,
     /// The session steps those passes ran: over `batched_steps`, the mean batch width.
