@@ -60,10 +60,13 @@ struct State {
     members: usize,
     waiting: Vec<Request>,
     running: bool,
-    done: HashMap<u64, (LlamaCache, Result<Vec<f32>>)>,
+    done: HashMap<u64, Finished>,
     next: u64,
     stats: BatchStats,
 }
+
+/// A step's cache, handed back, and its logits.
+type Finished = (LlamaCache, Result<Vec<f32>>);
 
 /// A member's step, with its cache moved in while it runs.
 struct Request {
@@ -176,7 +179,7 @@ impl Batcher {
 
     /// One forward pass of every request; a failure is retried alone for each, so that it is
     /// only its own.
-    fn run(&self, mut batch: Vec<Request>) -> Vec<(u64, (LlamaCache, Result<Vec<f32>>))> {
+    fn run(&self, mut batch: Vec<Request>) -> Vec<(u64, Finished)> {
         let together = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut steps: Vec<Step<'_>> = batch
                 .iter_mut()

@@ -49,8 +49,10 @@ pub(crate) fn precompile(engine: &Engine, bytes: &[u8]) -> Result<Vec<u8>> {
 #[allow(unsafe_code)]
 pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Option<Component> {
     // SAFETY: artifacts come only from `precompile` on an engine with the same compatibility
-    // key, stored in the runtime's own registry; wasmtime additionally checks the header and
-    // engine compatibility and returns an error (not UB) for mismatched artifacts.
+    // key, stored in the runtime's own registry behind their SHA-256, which the registry
+    // checks before handing them out (a corrupted entry is dropped and the component compiled
+    // again); wasmtime additionally checks the header and engine compatibility and returns an
+    // error (not UB) for mismatched artifacts.
     match unsafe { Component::deserialize(engine, artifact) } {
         Ok(c) => Some(c),
         Err(e) => {

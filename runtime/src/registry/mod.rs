@@ -14,7 +14,10 @@
 //! - `functions`: name → [`FunctionRecord`] (JSON)
 //! - `revisions`: `name/uuid` → [`RevisionRecord`] (JSON)
 //! - `components`: sha256 hex → component bytes (shared by revisions with equal bytes)
-//! - `artifacts`: `sha256/engine-hash` → precompiled component (a cache: safe to drop)
+//! - `artifacts`: `sha256/engine-hash` → the SHA-256 of the precompiled component, then the
+//!   component (a cache: safe to drop). Loading an artifact trusts its bytes (wasmtime maps
+//!   them as native code), so [`Registry::artifact`] returns only bytes that match their
+//!   digest and drops any other entry: a corrupted or foreign value is compiled again.
 //! - `kv/<name>`: the function's key/value namespace
 //!
 //! This module knows nothing of wasmtime or HTTP: artifacts are opaque bytes.
@@ -314,15 +317,40 @@ impl Registry {
         Ok(self.components.get(sha256)?)
     }
 
-    /// The precompiled artifact of a component for an engine, if cached.
+    /// The precompiled artifact of a component for an engine, if cached and intact: an entry
+    /// whose bytes do not match the digest stored with them (corruption, an entry written by
+    /// something else, the format of an older runtime) is logged, removed and reported absent,
+    /// so that the caller compiles the component again.
     pub fn artifact(&self, sha256: &str, engine_hash: &str) -> Result<Option<sled::IVec>> {
-        Ok(self.artifacts.get(artifact_key(sha256, engine_hash))?)
+        let key = artifact_key(sha256, engine_hash);
+        let Some(stored) = self.artifacts.get(&key)? else {
+            return Ok(None);
+        };
+        if stored.len() >= ARTIFACT_DIGEST
+            && Sha256::digest(&stored[ARTIFACT_DIGEST..])[..] == stored[..ARTIFACT_DIGEST]
+        {
+            return Ok(Some(
+                stored.subslice(ARTIFACT_DIGEST, stored.len() - ARTIFACT_DIGEST),
+            ));
+        }
+        tracing::warn!(
+            component = sha256,
+            engine = engine_hash,
+            "a cached precompiled artifact does not match its digest; dropped, the component \
+             will be compiled again"
+        );
+        self.artifacts.remove(key)?;
+        Ok(None)
     }
 
-    /// Caches a precompiled artifact (not flushed: it can always be rebuilt).
+    /// Caches a precompiled artifact behind its digest (not flushed: it can always be
+    /// rebuilt).
     pub fn put_artifact(&self, sha256: &str, engine_hash: &str, artifact: &[u8]) -> Result<()> {
+        let mut stored = Vec::with_capacity(ARTIFACT_DIGEST + artifact.len());
+        stored.extend_from_slice(&Sha256::digest(artifact));
+        stored.extend_from_slice(artifact);
         self.artifacts
-            .insert(artifact_key(sha256, engine_hash), artifact)?;
+            .insert(artifact_key(sha256, engine_hash), stored)?;
         Ok(())
     }
 
@@ -390,6 +418,9 @@ impl Registry {
 fn revision_key(name: &str, revision: &Uuid) -> String {
     format!("{name}/{revision}")
 }
+
+/// Bytes of the SHA-256 digest in front of each stored artifact.
+const ARTIFACT_DIGEST: usize = 32;
 
 fn artifact_key(sha256: &str, engine_hash: &str) -> String {
     format!("{sha256}/{engine_hash}")

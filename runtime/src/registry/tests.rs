@@ -122,3 +122,38 @@ fn second_open_fails_with_a_clear_message() {
         "{err}"
     );
 }
+
+/// A precompiled artifact is handed out only while its bytes match the digest stored with
+/// them: a flipped byte, a truncated value or an entry without a digest (an older runtime's,
+/// or written by something else) reads as absent and is removed, so the component is
+/// compiled again instead of mapping unchecked bytes as native code.
+#[test]
+fn an_artifact_that_fails_its_digest_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    let key = artifact_key("abc", "e1");
+    reg.put_artifact("abc", "e1", b"native code").unwrap();
+    assert_eq!(
+        reg.artifact("abc", "e1").unwrap().unwrap().as_ref(),
+        b"native code"
+    );
+    let stored = reg.artifacts.get(&key).unwrap().unwrap().to_vec();
+    let mut flipped = stored.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let corrupt: [Vec<u8>; 3] = [
+        flipped,
+        stored[..stored.len() - 1].to_vec(),
+        b"native code".to_vec(),
+    ];
+    for (i, value) in corrupt.into_iter().enumerate() {
+        reg.artifacts.insert(&key, value).unwrap();
+        assert!(reg.artifact("abc", "e1").unwrap().is_none(), "case {i}");
+        assert!(
+            reg.artifacts.get(&key).unwrap().is_none(),
+            "case {i}: removed"
+        );
+    }
+    // Stored again, it is served again.
+    reg.put_artifact("abc", "e1", b"native code").unwrap();
+    assert!(reg.artifact("abc", "e1").unwrap().is_some());
+}
