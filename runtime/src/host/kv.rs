@@ -63,28 +63,18 @@ impl kv::Host for KvCtx {
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
         check_key(&key)?;
-        let mut bad = false;
-        let new = self
-            .tree
-            .update_and_fetch(&key, |old| {
-                let current = match old {
-                    None => 0,
-                    Some(v) => match <[u8; 8]>::try_from(v) {
-                        Ok(b) => i64::from_le_bytes(b),
-                        Err(_) => {
-                            bad = true;
-                            return Some(v.to_vec());
-                        }
-                    },
-                };
-                Some(current.wrapping_add(delta).to_le_bytes().to_vec())
-            })
-            .map_err(io)?;
-        if bad {
-            return Err(Error::Io(format!(
-                "key {key:?} holds a value that is not an 8-byte counter"
-            )));
-        }
+        let new = crate::registry::update_checked(&self.tree, &key, |old| {
+            let current = match old {
+                None => 0,
+                Some(v) => i64::from_le_bytes(<[u8; 8]>::try_from(v).map_err(|_| {
+                    Error::Io(format!(
+                        "key {key:?} holds a value that is not an 8-byte counter"
+                    ))
+                })?),
+            };
+            Ok(Some(current.wrapping_add(delta).to_le_bytes().to_vec()))
+        })
+        .map_err(io)??;
         let bytes = new.expect("update_and_fetch always stores a value here");
         Ok(i64::from_le_bytes(
             <[u8; 8]>::try_from(bytes.as_ref()).expect("8 bytes"),

@@ -22,6 +22,7 @@
 //!
 //! This module knows nothing of wasmtime or HTTP: artifacts are opaque bytes.
 
+mod cas;
 mod records;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub(crate) use cas::update_checked;
 pub use records::{FunctionRecord, RevisionRecord};
 
 use crate::manifest::Manifest;
@@ -394,23 +396,12 @@ impl Registry {
         name: &str,
         mut f: impl FnMut(Option<FunctionRecord>) -> Option<FunctionRecord>,
     ) -> Result<Option<FunctionRecord>> {
-        let mut decode_error = None;
-        let result = self.functions.update_and_fetch(name, |old| {
-            let current = match old
+        let result = update_checked(&self.functions, name, |old| {
+            let current = old
                 .map(|v| decode::<FunctionRecord>(name.as_bytes(), v))
-                .transpose()
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    decode_error = Some(e);
-                    return old.map(|v| v.to_vec());
-                }
-            };
-            f(current).map(|r| encode(&r))
-        })?;
-        if let Some(e) = decode_error {
-            return Err(e);
-        }
+                .transpose()?;
+            Ok::<_, RegistryError>(f(current).map(|r| encode(&r)))
+        })??;
         result.map(|v| decode(name.as_bytes(), &v)).transpose()
     }
 }
