@@ -573,3 +573,58 @@ async fn admin_lists_loads_and_unloads_models() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A model the runtime serves is refused to a function whose manifest does not allow it (the
+/// absent model is covered above): the call fails naming the allow-list, the model is not
+/// even loaded for it, and a function that allows it is served by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_model_the_manifest_does_not_allow_is_refused() {
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = tiny_model(other_dir.path());
+    let (rt, _dir) = tiny_runtime(&["--model", &format!("other={}", other.display())]).await;
+    let g = guests();
+    let only_tiny = "name = \"tb\"\n[models]\nallowed = [\"tiny\"]\n";
+    assert_eq!(rt.deploy("tb", only_tiny, &g.testbed).await.unwrap().0, 201);
+    let state = |v: &serde_json::Value, name: &str| {
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {v}"))["state"]
+            .clone()
+    };
+    let (s, models) = rt.admin_get("/models").await.unwrap();
+    assert_eq!((s, state(&models, "other")), (200, "unloaded".into()));
+    let (s, body) = rt
+        .invoke(
+            "tb",
+            "/chat",
+            r#"{"prompt": "hi", "model": "other", "max_tokens": 2}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 500, "{body}");
+    assert!(body.contains("not allowed for this function"), "{body}");
+    let (_, models) = rt.admin_get("/models").await.unwrap();
+    assert_eq!(
+        state(&models, "other"),
+        "unloaded",
+        "refused without loading"
+    );
+
+    let allows_other = "name = \"tb2\"\n[models]\nallowed = [\"other\"]\n";
+    assert_eq!(
+        rt.deploy("tb2", allows_other, &g.testbed).await.unwrap().0,
+        201
+    );
+    let (s, body) = rt
+        .invoke(
+            "tb2",
+            "/chat",
+            r#"{"prompt": "hi", "model": "other", "max_tokens": 2}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{body}");
+}

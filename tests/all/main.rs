@@ -6,6 +6,7 @@
 
 mod support;
 
+mod claims;
 mod cli;
 mod crash;
 mod deploy;

@@ -17,6 +17,7 @@
 //! | `/kv/incr?key=K` | 200 JSON number: the counter K after adding 1 |
 //! | `/kv/get?key=K` | 200, the raw value of K; 404 when absent |
 //! | `/kv/set?key=K` | 204 after storing the request body under K |
+//! | `/sandbox` | 200 JSON `{"read", "write", "list", "connect"}`: the error text (or `null` on success) of reading `/etc/passwd`, writing `probe.txt`, listing `/` and a TCP connect to 127.0.0.1:9 |
 //! | `/log?msg=M` | writes `stdout M` to stdout and `INFO stderr M` to stderr, then 204 |
 //! | `/error/bad` | guest error `bad-request("bad input")` (400) |
 //! | `/error/internal` | guest error `internal("it broke")` (500) |
@@ -72,6 +73,7 @@ fn handle(req: Request) -> Result<Response, Error> {
             Response::json(&json!({ "slept_ms": ms }))
         }
         "/env" => env(&param::<String>(&req, "key")?),
+        "/sandbox" => sandbox(),
         "/version" => env("VERSION"),
         "/kv/incr" => Response::json(&kv::increment(&param::<String>(&req, "key")?, 1)?),
         "/kv/get" => {
@@ -204,6 +206,17 @@ fn describe(req: &Request) -> Result<Response, Error> {
         "query": req.query,
         "headers": headers,
         "body_len": req.body.len(),
+    }))
+}
+
+/// What the guest can reach outside itself: each probe's error, `null` where it succeeded.
+fn sandbox() -> Result<Response, Error> {
+    let outcome = |r: std::io::Result<()>| r.err().map(|e| e.to_string());
+    Response::json(&json!({
+        "read": outcome(std::fs::read("/etc/passwd").map(drop)),
+        "write": outcome(std::fs::write("probe.txt", b"x")),
+        "list": outcome(std::fs::read_dir("/").map(drop)),
+        "connect": outcome(std::net::TcpStream::connect("127.0.0.1:9").map(drop)),
     }))
 }
 
