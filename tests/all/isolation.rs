@@ -94,7 +94,9 @@ async fn healthz_answers_while_every_slot_is_busy() {
             rt.invoke("tb", "/loop", "").await.unwrap()
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Both instances hold their slots (the runtime's gauge says so), then health is asked.
+    rt.wait_metric("slmfn_function_instances_busy", "function=\"tb\"", 2.0)
+        .await;
     let r = rt
         .client()
         .get(format!("{}/healthz", rt.url))

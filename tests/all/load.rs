@@ -80,7 +80,8 @@ fn sigterm_lets_in_flight_requests_finish() {
         let r = reqwest::blocking::Client::new().post(url).send().unwrap();
         (r.status().as_u16(), r.text().unwrap())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The request holds its instance slot before SIGTERM goes out.
+    tokio.block_on(rt.wait_metric("slmfn_function_instances_busy", "function=\"tb\"", 1.0));
     assert!(
         rt.terminate().unwrap(),
         "runtime should exit cleanly after draining"

@@ -262,6 +262,39 @@ impl Runtime {
         Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
     }
 
+    /// The value of the `/metrics` series `name` whose labels include `label` (`key="value"`).
+    pub async fn metric(&self, name: &str, label: &str) -> Option<f64> {
+        let text = self
+            .client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Polls `/metrics` until the series reads `value` (the runtime's own signal that, say,
+    /// instances hold their slots); panics after 30 s.
+    pub async fn wait_metric(&self, name: &str, label: &str, value: f64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let now = self.metric(name, label).await;
+            if now == Some(value) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}{{{label}}} is {now:?}, not {value}, after 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Invokes `/fn/{name}{path}` with a POST body; returns status and body text.
     pub async fn invoke(&self, name: &str, path: &str, body: &str) -> Result<(u16, String)> {
         let resp = self

@@ -32,6 +32,7 @@ mod invoke;
 mod kv;
 mod output;
 mod revisions;
+mod slots;
 mod state;
 mod tool_chat;
 mod tool_component;

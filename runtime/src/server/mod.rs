@@ -54,7 +54,11 @@ pub fn router(state: AppState) -> Router {
             .inference
             .as_ref()
             .map(|i| (i.metrics(), i.pool().clone())),
-        &[state.host.toolbox().metrics(), state.events.metrics()],
+        &[
+            state.host.toolbox().metrics(),
+            state.events.metrics(),
+            &state.host.slot_metrics(),
+        ],
         state.config.knative_labels(),
     ));
     let upload_limit = state
