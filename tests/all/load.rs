@@ -63,6 +63,45 @@ async fn invocations_in_flight_survive_redeploys() {
     );
 }
 
+/// A redeploy really overlaps calls in flight: four calls of revision 1 wait on a barrier (a kv
+/// key), the runtime's gauge shows them holding their slots, version 2 is deployed while they
+/// wait (they cannot have finished: nothing has released them), new calls reach version 2, and
+/// once released the four finish on version 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_overlaps_calls_in_flight_and_they_finish_on_their_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(
+        tokio::task::block_in_place(|| Runtime::start(dir.path(), Options::default())).unwrap(),
+    );
+    let g = guests();
+    let manifest = |v: &str| testbed_manifest("tb", v, "timeout_ms = 60000");
+    assert_eq!(
+        rt.deploy("tb", &manifest("1"), &g.testbed).await.unwrap().0,
+        201
+    );
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let rt = rt.clone();
+            tokio::spawn(async move { rt.invoke("tb", "/wait?key=go", "").await.unwrap() })
+        })
+        .collect();
+    rt.wait_metric("slmfn_function_instances_busy", "function=\"tb\"", 4.0)
+        .await;
+    let (s, body) = rt.deploy("tb", &manifest("2"), &g.testbed).await.unwrap();
+    assert_eq!(s, 201, "{body}");
+    assert!(waiting.iter().all(|w| !w.is_finished()), "released early");
+    assert_eq!(
+        rt.invoke("tb", "/version", "").await.unwrap(),
+        (200, "2".into())
+    );
+    // The new revision's kv is the function's: setting the key releases the old calls.
+    assert_eq!(rt.invoke("tb", "/kv/set?key=go", "1").await.unwrap().0, 204);
+    for w in waiting {
+        let (s, body) = w.await.unwrap();
+        assert_eq!((s, body.as_str()), (200, r#"{"version":"1"}"#));
+    }
+}
+
 #[test]
 fn sigterm_lets_in_flight_requests_finish() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@
 //! | `/panic` | panics with `testbed panic` (trap) |
 //! | `/overflow` | unbounded recursion until the stack overflows (trap) |
 //! | `/sleep?ms=N` | sleeps N ms, then 200 JSON `{"slept_ms": N}` |
+//! | `/wait?key=K` | polls kv key K every 5 ms until it exists (a barrier the test releases), then 200 JSON `{"version": VERSION}`; bounded by the function's timeout |
 //! | `/env?key=K` | 200 text: the value of env var K; 404 when unset |
 //! | `/version` | 200 text: env var `VERSION` (redeploy tests); 404 when unset |
 //! | `/kv/incr?key=K` | 200 JSON number: the counter K after adding 1 |
@@ -71,6 +72,13 @@ fn handle(req: Request) -> Result<Response, Error> {
             let ms = param::<u64>(&req, "ms")?;
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Response::json(&json!({ "slept_ms": ms }))
+        }
+        "/wait" => {
+            let key = param::<String>(&req, "key")?;
+            while kv::get(&key)?.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Response::json(&json!({ "version": std::env::var("VERSION").ok() }))
         }
         "/env" => env(&param::<String>(&req, "key")?),
         "/sandbox" => sandbox(),
