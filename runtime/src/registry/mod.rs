@@ -144,6 +144,7 @@ impl Registry {
             db,
         };
         registry.sweep()?;
+        registry.sweep_orphaned_kv()?;
         Ok(registry)
     }
 
@@ -176,6 +177,32 @@ impl Registry {
         }
         if removed > 0 {
             tracing::info!(removed, "swept revisions left by interrupted deploys");
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the kv namespaces of functions that do not exist: a crash between a delete's
+    /// commit point (the function record gone) and the drop of its tree must not let a later
+    /// function of the same name inherit the old data. Only at open: a first deploy opens its
+    /// function's tree before the record is committed, so a sweep while serving could drop
+    /// the tree of a function being deployed.
+    fn sweep_orphaned_kv(&self) -> Result<()> {
+        let functions = self.list_functions()?;
+        let names: std::collections::HashSet<&str> =
+            functions.iter().map(|f| f.name.as_str()).collect();
+        let mut orphans = 0usize;
+        for tree in self.db.tree_names() {
+            let Some(name) = tree.strip_prefix(KV_PREFIX.as_bytes()) else {
+                continue;
+            };
+            if !names.contains(String::from_utf8_lossy(name).as_ref()) {
+                self.db.drop_tree(&tree)?;
+                orphans += 1;
+            }
+        }
+        if orphans > 0 {
+            tracing::info!(orphans, "dropped the kv namespaces of deleted functions");
             self.db.flush()?;
         }
         Ok(())
@@ -417,8 +444,11 @@ fn artifact_key(sha256: &str, engine_hash: &str) -> String {
     format!("{sha256}/{engine_hash}")
 }
 
+/// Prefix of the kv trees' names.
+const KV_PREFIX: &str = "kv/";
+
 fn kv_tree_name(name: &str) -> String {
-    format!("kv/{name}")
+    format!("{KV_PREFIX}{name}")
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {

@@ -157,3 +157,36 @@ fn an_artifact_that_fails_its_digest_is_dropped() {
     reg.put_artifact("abc", "e1", b"native code").unwrap();
     assert!(reg.artifact("abc", "e1").unwrap().is_some());
 }
+
+/// A crash between a delete's commit point (the function record removed and flushed) and the
+/// drop of its kv tree leaves an orphaned namespace: the next open drops it, so a new function
+/// of the same name starts with an empty kv instead of inheriting the old data.
+#[tokio::test]
+async fn a_deleted_functions_kv_never_reaches_a_new_function_of_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manifest::new("hello");
+    let bytes = b"component".to_vec();
+    let sha = sha256_hex(&bytes);
+    {
+        let reg = Registry::open(dir.path()).unwrap();
+        reg.commit_revision(new_rev(&m, &bytes, &sha))
+            .await
+            .unwrap();
+        reg.kv("hello").unwrap().insert("secret", "old").unwrap();
+        // The delete's commit point, then the crash.
+        reg.functions.remove("hello").unwrap();
+        reg.db.flush().unwrap();
+    }
+    let reg = Registry::open(dir.path()).unwrap();
+    assert!(
+        !reg.db
+            .tree_names()
+            .iter()
+            .any(|t| t.as_ref() == b"kv/hello"),
+        "the orphaned kv tree survived the reopen"
+    );
+    reg.commit_revision(new_rev(&m, &bytes, &sha))
+        .await
+        .unwrap();
+    assert!(reg.kv("hello").unwrap().get("secret").unwrap().is_none());
+}
