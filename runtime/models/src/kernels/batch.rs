@@ -227,23 +227,9 @@ pub(crate) fn par_gemm(m: &QMatrix, x: &Q16Batch, rows: Range<usize>, out: &mut 
             });
         return;
     }
-    let chunk = n.div_ceil(threads);
-    let parts: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
-        .into_par_iter()
-        .map(|i| {
-            let start = rows.start + i * chunk;
-            let part = start..(start + chunk).min(rows.end);
-            let mut buf = vec![0f32; tokens * part.len()];
-            m.gemm(x, 0..tokens, part, &mut buf);
-            buf
-        })
-        .collect();
-    for (i, part) in parts.iter().enumerate() {
-        let width = part.len() / tokens;
-        for (row, part) in out.chunks_exact_mut(n).zip(part.chunks_exact(width)) {
-            row[i * chunk..i * chunk + width].copy_from_slice(part);
-        }
-    }
+    super::par_row_parts(rows, tokens, threads, out, |part, buf| {
+        m.gemm(x, 0..tokens, part, buf)
+    });
 }
 
 #[cfg(test)]

@@ -6,8 +6,6 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::{Format, MIN_PARALLEL_ROWS, Q8Vector, QMatrix};
 
 impl QMatrix {
@@ -46,23 +44,9 @@ pub(crate) fn par_gemv_many(m: &QMatrix, xs: &[&Q8Vector], rows: Range<usize>, o
         m.gemv_many(xs, rows, out);
         return;
     }
-    let chunk = n.div_ceil(threads);
-    let parts: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
-        .into_par_iter()
-        .map(|i| {
-            let start = rows.start + i * chunk;
-            let part = start..(start + chunk).min(rows.end);
-            let mut buf = vec![0f32; xs.len() * part.len()];
-            m.gemv_many(xs, part, &mut buf);
-            buf
-        })
-        .collect();
-    for (i, part) in parts.iter().enumerate() {
-        let width = part.len() / xs.len();
-        for (row, part) in out.chunks_exact_mut(n).zip(part.chunks_exact(width)) {
-            row[i * chunk..i * chunk + width].copy_from_slice(part);
-        }
-    }
+    super::par_row_parts(rows, xs.len(), threads, out, |part, buf| {
+        m.gemv_many(xs, part, buf)
+    });
 }
 
 #[cfg(test)]

@@ -408,6 +408,36 @@ impl Q8Vector {
     }
 }
 
+/// A product of `tokens` tokens with `rows`, split by weight rows into one part per thread of
+/// the current pool: `part(rows, buf)` writes a part's outputs (`tokens x rows`, token-major)
+/// into a buffer of its own, copied into `out` (`tokens x rows.len()`, token-major) after.
+pub(crate) fn par_row_parts(
+    rows: Range<usize>,
+    tokens: usize,
+    threads: usize,
+    out: &mut [f32],
+    part: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    let n = rows.len();
+    let chunk = n.div_ceil(threads);
+    let parts: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .map(|i| {
+            let start = rows.start + i * chunk;
+            let range = start..(start + chunk).min(rows.end);
+            let mut buf = vec![0f32; tokens * range.len()];
+            part(range, &mut buf);
+            buf
+        })
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        let width = part.len() / tokens;
+        for (row, part) in out.chunks_exact_mut(n).zip(part.chunks_exact(width)) {
+            row[i * chunk..i * chunk + width].copy_from_slice(part);
+        }
+    }
+}
+
 /// Below this many rows a matrix-vector product stays on one thread.
 const MIN_PARALLEL_ROWS: usize = 64;
 
