@@ -596,14 +596,19 @@ async fn a_served_model_the_manifest_does_not_allow_is_refused() {
     };
     let (s, models) = rt.admin_get("/models").await.unwrap();
     assert_eq!((s, state(&models, "other")), (200, "unloaded".into()));
-    let (s, body) = rt
-        .invoke(
-            "tb",
-            "/chat",
-            r#"{"prompt": "hi", "model": "other", "max_tokens": 2}"#,
-        )
-        .await
-        .unwrap();
+    let chat_other = |function: &'static str| {
+        let rt = rt.clone();
+        async move {
+            rt.invoke(
+                function,
+                "/chat",
+                r#"{"prompt": "hi", "model": "other", "max_tokens": 2}"#,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (s, body) = chat_other("tb").await;
     assert_eq!(s, 500, "{body}");
     assert!(body.contains("not allowed for this function"), "{body}");
     let (_, models) = rt.admin_get("/models").await.unwrap();
@@ -618,13 +623,6 @@ async fn a_served_model_the_manifest_does_not_allow_is_refused() {
         rt.deploy("tb2", allows_other, &g.testbed).await.unwrap().0,
         201
     );
-    let (s, body) = rt
-        .invoke(
-            "tb2",
-            "/chat",
-            r#"{"prompt": "hi", "model": "other", "max_tokens": 2}"#,
-        )
-        .await
-        .unwrap();
+    let (s, body) = chat_other("tb2").await;
     assert_eq!(s, 200, "{body}");
 }

@@ -14,10 +14,11 @@
 //!
 //! **The cache never changes an answer.** A prompt's logits, and the keys and values it leaves,
 //! are the same bits whether its prefix was reused or computed: only prompt positions are
-//! reused, never generated ones (those went through the quantized decode kernels, where a
-//! prompt goes through the dense ones), and the prompt path is batch-invariant — each position's
-//! values depend on its own row and the positions before it, computed in the same order of
-//! float operations whatever the batch (`crate::llama::prompt`, `crate::kernels::dense`). A
+//! reused, never generated ones (those went through generation's 8-bit products, where a
+//! prompt goes through the batched 16-bit ones), and the prompt path is batch-invariant — each
+//! position's values depend on its own row and the positions before it, computed in the same
+//! order of float operations whatever the batch (`crate::llama`'s row path,
+//! `crate::kernels::batch`, `crate::kernels::dense`). A
 //! BLAS-style GEMM does not promise that (its kernels and blockings depend on the matrix sizes
 //! and the CPU), which once made a cached prefix flip a near-tie in a greedy answer. Where the
 //! prompt path is not batch-invariant (another device, candle's quantized formats without dense

@@ -187,9 +187,22 @@ pub(super) fn rows_of(
         .iter()
         .map(|l| Vec::with_capacity(all.len() / matrix.rows() * l.out_rows()))
         .collect();
-    for row in all.chunks_exact(matrix.rows()) {
+    split_rows(linears, &all, matrix.rows(), biases, &mut outs);
+    Ok(outs)
+}
+
+/// Appends to `outs[i]`, for each output row of a stacked product (`all`, rows of `width`),
+/// the part that is `linears[i]`'s, plus its bias.
+fn split_rows(
+    linears: &[&Linear],
+    all: &[f32],
+    width: usize,
+    biases: &[Option<&[f32]>],
+    outs: &mut [Vec<f32>],
+) {
+    for row in all.chunks_exact(width) {
         let mut start = 0;
-        for ((l, out), bias) in linears.iter().zip(&mut outs).zip(biases) {
+        for ((l, out), bias) in linears.iter().zip(outs.iter_mut()).zip(biases) {
             let part = &row[start..start + l.out_rows()];
             start += part.len();
             let at = out.len();
@@ -199,7 +212,6 @@ pub(super) fn rows_of(
             }
         }
     }
-    Ok(outs)
 }
 
 /// [`rows_of`] where the first `decoding` rows of `x` are generated tokens: those go through
@@ -237,18 +249,7 @@ pub(super) fn rows_mixed(
         .zip(&outs)
         .map(|(l, out)| Vec::with_capacity(decoding * l.out_rows() + out.len()))
         .collect();
-    for row in all.chunks_exact(matrix.rows()) {
-        let mut start = 0;
-        for ((l, head), bias) in linears.iter().zip(&mut heads).zip(biases) {
-            let part = &row[start..start + l.out_rows()];
-            start += part.len();
-            let at = head.len();
-            head.extend_from_slice(part);
-            if let Some(bias) = bias {
-                add_assign(&mut head[at..], bias);
-            }
-        }
-    }
+    split_rows(linears, &all, matrix.rows(), biases, &mut heads);
     for (head, out) in heads.iter_mut().zip(&mut outs) {
         head.extend_from_slice(out);
         *out = std::mem::take(head);

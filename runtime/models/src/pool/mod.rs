@@ -14,8 +14,12 @@
 //! - **Single-flight loading.** The first request for a cold model starts one load on a loader
 //!   thread; requests arriving meanwhile queue behind it. Weights are shared by all sessions.
 //! - **Actors.** A loaded model runs `parallel` worker threads, each owning one [`Session`]
-//!   (weights shared, KV cache private). Requests wait in a bounded per-model queue; a request
-//!   that finds `parallel` running and `queue_depth` waiting gets [`Error::Overloaded`] at once.
+//!   (weights shared, KV cache private). With `parallel > 1` the sessions step together
+//!   through one [`crate::batcher::Batcher`] (one pass over the weights per step for all of
+//!   them, answers unchanged), and a free worker takes the queued job of the cache scope its
+//!   session holds first (prompt-cache affinity; see `entry::take_job`). Requests wait in a
+//!   bounded per-model queue; a request that finds `parallel` running and `queue_depth`
+//!   waiting gets [`Error::Overloaded`] at once.
 //!   Generation never runs on the caller's thread: [`ModelPool::submit`] only enqueues, so async
 //!   callers may call it from an executor thread. The queue is a `VecDeque` under the model's
 //!   mutex with a condition variable rather than an `mpsc` channel: admission has to count
