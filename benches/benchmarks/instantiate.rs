@@ -39,6 +39,7 @@ fn invoke(c: &mut Criterion) {
         None,
         None,
         std::sync::Arc::new(slmfn_runtime::tools::Toolbox::empty()),
+        Default::default(),
     )
     .expect("host");
 

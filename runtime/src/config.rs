@@ -46,6 +46,28 @@ pub struct RuntimeConfig {
     #[arg(long, env = "SLMFN_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Calls that may wait per function for an instance slot (or for guest memory) beyond
+    /// those running; more are refused at once with 503 and `Retry-After` (default 64).
+    #[arg(long, env = "SLMFN_MAX_WAITING", default_value_t = 64)]
+    pub max_waiting: usize,
+
+    /// Linear memory all running guest instances together may reserve, in MiB: each
+    /// invocation reserves its function's `memory_mb` while it runs, and waits (within its
+    /// deadline) while the budget is taken. Default: half the memory this process may use
+    /// (its cgroup limit, else the machine's RAM).
+    #[arg(long, env = "SLMFN_GUEST_MEMORY_MB")]
+    pub guest_memory_mb: Option<u64>,
+
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open, in seconds (default 30; slowloris protection).
+    #[arg(long, env = "SLMFN_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_timeout_secs: u64,
+
+    /// How long a client may take to send a request body, in seconds (default 60); past it
+    /// the request is answered 408.
+    #[arg(long, env = "SLMFN_BODY_TIMEOUT_SECS", default_value_t = 60)]
+    pub body_timeout_secs: u64,
+
     /// How long SIGTERM waits for in-flight requests before exiting, in seconds (default 25:
     /// below Kubernetes' default 30 s termination grace period, so we exit before SIGKILL).
     #[arg(long, env = "SLMFN_DRAIN_SECS", default_value_t = 25)]
@@ -213,6 +235,16 @@ impl RuntimeConfig {
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
         .collect()
+    }
+
+    /// The header-read and keep-alive idle timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs.max(1))
+    }
+
+    /// How long a request body may take to arrive.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs.max(1))
     }
 
     /// The drain budget on shutdown.

@@ -19,11 +19,13 @@
 //! - [`metrics`]: Prometheus metrics (invocations, generations, the model pool).
 //! - [`model_setup`]: builds the warm model pool from the configuration.
 //! - [`logging`]: tracing subscriber setup.
+//! - [`connections`]: the accept loop (header and idle timeouts, graceful shutdown).
 //! - `serve`: the process lifecycle (start, ready, drain on SIGTERM).
 //!
 //! Data flows one way: server → host → registry.
 
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod events;
 pub mod host;

@@ -20,6 +20,14 @@ pub const MAX_MEMORY_MB: u32 = 4096;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 32;
 /// Largest instances of one function at once (bounded by the pooling allocator's slots).
 pub const MAX_CONCURRENCY: u32 = 256;
+/// Default kv quota: keys.
+pub const DEFAULT_KV_MAX_KEYS: u64 = 10_000;
+/// Largest kv quota: keys.
+pub const MAX_KV_MAX_KEYS: u64 = 10_000_000;
+/// Default kv quota: bytes of keys and values (64 MiB).
+pub const DEFAULT_KV_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest kv quota: bytes (16 GiB).
+pub const MAX_KV_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 /// A parsed `fn.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +110,10 @@ pub struct Limits {
     pub memory_mb: u32,
     /// Instances of this function at once.
     pub max_concurrency: u32,
+    /// Keys the function's kv namespace may hold.
+    pub kv_max_keys: u64,
+    /// Bytes (keys plus values) the function's kv namespace may hold.
+    pub kv_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -110,6 +122,8 @@ impl Default for Limits {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             memory_mb: DEFAULT_MEMORY_MB,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            kv_max_keys: DEFAULT_KV_MAX_KEYS,
+            kv_max_bytes: DEFAULT_KV_MAX_BYTES,
         }
     }
 }
@@ -226,6 +240,8 @@ impl Manifest {
             1,
             MAX_CONCURRENCY.into(),
         )?;
+        check_range("kv_max_keys", l.kv_max_keys, 1, MAX_KV_MAX_KEYS)?;
+        check_range("kv_max_bytes", l.kv_max_bytes, 1, MAX_KV_MAX_BYTES)?;
         if let Some(input) = &self.input {
             if !input.schema.is_object() {
                 return Err(ManifestError::InputSchema(
@@ -289,6 +305,9 @@ pub fn validate_name(name: &str) -> Result<(), ManifestError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

@@ -79,7 +79,11 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
         None => crate::tools::ToolsConfig::default(),
     };
     let toolbox = Arc::new(tools.build()?);
-    let host = Host::new(registry.clone(), sink, inference.clone(), toolbox)?;
+    let limits = crate::host::HostLimits {
+        max_waiting: config.max_waiting,
+        guest_memory_mb: config.guest_memory_mb,
+    };
+    let host = Host::new(registry.clone(), sink, inference.clone(), toolbox, limits)?;
     let events = Arc::new(crate::delivery::Events::new(
         host.clone(),
         crate::delivery::Window {
@@ -123,6 +127,7 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
                     }
                 }
             }
+            readiness.set_functions_loaded();
             if let Some(inference) = inference {
                 readiness.set_not_ready("loading preloaded models");
                 let pool = inference.pool().clone();
@@ -149,13 +154,16 @@ pub async fn serve(config: RuntimeConfig) -> Result<(), ServeError> {
 
     let drain = state.config.drain_timeout();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = server::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = crate::connections::ConnectionLimits {
+        header_timeout: state.config.header_timeout(),
+    };
+    let app = server::router(state);
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
+        crate::connections::serve(listener, app, limits, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+        Ok::<(), std::io::Error>(())
     });
     tokio::select! {
         result = &mut server => {

@@ -1,7 +1,6 @@
 //! Concurrency: many invocations in flight, redeploys under traffic, drain on SIGTERM.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 
@@ -21,11 +20,14 @@ async fn invocations_in_flight_survive_redeploys() {
             .0,
         201
     );
+    // Redeploys are paced by the traffic itself: version v goes out once 40 × v calls have
+    // been answered, so each lands while calls are in flight (16 at a time, 200 in all).
+    let (answered, mut progress) = tokio::sync::watch::channel(0usize);
     let redeploys = {
         let rt = rt.clone();
         tokio::spawn(async move {
             for v in 1..=3 {
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                progress.wait_for(|n| *n >= 40 * v).await.unwrap();
                 let (s, body) = rt
                     .deploy(
                         "tb",
@@ -40,12 +42,13 @@ async fn invocations_in_flight_survive_redeploys() {
     };
     let results: Vec<(usize, u16, String)> = futures::stream::iter(0..200)
         .map(|i| {
-            let rt = rt.clone();
+            let (rt, answered) = (rt.clone(), &answered);
             async move {
                 let (s, body) = rt
                     .invoke("tb", "/echo", &format!("request {i}"))
                     .await
                     .unwrap();
+                answered.send_modify(|n| *n += 1);
                 (i, s, body)
             }
         })

@@ -6,11 +6,13 @@
 
 mod support;
 
+mod bounds;
 mod claims;
 mod cli;
 mod crash;
 mod deploy;
 mod events;
+mod fuzz;
 mod host;
 mod inference;
 mod isolation;

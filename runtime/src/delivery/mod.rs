@@ -103,7 +103,9 @@ impl Outcome {
                 Some(ms.div_ceil(1000).max(1)),
                 false,
             ),
-            HostError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, Some(1), false),
+            HostError::Busy { .. } | HostError::QueueFull { .. } | HostError::MemoryBusy { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(1), false)
+            }
             HostError::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, None, false),
             HostError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, None, false),
             // The guest said it failed: a retry may cure it, so it is not kept.

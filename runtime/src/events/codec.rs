@@ -257,6 +257,9 @@ pub(crate) fn describe(event: &Event) -> String {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -59,6 +59,40 @@ pub enum HostError {
         /// Its `max_concurrency`.
         limit: u32,
     },
+    /// Too many calls of the function wait already (`--max-waiting`).
+    #[error(
+        "function {function:?} has {waiting} calls waiting for an instance already; retry later"
+    )]
+    QueueFull {
+        /// The function.
+        function: String,
+        /// The bound on waiters.
+        waiting: usize,
+    },
+    /// The guest memory budget stayed taken until the deadline.
+    #[error(
+        "function {function:?} needs {memory_mb} MiB per instance and the guest memory budget ({budget_mb} MiB, --guest-memory-mb) stayed taken by running instances; retry later"
+    )]
+    MemoryBusy {
+        /// The function.
+        function: String,
+        /// Its `memory_mb`.
+        memory_mb: u32,
+        /// The budget.
+        budget_mb: u32,
+    },
+    /// A deploy asks more memory per instance than the whole guest memory budget.
+    #[error(
+        "function {function:?} asks memory_mb = {memory_mb}, more than the runtime's whole guest memory budget of {budget_mb} MiB (--guest-memory-mb); lower limits.memory_mb"
+    )]
+    OverMemoryBudget {
+        /// The function.
+        function: String,
+        /// Its `memory_mb`.
+        memory_mb: u32,
+        /// The budget.
+        budget_mb: u32,
+    },
     /// A host-side failure (a bug or an exhausted host resource).
     #[error("internal error: {0}")]
     Internal(String),

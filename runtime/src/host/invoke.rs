@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::FutureExt;
 use tracing::Instrument;
@@ -15,16 +15,30 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::component::Pre;
 use super::output::{GuestOutput, Stream};
 use super::state::HostState;
-use super::{Cloudevent, GuestError, Host, HostError, LoadedRevision, Request, Response, Result};
+use super::{
+    Admitted, Cloudevent, GuestError, Host, HostError, LoadedRevision, Request, Response, Result,
+};
 use super::{events, inference, kv, tools};
 use crate::wit::slmfn::agent::types::Error as WitGuestError;
 use uuid::Uuid;
 
 impl Host {
     /// Calls the function's `handle` on a fresh instance: its first slice on the caller's task,
-    /// the rest (if any) on the guest runtime (see the module docs).
+    /// the rest (if any) on the guest runtime (see the module docs). Admission first
+    /// ([`Host::admit`]).
     pub async fn invoke(self: &Arc<Self>, name: &str, request: Request) -> Result<Response> {
-        match self.enter(name, Entry::Http(request)).await? {
+        let admitted = self.admit(name).await?;
+        self.invoke_admitted(admitted, request).await
+    }
+
+    /// [`Host::invoke`] for a call admitted already (the server admits before it reads the
+    /// body). It runs on the revision it was admitted to, even if another is current now.
+    pub async fn invoke_admitted(
+        self: &Arc<Self>,
+        admitted: Admitted,
+        request: Request,
+    ) -> Result<Response> {
+        match self.enter(admitted, Entry::Http(request)).await? {
             Exit::Http(response) => Ok(response),
             Exit::Event(_) => unreachable!("an HTTP entry answers HTTP"),
         }
@@ -37,24 +51,18 @@ impl Host {
         name: &str,
         event: Cloudevent,
     ) -> Result<Option<Cloudevent>> {
-        match self.enter(name, Entry::Event(event)).await? {
+        let admitted = self.admit(name).await?;
+        match self.enter(admitted, Entry::Event(event)).await? {
             Exit::Event(reply) => Ok(reply),
             Exit::Http(_) => unreachable!("an event entry answers with an event"),
         }
     }
 
-    async fn enter(self: &Arc<Self>, name: &str, entry: Entry) -> Result<Exit> {
-        let loaded = self
-            .loaded
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| HostError::FunctionNotFound(name.to_string()))?;
+    async fn enter(self: &Arc<Self>, admitted: Admitted, entry: Entry) -> Result<Exit> {
         let host = self.clone();
         // A host bug that panics fails this request only, on either runtime.
         let mut call = Box::pin(
-            AssertUnwindSafe(async move { host.run(loaded, entry).await })
+            AssertUnwindSafe(async move { host.run(admitted, entry).await })
                 .catch_unwind()
                 .map(|r| {
                     r.unwrap_or_else(|_| Err(HostError::Internal("the invocation panicked".into())))
@@ -72,11 +80,12 @@ impl Host {
         AbortOnDrop(guests.spawn(call)).await
     }
 
-    async fn run(&self, loaded: Arc<LoadedRevision>, entry: Entry) -> Result<Exit> {
+    /// Runs an admitted call; its slot and memory are released when it ends.
+    async fn run(&self, admitted: Admitted, entry: Entry) -> Result<Exit> {
+        let loaded = admitted.loaded.clone();
+        let deadline = admitted.deadline;
         let manifest = &loaded.record.manifest;
         let function = manifest.name.as_str();
-        let timeout = Duration::from_millis(manifest.limits.timeout_ms);
-        let deadline = Instant::now() + timeout;
         let deadline_error = || HostError::DeadlineExceeded {
             function: function.to_string(),
             timeout_ms: manifest.limits.timeout_ms,
@@ -84,13 +93,7 @@ impl Host {
         let Pre::Agent(pre) = &loaded.pre else {
             return Err(HostError::NotAnAgent(function.to_string()));
         };
-        let _permit = tokio::time::timeout(timeout, loaded.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| HostError::Busy {
-                function: function.to_string(),
-                limit: manifest.limits.max_concurrency,
-            })?
-            .map_err(|_| HostError::Internal("instance slots closed".into()))?;
+        let _admitted = admitted;
         let invocation: Arc<str> = Uuid::now_v7().to_string().into();
         let stderr = GuestOutput::new(function.into(), invocation.clone(), Stream::Stderr);
         let mut store = self.new_store(&loaded, invocation.clone(), stderr.clone(), deadline)?;
@@ -160,7 +163,7 @@ impl Host {
                 .memory_size(manifest.limits.memory_mb as usize * 1024 * 1024)
                 .build(),
             kv: kv::KvCtx {
-                tree: loaded.kv.clone(),
+                namespace: loaded.kv.clone(),
             },
             inference: inference::InferenceCtx {
                 service: self.inference.clone(),

@@ -22,6 +22,7 @@
 //!   [`crate::wit`]): `inference` (+ `tool_chat`), `kv`, `events`, `tools` (+
 //!   `tool_component`), `output` (guest stdout/stderr).
 
+mod admission;
 mod component;
 mod engine;
 mod error;
@@ -46,6 +47,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use crate::wit::slmfn::agent::types::{Cloudevent, Request, Response};
+pub use admission::{Admitted, HostLimits};
 pub use error::{GuestError, HostError, Result};
 pub use functions_dir::{DirReport, precompile_dir};
 
@@ -63,14 +65,17 @@ struct LoadedRevision {
     pre: Pre,
     /// Instance slots: `max_concurrency` permits.
     slots: Arc<Semaphore>,
+    /// Calls waiting for a slot or memory.
+    waiting: admission::Waiting,
     env: Vec<(String, String)>,
     /// The tools the manifest grants.
     grants: Arc<Grants>,
     /// A tool component's tools, listed once per revision.
     tools: tokio::sync::OnceCell<Arc<[ToolDef]>>,
     models: Arc<crate::manifest::ModelsSection>,
-    /// The function's kv namespace, opened once per revision rather than per request.
-    kv: sled::Tree,
+    /// The function's kv namespace under its quota, opened once per revision rather than per
+    /// request.
+    kv: crate::registry::KvNamespace,
 }
 
 /// The host. Process-lifetime state, shared as `Arc<Host>`.
@@ -83,6 +88,10 @@ pub struct Host {
     /// Serializes registry commits with the swap of the loaded revision, so the loaded one is
     /// always the registry's current one (compilation happens outside it).
     commit_lock: Mutex<()>,
+    /// The process-wide bounds.
+    limits: HostLimits,
+    /// The guest memory budget.
+    memory: admission::MemoryBudget,
     /// Bounds concurrent compilations to the cores.
     compile_permits: Semaphore,
     /// Components compiled since start (not loaded from an artifact).
@@ -98,13 +107,15 @@ pub struct Host {
 
 impl Host {
     /// Builds the engine and linker. Loads nothing yet: see [`Host::load_all`]. Without an
-    /// inference service, the WIT `inference` calls answer `unavailable`. Deployed tool
+    /// inference service, the WIT `inference` calls answer `unavailable`. `limits` bound what
+    /// waits and the guest memory of all instances together (see [`Host::admit`]). Deployed tool
     /// components join `toolbox` as providers under their function names.
     pub fn new(
         registry: Registry,
         sink: Option<Arc<Sink>>,
         inference: Option<Arc<Inference>>,
         toolbox: Arc<Toolbox>,
+        limits: HostLimits,
     ) -> Result<Arc<Self>> {
         let internal = |e: wasmtime::Error| HostError::Internal(format!("{e:#}"));
         let engine = engine::new_engine().map_err(internal)?;
@@ -126,6 +137,8 @@ impl Host {
             registry,
             loaded: RwLock::default(),
             commit_lock: Mutex::new(()),
+            memory: admission::MemoryBudget::new(&limits),
+            limits,
             compile_permits: Semaphore::new(cores),
             compilations: Default::default(),
             sink,

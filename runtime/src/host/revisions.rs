@@ -15,17 +15,32 @@ use crate::tools::Grants;
 
 impl Host {
     /// Loads the current revision of every function (artifacts are deserialized, not compiled,
-    /// unless the engine changed). A function that fails to load is logged and skipped.
+    /// unless the engine changed). A function that fails to load is logged and skipped. Each
+    /// is compiled outside the commit lock and installed under it only if it is still the
+    /// current revision: a deploy or rollback during startup is never overwritten by the
+    /// revision that was current before it.
     pub async fn load_all(&self) -> Result<usize> {
         let functions = self.registry.list_functions()?;
         let mut count = 0;
         for f in functions {
-            match self.load_revision(&f.name, f.current).await {
-                Ok(loaded) => {
+            let loaded = match self.load_revision(&f.name, f.current).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::error!(function = %f.name, error = %e, "cannot load function");
+                    continue;
+                }
+            };
+            let _guard = self.commit_lock.lock().await;
+            match self.registry.function(&f.name) {
+                Ok(now) if now.current == f.current => {
                     self.install(loaded);
                     count += 1;
                 }
-                Err(e) => tracing::error!(function = %f.name, error = %e, "cannot load function"),
+                // Deployed, rolled back or deleted meanwhile: that change installed its own.
+                Ok(_) | Err(crate::registry::RegistryError::FunctionNotFound(_)) => {
+                    tracing::debug!(function = %f.name, "changed during startup; not loading the old revision");
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(count)
@@ -52,6 +67,7 @@ impl Host {
                 "{name:?} is the namespace of a tool provider the operator configured; deploy the tool component under another name"
             )));
         }
+        self.check_memory(name, manifest.limits.memory_mb)?;
         component::check_binary(component)?;
         let sha = sha256_hex(component);
         let compiled = self.compile_cached(&sha, component).await?;
@@ -88,22 +104,16 @@ impl Host {
     }
 
     /// Makes an earlier revision current (the one before the current when `revision` is None).
+    /// The target is loaded before the registry moves, so a revision that cannot load leaves
+    /// both the registry and what serves unchanged.
     pub async fn rollback(&self, name: &str, revision: Option<Uuid>) -> Result<RevisionRecord> {
         let _guard = self.commit_lock.lock().await;
-        let previous = self.registry.function(name)?.current;
-        let record = self.registry.rollback(name, revision).await?;
-        match self.load_revision(name, record.revision).await {
-            Ok(loaded) => {
-                self.install(loaded);
-                tracing::info!(function = name, revision = %record.revision, "rolled back");
-                Ok(record)
-            }
-            Err(e) => {
-                // Keep registry and memory in agreement: point back at what serves now.
-                let _ = self.registry.rollback(name, Some(previous)).await;
-                Err(e)
-            }
-        }
+        let target = self.registry.rollback_target(name, revision)?;
+        let loaded = self.load_revision(name, target).await?;
+        let record = self.registry.rollback(name, Some(target)).await?;
+        self.install(loaded);
+        tracing::info!(function = name, revision = %record.revision, "rolled back");
+        Ok(record)
     }
 
     /// Deletes a function with its revisions and kv namespace.
@@ -217,8 +227,15 @@ impl Host {
     pub(super) fn loaded(&self, record: RevisionRecord, pre: Pre) -> Result<LoadedRevision> {
         let limits = &record.manifest.limits;
         Ok(LoadedRevision {
-            kv: self.registry.kv(&record.function)?,
+            kv: self.registry.kv_namespace(
+                &record.function,
+                crate::registry::KvQuota {
+                    max_keys: limits.kv_max_keys,
+                    max_bytes: limits.kv_max_bytes,
+                },
+            )?,
             slots: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            waiting: Default::default(),
             env: record
                 .manifest
                 .env

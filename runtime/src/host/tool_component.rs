@@ -90,6 +90,8 @@ struct Instance {
     provider: ProviderInstance,
     stderr: GuestOutput,
     deadline: Instant,
+    /// Its share of the guest memory budget.
+    _memory: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Host {
@@ -192,6 +194,11 @@ impl Host {
                 "{name:?} is not a tool component"
             )));
         };
+        let memory = self.tool_memory(loaded).ok_or_else(|| {
+            ToolError::Unavailable(format!(
+                "tool component {name:?} cannot start: the guest memory budget is taken by running instances"
+            ))
+        })?;
         let own = Instant::now() + Duration::from_millis(loaded.record.manifest.limits.timeout_ms);
         let deadline = caller_deadline.map_or(own, |d| d.min(own));
         let invocation: Arc<str> = Uuid::now_v7().to_string().into();
@@ -220,6 +227,7 @@ impl Host {
             provider,
             stderr,
             deadline,
+            _memory: memory,
         })
     }
 

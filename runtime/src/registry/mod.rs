@@ -18,11 +18,16 @@
 //!   component (a cache: safe to drop). Loading an artifact trusts its bytes (wasmtime maps
 //!   them as native code), so [`Registry::artifact`] returns only bytes that match their
 //!   digest and drops any other entry: a corrupted or foreign value is compiled again.
-//! - `kv/<name>`: the function's key/value namespace
+//! - `kv/<name>`: the function's key/value namespace; `kv-usage`: name → what it holds,
+//!   for its quota ([`KvNamespace`])
+//! - `quarantine`: `tree/key` → a record that did not decode at open, set aside so the
+//!   runtime starts with the rest ([`QuarantinedRecord`])
 //!
 //! This module knows nothing of wasmtime or HTTP: artifacts are opaque bytes.
 
 mod cas;
+mod kv;
+mod quarantine;
 mod records;
 
 use std::path::Path;
@@ -31,6 +36,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub(crate) use cas::update_checked;
+pub use kv::{
+    KeyPage, KvError, KvNamespace, KvQuota, KvUsage, MAX_KEY_BYTES, MAX_PAGE, MAX_VALUE_BYTES,
+};
+pub use quarantine::QuarantinedRecord;
 pub use records::{FunctionRecord, RevisionRecord};
 
 use crate::manifest::Manifest;
@@ -85,6 +94,8 @@ pub struct Registry {
     revisions: sled::Tree,
     components: sled::Tree,
     artifacts: sled::Tree,
+    quarantine: sled::Tree,
+    kv_usage: sled::Tree,
 }
 
 /// What a deploy stores.
@@ -111,8 +122,8 @@ fn is_lock_held(e: &sled::Error) -> bool {
 }
 
 impl Registry {
-    /// Opens (or creates) the registry in `dir` and sweeps revisions left by interrupted
-    /// deploys. Fails with [`RegistryError::Locked`] if another process holds `dir`.
+    /// Opens (or creates) the registry in `dir`, quarantines records that do not decode and
+    /// sweeps revisions left by interrupted deploys. Fails with [`RegistryError::Locked`] if another process holds `dir`.
     ///
     /// sled releases its lock from a background thread a moment after the last handle drops,
     /// so a reopen in the same process (a restart of an embedded runtime, the tests) can meet
@@ -141,8 +152,11 @@ impl Registry {
             revisions: db.open_tree("revisions")?,
             components: db.open_tree("components")?,
             artifacts: db.open_tree("artifacts")?,
+            quarantine: db.open_tree("quarantine")?,
+            kv_usage: db.open_tree("kv-usage")?,
             db,
         };
+        registry.quarantine_corrupt()?;
         registry.sweep()?;
         registry.sweep_orphaned_kv()?;
         Ok(registry)
@@ -152,6 +166,7 @@ impl Registry {
     /// commit) and components no revision references.
     fn sweep(&self) -> Result<()> {
         let functions = self.list_functions()?;
+        let quarantined = self.quarantined_functions()?;
         let mut live_components = std::collections::HashSet::new();
         let mut removed = 0usize;
         for item in self.revisions.iter() {
@@ -160,7 +175,7 @@ impl Registry {
             let referenced = functions
                 .iter()
                 .any(|f| f.name == rev.function && f.revisions.contains(&rev.revision));
-            if referenced {
+            if referenced || quarantined.contains(&rev.function) {
                 live_components.insert(rev.component_sha256);
             } else {
                 self.revisions.remove(&key)?;
@@ -189,8 +204,12 @@ impl Registry {
     /// the tree of a function being deployed.
     fn sweep_orphaned_kv(&self) -> Result<()> {
         let functions = self.list_functions()?;
-        let names: std::collections::HashSet<&str> =
-            functions.iter().map(|f| f.name.as_str()).collect();
+        let quarantined = self.quarantined_functions()?;
+        let names: std::collections::HashSet<&str> = functions
+            .iter()
+            .map(|f| f.name.as_str())
+            .chain(quarantined.iter().map(String::as_str))
+            .collect();
         let mut orphans = 0usize;
         for tree in self.db.tree_names() {
             let Some(name) = tree.strip_prefix(KV_PREFIX.as_bytes()) else {
@@ -198,6 +217,13 @@ impl Registry {
             };
             if !names.contains(String::from_utf8_lossy(name).as_ref()) {
                 self.db.drop_tree(&tree)?;
+                orphans += 1;
+            }
+        }
+        for item in self.kv_usage.iter() {
+            let (name, _) = item?;
+            if !names.contains(String::from_utf8_lossy(&name).as_ref()) {
+                self.kv_usage.remove(&name)?;
                 orphans += 1;
             }
         }
@@ -250,8 +276,27 @@ impl Registry {
     /// Points `name` at `target`, or at the revision deployed before the current one when
     /// `target` is `None`. Flushed before it returns.
     pub async fn rollback(&self, name: &str, target: Option<Uuid>) -> Result<RevisionRecord> {
+        let target = self.rollback_target(name, target)?;
+        let now = records::now_rfc3339();
+        let updated = self.update_function(name, |current| {
+            current.map(|mut f| {
+                f.current = target;
+                f.updated_at = now.clone();
+                f
+            })
+        })?;
+        if updated.is_none() {
+            return Err(RegistryError::FunctionNotFound(name.to_string()));
+        }
+        self.flush().await?;
+        self.revision(name, target)
+    }
+
+    /// The revision a rollback to `target` makes current (`None`: the one before the
+    /// current), checked to exist; nothing changes.
+    pub fn rollback_target(&self, name: &str, target: Option<Uuid>) -> Result<Uuid> {
         let function = self.function(name)?;
-        let target = match target {
+        Ok(match target {
             Some(t) if function.revisions.contains(&t) => t,
             Some(t) => {
                 return Err(RegistryError::RevisionNotFound {
@@ -269,20 +314,7 @@ impl Registry {
                     _ => return Err(RegistryError::NoEarlierRevision(name.to_string())),
                 }
             }
-        };
-        let now = records::now_rfc3339();
-        let updated = self.update_function(name, |current| {
-            current.map(|mut f| {
-                f.current = target;
-                f.updated_at = now.clone();
-                f
-            })
-        })?;
-        if updated.is_none() {
-            return Err(RegistryError::FunctionNotFound(name.to_string()));
-        }
-        self.flush().await?;
-        self.revision(name, target)
+        })
     }
 
     /// Deletes the function, its revisions, their unshared components and its kv namespace.
@@ -295,6 +327,7 @@ impl Registry {
             self.revisions.remove(revision_key(name, rev))?;
         }
         self.db.drop_tree(kv_tree_name(name))?;
+        self.kv_usage.remove(name)?;
         self.sweep()?;
         self.flush().await?;
         Ok(())

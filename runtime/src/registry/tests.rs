@@ -190,3 +190,181 @@ async fn a_deleted_functions_kv_never_reaches_a_new_function_of_its_name() {
         .unwrap();
     assert!(reg.kv("hello").unwrap().get("secret").unwrap().is_none());
 }
+
+fn quota(max_keys: u64, max_bytes: u64) -> KvQuota {
+    KvQuota {
+        max_keys,
+        max_bytes,
+    }
+}
+
+/// Writes past the quota are refused and change nothing; overwrites and deletes that add
+/// nothing pass; the count survives a reopen and follows every write.
+#[tokio::test]
+async fn kv_writes_stay_within_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manifest::new("hello");
+    let bytes = b"component".to_vec();
+    let sha = sha256_hex(&bytes);
+    {
+        let reg = Registry::open(dir.path()).unwrap();
+        // A function of the name exists: the open's sweep drops the kv of any other.
+        reg.commit_revision(new_rev(&m, &bytes, &sha))
+            .await
+            .unwrap();
+        let kv = reg.kv_namespace("hello", quota(3, 40)).unwrap();
+        for k in ["a", "b", "c"] {
+            kv.set(k, b"0123456789").unwrap();
+        }
+        assert_eq!(kv.usage().unwrap(), KvUsage { keys: 3, bytes: 33 });
+        let err = kv.set("d", b"x").unwrap_err();
+        assert!(
+            matches!(&err, KvError::TooLarge(m) if m.contains("quota of 3 keys")),
+            "{err}"
+        );
+        assert_eq!(kv.get("d").unwrap(), None, "a refused write leaves nothing");
+        let err = kv.increment("d", 1).unwrap_err();
+        assert!(matches!(err, KvError::TooLarge(_)), "{err}");
+        // 33 bytes held: growing "a" by 8 passes 40.
+        let err = kv.set("a", b"0123456789abcdefgh").unwrap_err();
+        assert!(
+            matches!(&err, KvError::TooLarge(m) if m.contains("40 bytes")),
+            "{err}"
+        );
+        assert_eq!(kv.get("a").unwrap().unwrap(), b"0123456789");
+        kv.set("a", b"01234").unwrap();
+        kv.delete("b").unwrap();
+        kv.delete("absent").unwrap();
+        assert_eq!(kv.usage().unwrap(), KvUsage { keys: 2, bytes: 17 });
+        assert_eq!(kv.increment("d", 5).unwrap(), 5);
+        assert_eq!(kv.usage().unwrap(), KvUsage { keys: 3, bytes: 26 });
+    }
+    let reg = Registry::open(dir.path()).unwrap();
+    // A lowered quota: what is there stays, shrinking passes, nothing new gets in.
+    let kv = reg.kv_namespace("hello", quota(1, 10)).unwrap();
+    assert_eq!(kv.usage().unwrap(), KvUsage { keys: 3, bytes: 26 });
+    kv.set("a", b"0").unwrap();
+    assert!(kv.set("e", b"").is_err());
+}
+
+/// Concurrent writers of new keys never take the namespace past its quota.
+#[test]
+fn concurrent_kv_writers_never_pass_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    let kv = reg.kv_namespace("hello", quota(50, 1 << 20)).unwrap();
+    let stored: usize = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let kv = kv.clone();
+                s.spawn(move || {
+                    (0..40)
+                        .filter(|i| kv.set(&format!("{t}/{i}"), b"v").is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(stored, 50);
+    assert_eq!(kv.usage().unwrap().keys, 50);
+    assert_eq!(kv.list_page("", None, 1000).unwrap().keys.len(), 50);
+}
+
+/// Pages follow each other through the cursor; a listing of more than a page is refused.
+#[test]
+fn kv_listings_are_bounded_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    let kv = reg.kv_namespace("hello", quota(5000, 1 << 24)).unwrap();
+    for k in ["a", "u/1", "u/2", "u/3", "u/4", "u/5", "v"] {
+        kv.set(k, b"").unwrap();
+    }
+    let mut after = None;
+    let mut pages = Vec::new();
+    loop {
+        let page = kv.list_page("u/", after.as_deref(), 2).unwrap();
+        pages.push(page.keys.clone());
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [vec!["u/1", "u/2"], vec!["u/3", "u/4"], vec!["u/5"]]);
+    // A cursor before the prefix starts at the prefix; a limit of 0 is 1.
+    assert_eq!(kv.list_page("u/", Some("a"), 0).unwrap().keys, ["u/1"]);
+    assert_eq!(kv.list("u/").unwrap().len(), 5);
+    for i in 0..MAX_PAGE {
+        kv.set(&format!("w/{i:04}"), b"").unwrap();
+    }
+    assert_eq!(kv.list("w/").unwrap().len(), MAX_PAGE);
+    kv.set("w/9999", b"").unwrap();
+    let err = kv.list("w/").unwrap_err();
+    assert!(
+        matches!(&err, KvError::TooLarge(m) if m.contains("list-keys-page")),
+        "{err}"
+    );
+}
+
+/// A record that does not decode is set aside at open: the registry opens, serves the rest,
+/// keeps the quarantined function's revisions, components and kv, and lists what it set
+/// aside.
+#[tokio::test]
+async fn a_corrupt_record_is_quarantined_and_the_rest_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (Manifest::new("good"), Manifest::new("bad"));
+    let bytes = b"component".to_vec();
+    let other = b"other component".to_vec();
+    let (sha, other_sha) = (sha256_hex(&bytes), sha256_hex(&other));
+    let bad_rev;
+    {
+        let reg = Registry::open(dir.path()).unwrap();
+        reg.commit_revision(new_rev(&good, &bytes, &sha))
+            .await
+            .unwrap();
+        bad_rev = reg
+            .commit_revision(new_rev(&bad, &other, &other_sha))
+            .await
+            .unwrap();
+        reg.kv("bad").unwrap().insert("memory", "kept").unwrap();
+        reg.functions.insert("bad", b"{not json".to_vec()).unwrap();
+        reg.db.flush().unwrap();
+    }
+    let reg = Registry::open(dir.path()).unwrap();
+    let names: Vec<_> = reg
+        .list_functions()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["good"]);
+    let quarantined = reg.quarantined().unwrap();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(
+        (quarantined[0].tree.as_str(), quarantined[0].key.as_str()),
+        ("functions", "bad")
+    );
+    assert!(
+        quarantined[0].reason.contains("key must be a string"),
+        "{:?}",
+        quarantined[0]
+    );
+    assert_eq!(quarantined[0].value_hex, hex::encode(b"{not json"));
+    assert_eq!(reg.quarantined_count(), 1);
+    assert_eq!(reg.revision("bad", bad_rev.revision).unwrap(), bad_rev);
+    assert!(reg.component(&other_sha).unwrap().is_some());
+    assert_eq!(
+        reg.kv("bad")
+            .unwrap()
+            .get("memory")
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        b"kept"
+    );
+    // Reopening again changes nothing.
+    drop(reg);
+    let reg = Registry::open(dir.path()).unwrap();
+    assert_eq!(reg.quarantined_count(), 1);
+    assert_eq!(reg.list_functions().unwrap().len(), 1);
+}

@@ -47,18 +47,27 @@ pub(super) async fn deploy(
         };
         ApiError::new(status, message)
     };
-    while let Some(field) = multipart.next_field().await.map_err(part_error)? {
-        match field.name() {
-            Some("manifest") => manifest = Some(field.text().await.map_err(part_error)?),
-            Some("component") => component = Some(field.bytes().await.map_err(part_error)?),
-            other => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("unexpected multipart part {other:?}: send `manifest` and `component`"),
-                ));
+    let parts = async {
+        while let Some(field) = multipart.next_field().await.map_err(part_error)? {
+            match field.name() {
+                Some("manifest") => manifest = Some(field.text().await.map_err(part_error)?),
+                Some("component") => component = Some(field.bytes().await.map_err(part_error)?),
+                other => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "unexpected multipart part {other:?}: send `manifest` and `component`"
+                        ),
+                    ));
+                }
             }
         }
-    }
+        Ok(())
+    };
+    let timeout = state.config.body_timeout();
+    tokio::time::timeout(timeout, parts)
+        .await
+        .map_err(|_| super::body::BodyError::Timeout(timeout))??;
     let manifest = manifest.ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -139,9 +148,12 @@ pub(super) struct RollbackBody {
 pub(super) async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    req: axum::extract::Request,
 ) -> Result<Json<Value>, ApiError> {
     writable(&state)?;
+    let (parts, body) = req.into_parts();
+    let timeout = state.config.body_timeout();
+    let body = super::body::read(&parts.headers, body, super::ADMIN_BODY_LIMIT, timeout).await?;
     let body: RollbackBody = if body.is_empty() {
         RollbackBody::default()
     } else {
@@ -186,4 +198,10 @@ fn function_json(f: &FunctionRecord, current: &RevisionRecord) -> Value {
         "updated_at": f.updated_at,
         "manifest": current.manifest,
     })
+}
+
+/// `GET /admin/quarantine`: registry records that did not decode at open, set aside.
+pub(super) async fn quarantine(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let records = state.host.registry().quarantined()?;
+    Ok(Json(json!({ "records": records })))
 }

@@ -125,6 +125,12 @@ pub(super) async fn json_rejections(response: Response) -> Response {
     answer
 }
 
+/// A path that does not parse (not UTF-8 once percent-decoded), as JSON: for routes whose
+/// answers are a guest's, where [`json_rejections`] cannot sit.
+pub(super) fn path_rejection(e: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::new(e.status(), e.body_text())
+}
+
 /// OpenAI's error `type` for a status.
 fn openai_type(status: StatusCode) -> &'static str {
     match status {
@@ -143,10 +149,19 @@ impl From<RegistryError> for ApiError {
                 StatusCode::NOT_FOUND
             }
             RegistryError::NoEarlierRevision(_) => StatusCode::CONFLICT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => return internal(&e),
         };
         ApiError::new(status, e.to_string())
     }
+}
+
+/// A 500 whose detail (storage errors, host bugs) goes to the log, not to the client.
+fn internal(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "internal error");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; the runtime's log says why",
+    )
 }
 
 /// A model error by its class ([`ModelError::class`]), for the admin and OpenAI APIs alike;
@@ -213,13 +228,16 @@ impl From<HostError> for ApiError {
                 return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
                     .retry_after(seconds);
             }
-            HostError::Busy { .. } => {
+            HostError::OverMemoryBudget { .. } => StatusCode::BAD_REQUEST,
+            HostError::Busy { .. } | HostError::QueueFull { .. } | HostError::MemoryBusy { .. } => {
                 return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                     .retry_after(1);
             }
-            HostError::Guest(GuestError::Internal(_))
-            | HostError::Trap { .. }
-            | HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            HostError::Internal(_) => return internal(&e),
+            // The guest's own failure, for its developer: its text is theirs to read.
+            HostError::Guest(GuestError::Internal(_)) | HostError::Trap { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError::new(status, e.to_string())
     }

@@ -26,9 +26,15 @@ pub(super) async fn receive(State(state): State<AppState>, req: Request) -> Resp
     }
     let (parts, body) = req.into_parts();
     let limit = state.config.max_event_bytes;
-    let parsed = match codec::read_body(&parts.headers, body, limit).await {
-        Ok(body) => codec::parse(&parts.headers, body),
-        Err(e) => Err(e),
+    let timeout = state.config.body_timeout();
+    let read = tokio::time::timeout(timeout, codec::read_body(&parts.headers, body, limit));
+    let parsed = match read.await {
+        Ok(Ok(body)) => codec::parse(&parts.headers, body),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            let e = super::body::BodyError::Timeout(timeout);
+            return ApiError::from(e).into_response();
+        }
     };
     let incoming = match parsed {
         Ok(incoming) => incoming,

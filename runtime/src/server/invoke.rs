@@ -1,6 +1,7 @@
 //! `/fn/{name}[/{*path}]`: HTTP request → the function's `handle` → HTTP response.
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -20,17 +21,19 @@ const HOP_BY_HOP: [HeaderName; 5] = [
 
 pub(super) async fn invoke_root(
     state: State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let Path(name) = name.map_err(super::error::path_rejection)?;
     invoke(state, name, String::new(), req).await
 }
 
 pub(super) async fn invoke_path(
     state: State<AppState>,
-    Path((name, path)): Path<(String, String)>,
+    names: Result<Path<(String, String)>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let Path((name, path)) = names.map_err(super::error::path_rejection)?;
     invoke(state, name, path, req).await
 }
 
@@ -40,20 +43,26 @@ async fn invoke(
     path: String,
     req: Request,
 ) -> Result<Response, ApiError> {
-    if !state.host.is_loaded(&name) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("function {name:?} not found"),
-        ));
-    }
+    // Admitted (a slot and memory held) before the body is read: a refused call costs no
+    // upload, and waiting calls hold no bodies.
+    let admitted = match state.host.admit(&name).await {
+        Err(host::HostError::FunctionNotFound(_)) if !state.readiness.functions_loaded() => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the runtime is starting: function {name:?} may be one still loading"),
+            )
+            .retry_after(1));
+        }
+        admitted => admitted?,
+    };
     let (parts, body) = req.into_parts();
-    let limit = state.config.max_body_bytes;
-    let body = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    })?;
+    let body = super::body::read(
+        &parts.headers,
+        body,
+        state.config.max_body_bytes,
+        state.config.body_timeout(),
+    )
+    .await?;
     let headers = parts
         .headers
         .iter()
@@ -67,7 +76,7 @@ async fn invoke(
         headers,
         body: body.to_vec(),
     };
-    let response = state.host.invoke(&name, request).await?;
+    let response = state.host.invoke_admitted(admitted, request).await?;
     into_http(&name, response)
 }
 

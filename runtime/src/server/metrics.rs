@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -22,12 +23,14 @@ pub(super) async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResp
 /// counting them would let anyone grow the label set without bound.
 pub(super) async fn count_invocations(
     State((state, metrics)): State<(AppState, Arc<Metrics>)>,
-    params: RawPathParams,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     req: Request,
     next: Next,
 ) -> Response {
+    // A name that does not parse is the handler's to refuse (as JSON); nothing to count.
     let function = params
         .iter()
+        .flat_map(|params| params.iter())
         .find(|(key, _)| *key == "name")
         .map(|(_, value)| value.to_string())
         .filter(|name| state.host.is_loaded(name));

@@ -5,6 +5,7 @@
 mod admin;
 mod admin_models;
 mod auth;
+mod body;
 mod error;
 mod events;
 mod health;
@@ -27,6 +28,9 @@ pub use readiness::Readiness;
 use crate::config::RuntimeConfig;
 use crate::host::Host;
 
+/// The body limit of the admin routes other than deploy (a rollback's `{"revision"}`).
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
 /// Slack for multipart framing and the manifest on top of the component size limit.
 const MULTIPART_OVERHEAD: usize = 1024 * 1024;
 
@@ -45,7 +49,7 @@ pub struct AppState {
     pub events: Arc<crate::delivery::Events>,
 }
 
-/// All routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` (the admin
+/// All routes. Serve with [`crate::connections::serve`] (or anything that sets `ConnectInfo<SocketAddr>`: the admin
 /// and OpenAI APIs' loopback check needs the peer address). The router owns the process's
 /// [`crate::metrics::Metrics`]: build it once.
 pub fn router(state: AppState) -> Router {
@@ -76,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/functions/{name}/revisions", get(admin::revisions))
         .route("/functions/{name}/rollback", post(admin::rollback))
+        .route("/quarantine", get(admin::quarantine))
         .route("/models", get(admin_models::list))
         .route("/models/{name}/load", post(admin_models::load))
         .route("/models/{name}/unload", post(admin_models::unload))
@@ -83,6 +88,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::admin,
         ))
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .layer(axum::middleware::map_response(error::json_rejections));
     let functions = Router::new()
         .route("/fn/{name}", any(invoke::invoke_root))

@@ -46,6 +46,8 @@
 //!   token.
 
 mod embeddings;
+#[cfg(test)]
+mod fuzz_tests;
 mod generate;
 mod models;
 mod responses;
@@ -241,30 +243,18 @@ pub(super) fn cancelled(generation: &Generation) -> ApiError {
 /// Any `Content-Type` is accepted (curl users often forget it).
 pub(super) struct OpenAiJson<T>(pub(super) T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for OpenAiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let timeout = state.config.body_timeout();
+        let bytes = super::body::read(&parts.headers, body, MAX_BODY_BYTES, timeout)
             .await
             .map_err(|e| {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if too_large {
-                    error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
-                        Some("request_too_large"),
-                        None,
-                    )
-                } else {
-                    error(
-                        StatusCode::BAD_REQUEST,
-                        format!("cannot read the request body: {e}"),
-                        None,
-                        None,
-                    )
-                }
+                let code =
+                    matches!(e, super::body::BodyError::TooLarge(_)).then_some("request_too_large");
+                error(e.status(), e.to_string(), code, None)
             })?;
         serde_json::from_slice(&bytes).map(OpenAiJson).map_err(|e| {
             error(

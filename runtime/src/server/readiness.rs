@@ -1,12 +1,16 @@
 //! Readiness: not ready until the registry is open and current revisions are loaded; not ready
-//! again once draining starts (so Knative stops routing here).
+//! again once draining starts (so Knative stops routing here). Apart from it, whether the
+//! functions are loaded: until then a function that is not loaded may be one still loading,
+//! so `/fn` answers 503 (retry) rather than 404.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why the runtime is not ready, or `None` when it is.
 #[derive(Debug)]
 pub struct Readiness {
     reason: Mutex<Option<String>>,
+    functions_loaded: AtomicBool,
 }
 
 impl Readiness {
@@ -14,7 +18,18 @@ impl Readiness {
     pub fn not_ready(reason: impl Into<String>) -> Self {
         Self {
             reason: Mutex::new(Some(reason.into())),
+            functions_loaded: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the stored functions loaded (models may still be preloading).
+    pub fn set_functions_loaded(&self) {
+        self.functions_loaded.store(true, Ordering::Release);
+    }
+
+    /// Whether the stored functions are loaded.
+    pub fn functions_loaded(&self) -> bool {
+        self.functions_loaded.load(Ordering::Acquire)
     }
 
     /// Marks ready.

@@ -4,7 +4,10 @@
 //! deleting the function deletes its keys. Values are bytes; [`increment`] keeps an `i64`
 //! counter atomically, so concurrent invocations never lose an update.
 //!
-//! Errors are [`Error`] (too large, or the store failed); `?` converts them to
+//! Each function has a quota (`limits.kv_max_keys`, `limits.kv_max_bytes` in `fn.toml`): a
+//! write past it fails with [`Error::TooLarge`] and changes nothing.
+//!
+//! Errors are [`Error`] (too large or over the quota, or the store failed); `?` converts them to
 //! [`crate::Error::Internal`] in a handler.
 //!
 //! # Examples
@@ -25,7 +28,7 @@
 
 use crate::wit::slmfn::agent::kv as wit;
 
-pub use wit::Error;
+pub use wit::{Error, KeyPage};
 
 /// A `Result` whose error is the kv [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
@@ -55,9 +58,31 @@ pub fn delete(key: &str) -> Result<()> {
     wit::delete(key)
 }
 
-/// The keys starting with `prefix`, sorted (`""` lists every key).
+/// The keys starting with `prefix`, sorted (`""` lists every key); [`Error::TooLarge`] when
+/// more than 1000 match: list those with [`list_keys_page`].
 pub fn list_keys(prefix: &str) -> Result<Vec<String>> {
     wit::list_keys(prefix)
+}
+
+/// One page of the keys starting with `prefix`: at most `limit` (1–1000) keys that sort after
+/// `after` (`None`: from the first), and in [`KeyPage::next`] the `after` of the next page.
+///
+/// ```no_run
+/// # fn main() -> Result<(), slmfn_sdk::kv::Error> {
+/// let mut after = None;
+/// loop {
+///     let page = slmfn_sdk::kv::list_keys_page("user/", after.as_deref(), 100)?;
+///     for key in &page.keys { /* ... */ }
+///     match page.next {
+///         Some(next) => after = Some(next),
+///         None => break,
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub fn list_keys_page(prefix: &str, after: Option<&str>, limit: u32) -> Result<KeyPage> {
+    wit::list_keys_page(prefix, after, limit)
 }
 
 /// Atomically adds `delta` to the counter at `key` (absent counts as 0) and returns the new

@@ -18,6 +18,9 @@
 //! | `/kv/incr?key=K` | 200 JSON number: the counter K after adding 1 |
 //! | `/kv/get?key=K` | 200, the raw value of K; 404 when absent |
 //! | `/kv/set?key=K` | 204 after storing the request body under K |
+//! | `/kv/delete?key=K` | 204 after deleting K |
+//! | `/kv/list?prefix=P` | 200 JSON: `kv::list_keys(P)` |
+//! | `/kv/page?prefix=P&limit=N[&after=A]` | 200 JSON `{"keys", "next"}`: `kv::list_keys_page(P, A, N)` |
 //! | `/sandbox` | 200 JSON `{"read", "write", "list", "connect"}`: the error text (or `null` on success) of reading `/etc/passwd`, writing `probe.txt`, listing `/` and a TCP connect to 127.0.0.1:9 |
 //! | `/log?msg=M` | writes `stdout M` to stdout and `INFO stderr M` to stderr, then 204 |
 //! | `/error/bad` | guest error `bad-request("bad input")` (400) |
@@ -94,6 +97,20 @@ fn handle(req: Request) -> Result<Response, Error> {
         "/kv/set" => {
             kv::set(&param::<String>(&req, "key")?, &req.body)?;
             Ok(Response::new(204, Vec::new()))
+        }
+        "/kv/delete" => {
+            kv::delete(&param::<String>(&req, "key")?)?;
+            Ok(Response::new(204, Vec::new()))
+        }
+        "/kv/list" => Response::json(&kv::list_keys(&param::<String>(&req, "prefix")?)?),
+        "/kv/page" => {
+            let after = req.query_param("after");
+            let page = kv::list_keys_page(
+                &param::<String>(&req, "prefix")?,
+                after.as_deref(),
+                param::<u32>(&req, "limit")?,
+            )?;
+            Response::json(&json!({ "keys": page.keys, "next": page.next }))
         }
         "/log" => {
             let msg = param::<String>(&req, "msg")?;
