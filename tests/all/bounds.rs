@@ -279,20 +279,37 @@ async fn slow_idle_and_vanishing_clients_are_cut_off() {
     assert!(resp.text().await.unwrap().contains("\"error\""));
 }
 
-/// A path that is not UTF-8 once decoded is a JSON 400 on the function routes too.
+/// The router's own refusals (a path that is not UTF-8 once decoded, a method a route lacks)
+/// are JSON on every route, in OpenAI's shape on `/v1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_path_that_does_not_parse_is_a_json_error() {
+async fn the_routers_own_refusals_are_json_everywhere() {
     let rt = start(&[]).await;
-    for path in ["/fn/%FF", "/fn/%FF/x"] {
+    for (method, path, status) in [
+        ("GET", "/fn/%FF", 400),
+        ("GET", "/fn/%FF/x", 400),
+        ("GET", "/admin/functions/%FF", 400),
+        ("PATCH", "/admin/functions", 405),
+        ("DELETE", "/metrics", 405),
+        ("POST", "/healthz", 405),
+        ("PUT", "/events", 405),
+        ("GET", "/nowhere", 404),
+        ("GET", "/v1/chat/completions", 405),
+        ("GET", "/v1/models/%FF", 400),
+    ] {
         let resp = rt
             .client()
-            .get(format!("{}{path}", rt.url))
+            .request(method.parse().unwrap(), format!("{}{path}", rt.url))
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 400, "{path}");
+        assert_eq!(resp.status(), status, "{method} {path}");
         let body = resp.text().await.unwrap();
-        assert!(json(&body)["error"].is_string(), "{path}: {body}");
+        let error = &json(&body)["error"];
+        if path.starts_with("/v1") {
+            assert!(error["message"].is_string(), "{method} {path}: {body}");
+        } else {
+            assert!(error.is_string(), "{method} {path}: {body}");
+        }
     }
 }
 

@@ -5,8 +5,12 @@ use std::sync::Arc;
 use crate::support::{Options, Runtime, guests, testbed_manifest};
 
 async fn start(limits: &str) -> Arc<Runtime> {
+    start_with(limits, Options::default()).await
+}
+
+async fn start_with(limits: &str, options: Options) -> Arc<Runtime> {
     let dir = tempfile::tempdir().unwrap().keep();
-    let rt = tokio::task::block_in_place(|| Runtime::start(&dir, Options::default())).unwrap();
+    let rt = tokio::task::block_in_place(|| Runtime::start(&dir, options)).unwrap();
     let (s, v) = rt
         .deploy(
             "tb",
@@ -86,7 +90,12 @@ async fn panic_and_stack_overflow_fail_only_their_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_while_every_slot_is_busy() {
-    let rt = start("timeout_ms = 4000\nmax_concurrency = 2").await;
+    // No call may wait: one past the slots is refused at once, which proves they are taken.
+    let options = Options {
+        extra_args: vec!["--max-waiting".into(), "0".into()],
+        ..Options::default()
+    };
+    let rt = start_with("timeout_ms = 4000\nmax_concurrency = 2", options).await;
     let mut loops = Vec::new();
     for _ in 0..2 {
         let rt = rt.clone();
@@ -104,6 +113,8 @@ async fn healthz_answers_while_every_slot_is_busy() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let (status, body) = rt.invoke("tb", "/echo", "third").await.unwrap();
+    assert_eq!(status, 503, "a third call found a free slot: {body}");
     assert!(
         loops.iter().all(|l| !l.is_finished()),
         "the slots should still be busy"

@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -78,7 +79,9 @@ pub struct ModelMetadata {
 impl ModelMetadata {
     /// Resident bytes of one session whose KV cache holds a full context window.
     pub fn session_bytes(&self) -> u64 {
-        self.kv_bytes_per_token * self.context_length as u64
+        // Saturating: an estimate past `u64` is past every budget.
+        self.kv_bytes_per_token
+            .saturating_mul(self.context_length as u64)
     }
 }
 
@@ -103,7 +106,8 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Opens `path` and parses the header. Reads no tensor data.
+    /// Opens `path`, parses the header and checks the tensor directory against the file (see
+    /// `check_tensors`). Reads no tensor data.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let io_err = |source| Error::Io {
@@ -113,7 +117,8 @@ impl GgufFile {
         let file = File::open(&path).map_err(io_err)?;
         let file_bytes = file.metadata().map_err(io_err)?.len();
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| Error::invalid_model(&path, e))?;
+        let content = read_header(&path, &mut reader, file_bytes)?;
+        check_tensors(&path, &content, file_bytes)?;
         Ok(Self {
             path,
             reader,
@@ -232,6 +237,10 @@ impl GgufFile {
         {
             return Err(inconsistent("head width"));
         }
+        // The query width; the key/value width is at most it (kv heads divide the heads).
+        if head_count.checked_mul(head_dim).is_none() {
+            return Err(inconsistent("query width overflows"));
+        }
         let rope_dimension = self
             .get_u64(&key("rope.dimension_count"))
             .map_or(head_dim, |v| v as usize);
@@ -258,8 +267,27 @@ impl GgufFile {
         };
         let (quantized_bytes, dense_bytes, weight_format) = self.estimate_weights();
         let dense_bytes = if dense_prefill { dense_bytes } else { 0 };
+        // The header's numbers, multiplied: sizes past `u64` describe no model we can hold.
+        let product = |what: &str, factors: &[usize]| {
+            factors
+                .iter()
+                .try_fold(1u64, |n, &f| n.checked_mul(f as u64))
+                .ok_or_else(|| {
+                    Error::invalid_model(&self.path, format!("{what} overflow: {factors:?}"))
+                })
+        };
         // cos and sin tables: one row per position, rope_dimension / 2 frequencies, f32.
-        let rope_bytes = 2 * context_length as u64 * (rope_dimension as u64 / 2) * 4;
+        let rope_bytes = product(
+            "rotary table bytes (2 tables, positions, frequencies, 4)",
+            &[2, context_length, rope_dimension / 2, 4],
+        )?;
+        let kv_bytes_per_token = product(
+            "KV cache bytes per token (keys and values, blocks, kv heads, head width, 4)",
+            &[2, block_count, head_count_kv, head_dim, 4],
+        )?;
+        let weights_bytes = (quantized_bytes.checked_add(dense_bytes))
+            .and_then(|n| n.checked_add(rope_bytes))
+            .ok_or_else(|| Error::invalid_model(&self.path, "weight bytes overflow"))?;
         Ok(ModelMetadata {
             name: self.get_str("general.name").map(str::to_string),
             architecture: arch.clone(),
@@ -282,9 +310,9 @@ impl GgufFile {
                 .map(|v| v as u32),
             weight_format,
             file_bytes: self.file_bytes,
-            weights_bytes: quantized_bytes + dense_bytes + rope_bytes,
+            weights_bytes,
             dense_bytes,
-            kv_bytes_per_token: (2 * block_count * head_count_kv * head_dim * 4) as u64,
+            kv_bytes_per_token,
         })
     }
 
@@ -354,10 +382,89 @@ impl GgufFile {
 
     /// Reads one tensor (in its stored format) onto `device`.
     pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        // candle builds a tensor of no elements from a dangling pointer (undefined behaviour).
+        if self
+            .content
+            .tensor_infos
+            .get(name)
+            .is_some_and(|info| info.shape.elem_count() == 0)
+        {
+            return Err(Error::invalid_model(
+                &self.path,
+                format!("tensor `{name}` has no elements"),
+            ));
+        }
         self.content
             .tensor(&mut self.reader, name, device)
             .map_err(|e| Error::invalid_model(&self.path, format!("tensor `{name}`: {e}")))
     }
+}
+
+/// Parses the header with candle's reader. That reader panics on one malformed header: it
+/// divides by `general.alignment`, which may be 0. A panic there is the file's fault, so it
+/// becomes an error like the others (the panic hook still reports it).
+fn read_header(path: &Path, reader: &mut BufReader<File>, file_bytes: u64) -> Result<Content> {
+    let read = std::panic::catch_unwind(AssertUnwindSafe(|| Content::read(reader)));
+    let reason = match read {
+        Ok(Ok(content)) => return Ok(content),
+        Ok(Err(candle_core::Error::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            format!("truncated GGUF header: the file ends at {file_bytes} bytes")
+        }
+        Ok(Err(e)) => format!("malformed GGUF header: {e}"),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            format!(
+                "malformed GGUF header: the reader panicked ({what}), as it does on a \
+                 `general.alignment` of 0"
+            )
+        }
+    };
+    Err(Error::invalid_model(path, reason))
+}
+
+/// Checks the tensor directory: each tensor's element count and size fit in memory, in whole
+/// blocks of its format, and its bytes lie inside the file. Everything that sizes a tensor
+/// from its shape may then compute without overflowing, and nothing reads past the end.
+fn check_tensors(path: &Path, content: &Content, file_bytes: u64) -> Result<()> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    // One order, so that a file with several bad tensors always names the same one.
+    names.sort_unstable();
+    for name in names {
+        let info = &content.tensor_infos[name];
+        let bad = |why: String| Error::invalid_model(path, format!("tensor `{name}`: {why}"));
+        let dims = info.shape.dims();
+        let dtype = info.ggml_dtype;
+        let elems = dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| bad(format!("shape {dims:?} has too many elements")))?;
+        if !elems.is_multiple_of(dtype.block_size()) {
+            return Err(bad(format!(
+                "{elems} elements are not whole {dtype:?} blocks of {}",
+                dtype.block_size()
+            )));
+        }
+        let end = (elems / dtype.block_size())
+            .checked_mul(dtype.type_size())
+            .and_then(|len| u64::try_from(len).ok())
+            .and_then(|len| {
+                content
+                    .tensor_data_offset
+                    .checked_add(info.offset)?
+                    .checked_add(len)
+            });
+        if end.is_none_or(|end| end > file_bytes) {
+            return Err(bad(format!(
+                "{dtype:?} {dims:?} at offset {} runs past the end of the file ({file_bytes} bytes)",
+                info.offset
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Any integer value (the writers of GGUF files disagree on widths) as `u64`.

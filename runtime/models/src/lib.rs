@@ -67,6 +67,7 @@
 //! ```
 
 pub mod batcher;
+mod chat_prompt;
 pub mod constraint;
 pub mod device;
 pub mod embed;

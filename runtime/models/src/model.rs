@@ -90,6 +90,17 @@ impl Model {
         file.ensure_supported()?;
         let metadata = file.metadata(options.context_length, options.dense_prefill)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        // Every id the tokenizer produces must be one the model takes.
+        if tokenizer.vocab_size() > metadata.vocab_size {
+            return Err(Error::invalid_model(
+                &path,
+                format!(
+                    "the tokenizer has {} tokens, the model a vocabulary of {}",
+                    tokenizer.vocab_size(),
+                    metadata.vocab_size
+                ),
+            ));
+        }
         let template = ChatTemplate::from_gguf(&file, &tokenizer)?;
         let llama = Llama::load(&mut file, &metadata, &options.device, options.dense_prefill)?;
         Ok(Self {
@@ -153,12 +164,17 @@ impl Model {
 
     /// Prompt tokens for a chat: the template rendered with a generation prompt, special tokens
     /// parsed, BOS prepended when the model wants one and the template did not write it.
+    /// Message content never becomes control tokens (see `chat_prompt`).
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
         if messages.is_empty() {
             return Err(Error::InvalidInput("messages must not be empty".into()));
         }
-        let text = self.inner.template.render(messages, true)?;
-        let ids = self.inner.tokenizer.encode(&text, true)?;
+        let ids = crate::chat_prompt::encode(
+            &self.inner.tokenizer,
+            &self.inner.template,
+            messages,
+            None,
+        )?;
         Ok(self.with_bos(ids))
     }
 
@@ -172,11 +188,12 @@ impl Model {
         if messages.is_empty() {
             return Err(Error::InvalidInput("messages must not be empty".into()));
         }
-        let text = self
-            .inner
-            .template
-            .render_with_tools(messages, Some(tools), true)?;
-        let ids = self.inner.tokenizer.encode(&text, true)?;
+        let ids = crate::chat_prompt::encode(
+            &self.inner.tokenizer,
+            &self.inner.template,
+            messages,
+            Some(tools),
+        )?;
         Ok(self.with_bos(ids))
     }
 

@@ -95,6 +95,8 @@ pub struct Tokenizer {
     templated: tokenizers::Tokenizer,
     /// Encodes special-token text as plain text: for untrusted user text.
     plain: tokenizers::Tokenizer,
+    /// The texts of the special tokens (what a templated encoding turns into them).
+    special_texts: Vec<String>,
     /// What each id prints as; empty for special tokens.
     token_bytes: Vec<Box<[u8]>>,
     kinds: Vec<TokenKind>,
@@ -197,11 +199,15 @@ impl Tokenizer {
         templated.with_decoder(Some(ByteLevelDecoder::default()));
 
         let mut special = Vec::new();
+        let mut special_texts = Vec::new();
         let mut user_defined = Vec::new();
         for (i, text) in texts.iter().enumerate() {
             match kinds[i] {
                 TokenKind::Control | TokenKind::Unknown => {
                     special.push(AddedToken::from(text.clone(), true));
+                    if !text.is_empty() {
+                        special_texts.push(text.clone());
+                    }
                 }
                 TokenKind::UserDefined => user_defined.push(AddedToken::from(text.clone(), false)),
                 _ => {}
@@ -229,6 +235,7 @@ impl Tokenizer {
         Ok(Self {
             templated,
             plain,
+            special_texts,
             token_bytes,
             kinds,
             texts,
@@ -254,6 +261,12 @@ impl Tokenizer {
             .encode_fast(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Whether `text` holds the text of a special token (`<|im_start|>`), which
+    /// [`Self::encode`] with `parse_special` would turn into that token.
+    pub fn has_special_text(&self, text: &str) -> bool {
+        self.special_texts.iter().any(|t| text.contains(t.as_str()))
     }
 
     /// Decodes ids to text, skipping special tokens; invalid UTF-8 becomes U+FFFD.

@@ -97,6 +97,15 @@ impl IntoResponse for ApiError {
 /// other error; their headers (`Allow`) stay. For routes whose every answer is ours: never
 /// around a guest's response.
 pub(super) async fn json_rejections(response: Response) -> Response {
+    rejections_as(response, false).await
+}
+
+/// [`json_rejections`] in OpenAI's error shape, for the `/v1` routes.
+pub(super) async fn openai_rejections(response: Response) -> Response {
+    rejections_as(response, true).await
+}
+
+async fn rejections_as(response: Response, openai: bool) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -116,7 +125,13 @@ pub(super) async fn json_rejections(response: Response) -> Response {
     } else {
         text
     };
-    let mut answer = ApiError::new(status, message).into_response();
+    let error = ApiError::new(status, message);
+    let error = if openai {
+        error.openai(None, None)
+    } else {
+        error
+    };
+    let mut answer = error.into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             answer.headers_mut().insert(name.clone(), value.clone());

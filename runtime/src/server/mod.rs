@@ -102,7 +102,12 @@ pub fn router(state: AppState) -> Router {
     let traced = Router::new()
         .route("/", events.clone())
         .route("/events", events)
-        .route("/metrics", get(metrics::scrape).with_state(metrics.clone()))
+        .route(
+            "/metrics",
+            get(metrics::scrape)
+                .with_state(metrics.clone())
+                .layer(axum::middleware::map_response(error::json_rejections)),
+        )
         .merge(functions)
         .merge(openai::routes(&state, metrics))
         .merge(mcp::routes(&state))
@@ -115,6 +120,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .layer(axum::middleware::map_response(error::json_rejections))
         .merge(traced)
         .with_state(state)
 }

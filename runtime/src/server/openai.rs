@@ -100,6 +100,9 @@ pub(super) fn routes(state: &AppState, metrics: Arc<Metrics>) -> Router<AppState
             metrics,
             super::metrics::count_openai_requests,
         ))
+        .layer(axum::middleware::map_response(
+            super::error::openai_rejections,
+        ))
 }
 
 async fn no_route() -> ApiError {

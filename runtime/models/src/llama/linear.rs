@@ -62,6 +62,15 @@ impl Linear {
         }
     }
 
+    /// `(out, in)`; `None` for a tensor that is not a matrix.
+    pub(super) fn shape(&self) -> Option<(usize, usize)> {
+        match &self.quant {
+            Quant::Own { matrix, rows } => Some((rows.len(), matrix.cols())),
+            Quant::Candle(QMatMul::QTensor(q)) => q.shape().dims2().ok(),
+            Quant::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims2().ok(),
+        }
+    }
+
     /// Elements of the quantized weights (0 for float formats).
     fn quantized_elements(&self) -> usize {
         match &self.quant {

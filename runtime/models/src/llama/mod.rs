@@ -247,6 +247,25 @@ impl LlamaCache {
     }
 }
 
+/// Fails unless `linear` (tensor `name`) is a matrix of `rows` by `cols`: the forward pass
+/// multiplies by the widths the metadata gives.
+fn expect_shape(
+    file: &GgufFile,
+    name: &str,
+    linear: &Linear,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let shape = linear.shape();
+    if shape == Some((rows, cols)) {
+        return Ok(());
+    }
+    Err(Error::invalid_model(
+        file.path(),
+        format!("tensor `{name}` has shape {shape:?}, expected [{rows}, {cols}]"),
+    ))
+}
+
 impl Llama {
     /// Reads the weights of a llama-family GGUF. With `dense`, also keeps `f32` copies of the
     /// matrices for prompt processing (see the module docs).
@@ -300,6 +319,21 @@ impl Llama {
                 }
             }
         };
+        let embedding_shape = match &embeddings {
+            Embeddings::Own(m) => Some((m.rows(), m.cols())),
+            Embeddings::Candle(q) => q.shape().dims2().ok(),
+        };
+        // One row per token id the model takes (and, below, produces), as llama.cpp requires.
+        let vocab = meta.vocab_size;
+        if embedding_shape != Some((vocab, dim)) {
+            return Err(Error::invalid_model(
+                file.path(),
+                format!(
+                    "tensor `token_embd.weight` has shape {embedding_shape:?}, expected [{vocab}, \
+                     {dim}]"
+                ),
+            ));
+        }
         let mut output = if file.has_tensor("output.weight") {
             let mut linears = load_stacked(file, &["output.weight".into()], device)?;
             linears.remove(0)
@@ -310,7 +344,10 @@ impl Llama {
                 Embeddings::Candle(q) => Linear::candle(q.clone())?,
             }
         };
-        let mut layers = Vec::with_capacity(meta.block_count);
+        expect_shape(file, "output.weight", &output, vocab, dim)?;
+        // Not `block_count`, which is only the header's word: each block is tensors of the file.
+        let mut layers =
+            Vec::with_capacity(meta.block_count.min(file.content().tensor_infos.len()));
         for i in 0..meta.block_count {
             let name = |n: &str| format!("blk.{i}.{n}.weight");
             let bias = |n: &str| format!("blk.{i}.{n}.bias");
@@ -327,6 +364,18 @@ impl Llama {
             let (mut wq, mut wk, mut wv) = (next(&mut qkv), next(&mut qkv), next(&mut qkv));
             let (wo, down) = (next(&mut wo), next(&mut down));
             let (gate, up) = (next(&mut gate_up), next(&mut gate_up));
+            let ffn = gate.shape().map_or(0, |(rows, _)| rows);
+            for (linear, n, out, inp) in [
+                (&wq, "attn_q", q_dim, dim),
+                (&wk, "attn_k", kv_dim, dim),
+                (&wv, "attn_v", kv_dim, dim),
+                (&wo, "attn_output", dim, q_dim),
+                (&gate, "ffn_gate", ffn, dim),
+                (&up, "ffn_up", ffn, dim),
+                (&down, "ffn_down", dim, ffn),
+            ] {
+                expect_shape(file, &name(n), linear, out, inp)?;
+            }
             let qkv_bias = if arch.qkv_bias {
                 let mut rows = Vec::with_capacity(q_dim + 2 * kv_dim);
                 for (linear, n, len) in [

@@ -55,7 +55,8 @@ fn load(shared: &Arc<Shared>, entry: &Arc<Entry>, attempt: u64) {
             .metadata(spec.context_length, spec.dense_prefill)
             .map_err(other)?;
         drop(header);
-        let needed = meta.weights_bytes + spec.parallel as u64 * meta.session_bytes();
+        let sessions = (spec.parallel as u64).saturating_mul(meta.session_bytes());
+        let needed = meta.weights_bytes.saturating_add(sessions);
         reserve(shared, entry, needed)?;
         let options = LoadOptions {
             context_length: spec.context_length,

@@ -5,9 +5,12 @@
 //! - `batching`: sessions of one model stepping together (`parallel > 1`), cache affinity.
 //! - `pool`: the warm pool (sharing, queueing, overload, keep-alive, eviction, failures).
 //! - `real`: SmolLM2-135M-Instruct, only when `SLMFN_MODEL_PATH` points at its GGUF.
+//! - `fuzz`: property tests (proptest) of hostile inputs: malformed GGUF files, adversarial
+//!   chat messages.
 
 mod batching;
 mod constraint;
+mod fuzz;
 mod pool;
 mod real;
 mod tiny;
