@@ -217,6 +217,20 @@ fn hostile_mcp_messages_never_break_the_server() {
         })
         .unwrap();
 
+    // The transport's own refusal (no `Accept` naming both answer types) is JSON too.
+    let resp = client
+        .post(format!("{}/mcp", rt.url))
+        .bearer_auth("fuzz")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    let text = resp.text().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(v["error"].is_string(), "{text}");
+
     let init = serde_json::json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},

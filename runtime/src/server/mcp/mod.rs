@@ -45,6 +45,11 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route_service("/mcp", service)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        // The transport's own refusals (406 without the right `Accept`, 415, a bad session)
+        // answer plain text: JSON like every other error.
+        .layer(axum::middleware::map_response(
+            crate::server::error::json_rejections,
+        ))
 }
 
 /// Bearer-token auth of `/mcp`: 401 (with `WWW-Authenticate`) without a valid token.
