@@ -6,12 +6,24 @@
 
 use std::ops::Range;
 
-use super::{Format, MIN_PARALLEL_ROWS, Q8Vector, QMatrix};
+use super::{Format, Isa, MIN_PARALLEL_ROWS, Q8Vector, QMatrix};
 
 impl QMatrix {
     /// `out[t * rows.len() + j] = row(rows.start + j) . xs[t]`, on this thread: for each `t`,
     /// what [`Self::gemv`] writes for `xs[t]`.
     pub(crate) fn gemv_many(&self, xs: &[&Q8Vector], rows: Range<usize>, out: &mut [f32]) {
+        self.gemv_many_with(super::isa(), xs, rows, out)
+    }
+
+    /// [`Self::gemv_many`] with the kernels of `isa`, which this CPU must have: for each `t`,
+    /// what [`Self::gemv_with`] writes for `xs[t]` with the same `isa`.
+    pub(crate) fn gemv_many_with(
+        &self,
+        isa: Isa,
+        xs: &[&Q8Vector],
+        rows: Range<usize>,
+        out: &mut [f32],
+    ) {
         assert!(rows.end <= self.rows, "rows {rows:?} of {}", self.rows);
         assert_eq!(out.len(), xs.len() * rows.len(), "output length");
         for x in xs {
@@ -22,15 +34,16 @@ impl QMatrix {
         }
         let data = self.row_data(rows.clone());
         #[cfg(target_arch = "x86_64")]
-        if super::simd() {
+        if isa != Isa::Scalar {
+            let (rb, vnni) = (self.row_bytes(), isa == Isa::Avx2Vnni);
             match self.format {
-                Format::Q4_1 => super::x86::q4_1_many(data, self.row_bytes(), xs, out),
-                Format::Q8_0 => super::x86::q8_0_many(data, self.row_bytes(), xs, out),
+                Format::Q4_1 => super::x86::q4_1_many(data, rb, xs, out, vnni),
+                Format::Q8_0 => super::x86::q8_0_many(data, rb, xs, out, vnni),
             }
             return;
         }
         for (x, out) in xs.iter().zip(out.chunks_exact_mut(rows.len())) {
-            self.gemv(x, rows.clone(), out);
+            self.gemv_with(isa, x, rows.clone(), out);
         }
     }
 }
@@ -84,11 +97,29 @@ mod tests {
                     for (x, out) in xs.iter().zip(alone.chunks_exact_mut(range.len().max(1))) {
                         m.gemv(x, range.clone(), out);
                     }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    // Every instruction set's batch gives its own one-token bits; the SIMD
+                    // sets (with VNNI or without) give the same bits as each other.
+                    for isa in Isa::supported() {
+                        let mut one = vec![0f32; alone.len()];
+                        for (x, out) in xs.iter().zip(one.chunks_exact_mut(range.len().max(1))) {
+                            m.gemv_with(isa, x, range.clone(), out);
+                        }
+                        let mut many = vec![f32::NAN; alone.len()];
+                        m.gemv_many_with(isa, &refs, range.clone(), &mut many);
+                        assert_eq!(bits(&many), bits(&one), "{isa:?} {format:?} {rows}x{cols}");
+                        if isa != Isa::Scalar {
+                            assert_eq!(
+                                bits(&one),
+                                bits(&alone),
+                                "{isa:?} {format:?} {rows}x{cols}"
+                            );
+                        }
+                    }
                     let mut many = vec![f32::NAN; alone.len()];
                     m.gemv_many(&refs, range.clone(), &mut many);
                     let mut split = vec![f32::NAN; alone.len()];
                     pool.install(|| par_gemv_many(&m, &refs, range.clone(), &mut split));
-                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&many),
                         bits(&alone),
@@ -100,6 +131,39 @@ mod tests {
                         "{format:?} {rows}x{cols} {tokens}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Not a test: per-token time of a batched product with and without VNNI
+    /// (`cargo test -p slmfn-models --lib many_timings -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn many_timings() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for (rows, cols) in [(960, 576), (3072, 576), (576, 1536)] {
+            let m = random_matrix(&mut rng, Format::Q4_1, rows, cols);
+            for tokens in [1, 4, 8] {
+                let xs: Vec<Q8Vector> = (0..tokens)
+                    .map(|_| {
+                        let mut q = Q8Vector::default();
+                        q.quantize(&random_vector(&mut rng, cols));
+                        q
+                    })
+                    .collect();
+                let refs: Vec<&Q8Vector> = xs.iter().collect();
+                let mut out = vec![0f32; tokens * rows];
+                let times: Vec<String> = Isa::supported()
+                    .into_iter()
+                    .filter(|i| *i != Isa::Scalar)
+                    .map(|isa| {
+                        let t = super::super::bench::best(500, || {
+                            m.gemv_many_with(isa, &refs, 0..rows, &mut out)
+                        });
+                        format!("{isa:?} {:?}/token", t / tokens as u32)
+                    })
+                    .collect();
+                println!("Q4_1 {rows}x{cols} x{tokens}: {}", times.join(", "));
             }
         }
     }

@@ -44,8 +44,9 @@ pub(crate) enum Isa {
     Scalar,
     /// AVX2 + FMA + F16C (x86-64-v3).
     Avx2,
-    /// AVX2 with AVX-512 VNNI's `vpdpbusd` on 256-bit registers for the batched products'
-    /// integer sums (the same integers, fewer instructions).
+    /// AVX2 with AVX-512 VNNI on 256-bit registers for the integer block sums (`vpdpwssd` in
+    /// the prompt products, `vpdpbusd` in generation's): the same integers, fewer
+    /// instructions, the same bits as [`Isa::Avx2`].
     Avx2Vnni,
 }
 
@@ -272,19 +273,31 @@ impl QMatrix {
 
     /// `out[i] = row(rows.start + i) . x`, on this thread.
     pub(crate) fn gemv(&self, x: &Q8Vector, rows: Range<usize>, out: &mut [f32]) {
+        self.gemv_with(isa(), x, rows, out)
+    }
+
+    /// [`Self::gemv`] with the kernels of `isa`, which this CPU must have. The SIMD kernels
+    /// give the same bits whether VNNI sums the blocks or not (the same integers, the same
+    /// float operations).
+    pub(crate) fn gemv_with(&self, isa: Isa, x: &Q8Vector, rows: Range<usize>, out: &mut [f32]) {
         assert_eq!(x.len(), self.cols, "activation length");
         assert_eq!(out.len(), rows.len(), "output length");
         assert!(rows.end <= self.rows, "rows {rows:?} of {}", self.rows);
         let data = self.row_data(rows);
-        #[cfg(target_arch = "x86_64")]
-        if simd() {
-            match self.format {
-                Format::Q4_1 => x86::q4_1(data, self.row_bytes(), x, out),
-                Format::Q8_0 => x86::q8_0(data, self.row_bytes(), x, out),
+        let rb = self.row_bytes();
+        match (isa, self.format) {
+            (Isa::Scalar, _) => self.gemv_scalar_data(data, x, out),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2 | Isa::Avx2Vnni, Format::Q4_1) => {
+                x86::q4_1(data, rb, x, out, isa == Isa::Avx2Vnni)
             }
-            return;
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2 | Isa::Avx2Vnni, Format::Q8_0) => {
+                x86::q8_0(data, rb, x, out, isa == Isa::Avx2Vnni)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("{isa:?} off x86-64"),
         }
-        self.gemv_scalar_data(data, x, out);
     }
 
     /// [`Self::gemv`] without SIMD: the reference, in candle's order of operations.
@@ -526,6 +539,17 @@ pub(super) mod tests {
                     let mut slow = vec![0f32; rows];
                     m.gemv(&x, 0..rows, &mut fast);
                     m.gemv_scalar(&x, 0..rows, &mut slow);
+                    // With VNNI or without, the SIMD kernels give the same bits.
+                    for isa in Isa::supported().into_iter().filter(|i| *i != Isa::Scalar) {
+                        let mut other = vec![0f32; rows];
+                        m.gemv_with(isa, &x, 0..rows, &mut other);
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&other),
+                            bits(&fast),
+                            "{isa:?} {format:?} {rows}x{cols}"
+                        );
+                    }
                     for r in 0..rows {
                         let tol = 1e-5 * magnitude(&m, &x, r) + 1e-6;
                         assert!(

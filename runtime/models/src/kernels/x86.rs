@@ -6,7 +6,10 @@
 //! multiplied with the 32 `i8` activations and summed pairwise (`maddubs` into `i16`, which
 //! cannot saturate here: at most `2 x 15 x 127` or `2 x 128 x 127`), summed again into 8 `i32`
 //! (`madd`), converted to `f32` and accumulated with the product of the two block scales.
-//! Rows are taken one at a time (see `q4_1_avx2`). The integer part of each block is exact;
+//! Where the CPU has AVX-512 VNNI (on 256-bit registers), one `vpdpbusd` replaces `maddubs` +
+//! `madd`: the same four products summed per lane, so the same integers and the same bits
+//! (`gemv_avx2` and `gemv_vnni` are one set of kernels, stamped out by `gemv_kernels!`).
+//! Rows are taken one at a time (see `q4_1_rows`). The integer part of each block is exact;
 //! only the order of the float additions differs from the scalar code (8 lanes, then a
 //! horizontal sum).
 //!
@@ -48,120 +51,65 @@ fn check(format: Format, data: &[u8], row_bytes: usize, x: &Q8Vector, out: &[f32
     blocks
 }
 
-/// `out[r] = row r of data (Q4_1) . x`.
-pub(super) fn q4_1(data: &[u8], row_bytes: usize, x: &Q8Vector, out: &mut [f32]) {
+/// `out[r] = row r of data (Q4_1) . x`; with `vnni`, the block sums through `vpdpbusd`.
+pub(super) fn q4_1(data: &[u8], row_bytes: usize, x: &Q8Vector, out: &mut [f32], vnni: bool) {
     let blocks = check(Format::Q4_1, data, row_bytes, x, out);
-    // SAFETY: `check` asserted that the CPU has AVX2, FMA and F16C, that `data` holds
-    // `out.len()` rows of `blocks` Q4_1 blocks and that `x` holds `blocks` blocks: the bounds
-    // `q4_1_avx2` reads within.
-    unsafe { q4_1_avx2(data, row_bytes, blocks, x, out) }
+    assert!(
+        !vnni || vnni_available(),
+        "VNNI kernels on a CPU without them"
+    );
+    // SAFETY: `check` asserted that the CPU has AVX2, FMA and F16C (and VNNI where asked
+    // for), that `data` holds `out.len()` rows of `blocks` Q4_1 blocks and that `x` holds
+    // `blocks` blocks: the bounds the kernels read within.
+    unsafe {
+        if vnni {
+            gemv_vnni::q4_1_rows(data, row_bytes, blocks, x, out)
+        } else {
+            gemv_avx2::q4_1_rows(data, row_bytes, blocks, x, out)
+        }
+    }
 }
 
-/// `out[r] = row r of data (Q8_0) . x`.
-pub(super) fn q8_0(data: &[u8], row_bytes: usize, x: &Q8Vector, out: &mut [f32]) {
+/// `out[r] = row r of data (Q8_0) . x`; `vnni` as for [`q4_1`].
+pub(super) fn q8_0(data: &[u8], row_bytes: usize, x: &Q8Vector, out: &mut [f32], vnni: bool) {
     let blocks = check(Format::Q8_0, data, row_bytes, x, out);
+    assert!(
+        !vnni || vnni_available(),
+        "VNNI kernels on a CPU without them"
+    );
     // SAFETY: as in `q4_1`, for Q8_0 blocks.
-    unsafe { q8_0_avx2(data, row_bytes, blocks, x, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q4_1_avx2(data: &[u8], row_bytes: usize, blocks: usize, x: &Q8Vector, out: &mut [f32]) {
-    // One row at a time, front to back: a single sequential stream, which the hardware
-    // prefetchers follow. Taking four rows per activation load (four interleaved streams)
-    // measured 4x slower once the weights come from memory rather than cache.
-    for (r, out) in out.iter_mut().enumerate() {
-        // SAFETY: row r is within `data` (`out.len()` rows of `row_bytes`, checked by the
-        // caller); each row has `blocks` blocks, as many as `x`.
-        *out = unsafe { q4_1_row(data.as_ptr().add(r * row_bytes), blocks, x) };
+    unsafe {
+        if vnni {
+            gemv_vnni::q8_0_rows(data, row_bytes, blocks, x, out)
+        } else {
+            gemv_avx2::q8_0_rows(data, row_bytes, blocks, x, out)
+        }
     }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q8_0_avx2(data: &[u8], row_bytes: usize, blocks: usize, x: &Q8Vector, out: &mut [f32]) {
-    // One row at a time, as in `q4_1_avx2`.
-    for (r, out) in out.iter_mut().enumerate() {
-        // SAFETY: as in `q4_1_avx2`.
-        *out = unsafe { q8_0_row(data.as_ptr().add(r * row_bytes), blocks, x) };
-    }
-}
-
-/// The dot product of the Q4_1 row at `w` with `x`.
-///
-/// # Safety
-/// `w` points to `blocks` Q4_1 blocks; `x` has `blocks` blocks; the CPU has AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn q4_1_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    for b in 0..blocks {
-        // SAFETY: block b < blocks of the activation (32 bytes at b * 32 of `x.qs`) and of
-        // the row (20 bytes at b * 20), which the caller vouches for.
-        let (a, dm, q) = unsafe {
-            let block = w.add(b * 20);
-            (
-                _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()),
-                block.cast::<i32>().read_unaligned(),
-                _mm_loadu_si128(block.add(4).cast()),
-            )
-        };
-        // d in lane 0, m in lane 1.
-        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
-        let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-        // Values 0..16 are the low nibbles, 16..32 the high ones.
-        let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x.d[b]), acc);
-        mins += m * x.s[b];
-    }
-    hsum(acc) + mins
-}
-
-/// The dot product of the Q8_0 row at `w` with `x`.
-///
-/// # Safety
-/// As [`q4_1_row`], for Q8_0 blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn q8_0_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    for b in 0..blocks {
-        // SAFETY: block b < blocks of the activation (32 bytes) and of the row (34 bytes at
-        // b * 34), which the caller vouches for.
-        let (a, d, q) = unsafe {
-            let block = w.add(b * 34);
-            (
-                _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()),
-                // The scale and the first two values: a 32-bit load (`vmovd`, which clears
-                // the rest of the register; a 16-bit one compiles to an insert into whatever
-                // register is free, chaining the blocks through that register).
-                block.cast::<i32>().read_unaligned(),
-                _mm256_loadu_si256(block.add(2).cast()),
-            )
-        };
-        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
-        // |q| (unsigned) times a with q's sign: maddubs wants one unsigned operand.
-        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q));
-        let p = _mm256_madd_epi16(p, ones);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x.d[b]), acc);
-    }
-    hsum(acc)
 }
 
 /// `out[t * rows + r] = row r of data (Q4_1) . xs[t]`, for `rows = out.len() / xs.len()`:
 /// generation's products for several sessions in one pass over the weights. Each block of a
 /// row is widened once and multiplied with every activation, in [`q4_1_row`]'s order of
 /// operations for each, so every token gets the bits [`q4_1`] gives it alone.
-pub(super) fn q4_1_many(data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &mut [f32]) {
-    many(Format::Q4_1, data, row_bytes, xs, out)
+pub(super) fn q4_1_many(
+    data: &[u8],
+    row_bytes: usize,
+    xs: &[&Q8Vector],
+    out: &mut [f32],
+    vnni: bool,
+) {
+    many(Format::Q4_1, data, row_bytes, xs, out, vnni)
 }
 
 /// [`q4_1_many`] for `Q8_0` rows ([`q8_0_row`]'s order of operations).
-pub(super) fn q8_0_many(data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &mut [f32]) {
-    many(Format::Q8_0, data, row_bytes, xs, out)
+pub(super) fn q8_0_many(
+    data: &[u8],
+    row_bytes: usize,
+    xs: &[&Q8Vector],
+    out: &mut [f32],
+    vnni: bool,
+) {
+    many(Format::Q8_0, data, row_bytes, xs, out, vnni)
 }
 
 /// Activations per pass over a block of rows in [`many`]: 4 accumulators, and the weights of a
@@ -171,8 +119,19 @@ const MANY: usize = 4;
 /// come from memory once and stay in L1 while every group of activations reads them.
 const MANY_ROWS: usize = 16;
 
-fn many(format: Format, data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &mut [f32]) {
+fn many(
+    format: Format,
+    data: &[u8],
+    row_bytes: usize,
+    xs: &[&Q8Vector],
+    out: &mut [f32],
+    vnni: bool,
+) {
     assert!(!xs.is_empty(), "no activation");
+    assert!(
+        !vnni || vnni_available(),
+        "VNNI kernels on a CPU without them"
+    );
     assert!(out.len().is_multiple_of(xs.len()), "output length");
     let rows = out.len() / xs.len();
     for x in xs {
@@ -193,22 +152,63 @@ fn many(format: Format, data: &[u8], row_bytes: usize, xs: &[&Q8Vector], out: &m
             // `row_bytes / block bytes` blocks and that the activation has as many blocks;
             // `at` addresses rows `r0..r0 + n` of tokens `g * MANY..` within `out`.
             unsafe {
-                match (format, group.len()) {
-                    (Format::Q4_1, 1) => many_rows::<1, true>(block, row_bytes, group, out, at),
-                    (Format::Q4_1, 2) => many_rows::<2, true>(block, row_bytes, group, out, at),
-                    (Format::Q4_1, 3) => many_rows::<3, true>(block, row_bytes, group, out, at),
-                    (Format::Q4_1, _) => many_rows::<4, true>(block, row_bytes, group, out, at),
-                    (Format::Q8_0, 1) => many_rows::<1, false>(block, row_bytes, group, out, at),
-                    (Format::Q8_0, 2) => many_rows::<2, false>(block, row_bytes, group, out, at),
-                    (Format::Q8_0, 3) => many_rows::<3, false>(block, row_bytes, group, out, at),
-                    (Format::Q8_0, _) => many_rows::<4, false>(block, row_bytes, group, out, at),
+                let q4 = format == Format::Q4_1;
+                match (vnni, q4, group.len()) {
+                    (false, true, 1) => {
+                        gemv_avx2::many_rows::<1, true>(block, row_bytes, group, out, at)
+                    }
+                    (false, true, 2) => {
+                        gemv_avx2::many_rows::<2, true>(block, row_bytes, group, out, at)
+                    }
+                    (false, true, 3) => {
+                        gemv_avx2::many_rows::<3, true>(block, row_bytes, group, out, at)
+                    }
+                    (false, true, _) => {
+                        gemv_avx2::many_rows::<4, true>(block, row_bytes, group, out, at)
+                    }
+                    (false, false, 1) => {
+                        gemv_avx2::many_rows::<1, false>(block, row_bytes, group, out, at)
+                    }
+                    (false, false, 2) => {
+                        gemv_avx2::many_rows::<2, false>(block, row_bytes, group, out, at)
+                    }
+                    (false, false, 3) => {
+                        gemv_avx2::many_rows::<3, false>(block, row_bytes, group, out, at)
+                    }
+                    (false, false, _) => {
+                        gemv_avx2::many_rows::<4, false>(block, row_bytes, group, out, at)
+                    }
+                    (true, true, 1) => {
+                        gemv_vnni::many_rows::<1, true>(block, row_bytes, group, out, at)
+                    }
+                    (true, true, 2) => {
+                        gemv_vnni::many_rows::<2, true>(block, row_bytes, group, out, at)
+                    }
+                    (true, true, 3) => {
+                        gemv_vnni::many_rows::<3, true>(block, row_bytes, group, out, at)
+                    }
+                    (true, true, _) => {
+                        gemv_vnni::many_rows::<4, true>(block, row_bytes, group, out, at)
+                    }
+                    (true, false, 1) => {
+                        gemv_vnni::many_rows::<1, false>(block, row_bytes, group, out, at)
+                    }
+                    (true, false, 2) => {
+                        gemv_vnni::many_rows::<2, false>(block, row_bytes, group, out, at)
+                    }
+                    (true, false, 3) => {
+                        gemv_vnni::many_rows::<3, false>(block, row_bytes, group, out, at)
+                    }
+                    (true, false, _) => {
+                        gemv_vnni::many_rows::<4, false>(block, row_bytes, group, out, at)
+                    }
                 }
             }
         }
     }
 }
 
-/// Where [`many_rows`] writes: `out[(token + t) * stride + row + r]` for its `rows` rows `r`.
+/// Where `many_rows` writes: `out[(token + t) * stride + row + r]` for its `rows` rows `r`.
 #[derive(Clone, Copy)]
 struct Place {
     stride: usize,
@@ -217,120 +217,256 @@ struct Place {
     token: usize,
 }
 
-/// The rows of `data` times the `T` activations of `xs` into `out` at `at`.
-///
-/// # Safety
-/// As [`many`] checks: `data` holds `at.rows` rows of `row_bytes` in `Q4_1` (`Q4`) or `Q8_0`,
-/// each with as many blocks as every activation; `xs` has `T` activations; the CPU has AVX2,
-/// FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn many_rows<const T: usize, const Q4: bool>(
-    data: &[u8],
-    row_bytes: usize,
-    xs: &[&Q8Vector],
-    out: &mut [f32],
-    at: Place,
-) {
-    let xs: [&Q8Vector; T] = std::array::from_fn(|t| xs[t]);
-    let blocks = xs[0].d.len();
-    // Two rows per pass: each activation block is loaded once for both.
-    let mut r = 0;
-    while r < at.rows {
-        let pair = at.rows - r >= 2;
-        // SAFETY: rows r (and r + 1 when `pair`) are within `data`, with `blocks` blocks (the
-        // caller's contract).
-        let sums: [[f32; T]; 2] = unsafe {
-            let w = |i: usize| data.as_ptr().add((r + i) * row_bytes);
-            match (Q4, pair) {
-                (true, true) => rows_many::<2, T, true>([w(0), w(1)], blocks, xs),
-                (false, true) => rows_many::<2, T, false>([w(0), w(1)], blocks, xs),
-                (true, false) => {
-                    let [one] = rows_many::<1, T, true>([w(0)], blocks, xs);
-                    [one, [0.0; T]]
-                }
-                (false, false) => {
-                    let [one] = rows_many::<1, T, false>([w(0)], blocks, xs);
-                    [one, [0.0; T]]
+/// The generation kernels (one row, and several rows for several tokens), once per
+/// instruction set: `$features` enabled, `$sums` for a block's integer sums.
+macro_rules! gemv_kernels {
+    ($module:ident, $features:literal, $sums:ident) => {
+        mod $module {
+            use std::arch::x86_64::*;
+
+            use super::super::{BLOCK, Q8Vector};
+            use super::{Place, hsum, $sums};
+
+            #[target_feature(enable = $features)]
+            pub(super) fn q4_1_rows(
+                data: &[u8],
+                row_bytes: usize,
+                blocks: usize,
+                x: &Q8Vector,
+                out: &mut [f32],
+            ) {
+                // One row at a time, front to back: a single sequential stream, which the hardware
+                // prefetchers follow. Taking four rows per activation load (four interleaved streams)
+                // measured 4x slower once the weights come from memory rather than cache.
+                for (r, out) in out.iter_mut().enumerate() {
+                    // SAFETY: row r is within `data` (`out.len()` rows of `row_bytes`, checked by the
+                    // caller); each row has `blocks` blocks, as many as `x`.
+                    *out = unsafe { q4_1_row(data.as_ptr().add(r * row_bytes), blocks, x) };
                 }
             }
-        };
-        for (i, sums) in sums.iter().take(1 + usize::from(pair)).enumerate() {
-            for (t, &sum) in sums.iter().enumerate() {
-                out[(at.token + t) * at.stride + at.row + r + i] = sum;
+
+            #[target_feature(enable = $features)]
+            pub(super) fn q8_0_rows(
+                data: &[u8],
+                row_bytes: usize,
+                blocks: usize,
+                x: &Q8Vector,
+                out: &mut [f32],
+            ) {
+                // One row at a time, as in `q4_1_rows`.
+                for (r, out) in out.iter_mut().enumerate() {
+                    // SAFETY: as in `q4_1_rows`.
+                    *out = unsafe { q8_0_row(data.as_ptr().add(r * row_bytes), blocks, x) };
+                }
+            }
+
+            /// The dot product of the Q4_1 row at `w` with `x`.
+            ///
+            /// # Safety
+            /// `w` points to `blocks` Q4_1 blocks; `x` has `blocks` blocks; the CPU has AVX2, FMA and F16C.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn q4_1_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
+                let low = _mm256_set1_epi8(0x0F);
+                let mut acc = _mm256_setzero_ps();
+                let mut mins = 0f32;
+                for b in 0..blocks {
+                    // SAFETY: block b < blocks of the activation (32 bytes at b * 32 of `x.qs`) and of
+                    // the row (20 bytes at b * 20), which the caller vouches for.
+                    let (a, dm, q) = unsafe {
+                        let block = w.add(b * 20);
+                        (
+                            _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()),
+                            block.cast::<i32>().read_unaligned(),
+                            _mm_loadu_si128(block.add(4).cast()),
+                        )
+                    };
+                    // d in lane 0, m in lane 1.
+                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
+                    let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+                    // Values 0..16 are the low nibbles, 16..32 the high ones.
+                    let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
+                    let p = $sums(q, a);
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x.d[b]), acc);
+                    mins += m * x.s[b];
+                }
+                hsum(acc) + mins
+            }
+
+            /// The dot product of the Q8_0 row at `w` with `x`.
+            ///
+            /// # Safety
+            /// As [`q4_1_row`], for Q8_0 blocks.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn q8_0_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                for b in 0..blocks {
+                    // SAFETY: block b < blocks of the activation (32 bytes) and of the row (34 bytes at
+                    // b * 34), which the caller vouches for.
+                    let (a, d, q) = unsafe {
+                        let block = w.add(b * 34);
+                        (
+                            _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()),
+                            // The scale and the first two values: a 32-bit load (`vmovd`, which clears
+                            // the rest of the register; a 16-bit one compiles to an insert into whatever
+                            // register is free, chaining the blocks through that register).
+                            block.cast::<i32>().read_unaligned(),
+                            _mm256_loadu_si256(block.add(2).cast()),
+                        )
+                    };
+                    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
+                    // |q| (unsigned) times a with q's sign: maddubs wants one unsigned operand.
+                    let p = $sums(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q));
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x.d[b]), acc);
+                }
+                hsum(acc)
+            }
+
+            /// The rows of `data` times the `T` activations of `xs` into `out` at `at`.
+            ///
+            /// # Safety
+            /// As [`many`] checks: `data` holds `at.rows` rows of `row_bytes` in `Q4_1` (`Q4`) or `Q8_0`,
+            /// each with as many blocks as every activation; `xs` has `T` activations; the CPU has AVX2,
+            /// FMA and F16C.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn many_rows<const T: usize, const Q4: bool>(
+                data: &[u8],
+                row_bytes: usize,
+                xs: &[&Q8Vector],
+                out: &mut [f32],
+                at: Place,
+            ) {
+                let xs: [&Q8Vector; T] = std::array::from_fn(|t| xs[t]);
+                let blocks = xs[0].d.len();
+                // Two rows per pass: each activation block is loaded once for both.
+                let mut r = 0;
+                while r < at.rows {
+                    let pair = at.rows - r >= 2;
+                    // SAFETY: rows r (and r + 1 when `pair`) are within `data`, with `blocks` blocks (the
+                    // caller's contract).
+                    let sums: [[f32; T]; 2] = unsafe {
+                        let w = |i: usize| data.as_ptr().add((r + i) * row_bytes);
+                        match (Q4, pair) {
+                            (true, true) => rows_many::<2, T, true>([w(0), w(1)], blocks, xs),
+                            (false, true) => rows_many::<2, T, false>([w(0), w(1)], blocks, xs),
+                            (true, false) => {
+                                let [one] = rows_many::<1, T, true>([w(0)], blocks, xs);
+                                [one, [0.0; T]]
+                            }
+                            (false, false) => {
+                                let [one] = rows_many::<1, T, false>([w(0)], blocks, xs);
+                                [one, [0.0; T]]
+                            }
+                        }
+                    };
+                    for (i, sums) in sums.iter().take(1 + usize::from(pair)).enumerate() {
+                        for (t, &sum) in sums.iter().enumerate() {
+                            out[(at.token + t) * at.stride + at.row + r + i] = sum;
+                        }
+                    }
+                    r += 1 + usize::from(pair);
+                }
+            }
+
+            /// [`q4_1_row`] (`Q4`) or [`q8_0_row`] of `R` rows for `T` activations at once: for each row
+            /// and activation the same operations, in the same order, as those functions.
+            ///
+            /// # Safety
+            /// As [`q4_1_row`] / [`q8_0_row`], for every row and activation.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn rows_many<const R: usize, const T: usize, const Q4: bool>(
+                w: [*const u8; R],
+                blocks: usize,
+                xs: [&Q8Vector; T],
+            ) -> [[f32; T]; R] {
+                let low = _mm256_set1_epi8(0x0F);
+                let mut acc = [[_mm256_setzero_ps(); T]; R];
+                let mut mins = [[0f32; T]; R];
+                for b in 0..blocks {
+                    // Per row: the weights widened to 32 unsigned bytes, the row block's scale (and
+                    // minimum), as `q4_1_row` / `q8_0_row` compute them.
+                    let mut q = [_mm256_setzero_si256(); R];
+                    let mut sign = [_mm256_setzero_si256(); R];
+                    let mut d = [0f32; R];
+                    let mut m = [0f32; R];
+                    for i in 0..R {
+                        // SAFETY: block b < blocks of each row, which the caller vouches for.
+                        unsafe {
+                            if Q4 {
+                                let block = w[i].add(b * 20);
+                                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(
+                                    block.cast::<i32>().read_unaligned(),
+                                ));
+                                (d[i], m[i]) =
+                                    (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+                                let raw = _mm_loadu_si128(block.add(4).cast());
+                                q[i] = _mm256_and_si256(
+                                    _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw),
+                                    low,
+                                );
+                            } else {
+                                let block = w[i].add(b * 34);
+                                let dv = block.cast::<i32>().read_unaligned();
+                                d[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(dv)));
+                                sign[i] = _mm256_loadu_si256(block.add(2).cast());
+                                q[i] = _mm256_sign_epi8(sign[i], sign[i]);
+                            }
+                        }
+                    }
+                    for t in 0..T {
+                        // SAFETY: block b < blocks of each activation (32 bytes at b * 32; one scale and
+                        // one sum per block).
+                        let (a, xd, xsum) = unsafe {
+                            (
+                                _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()),
+                                *xs[t].d.get_unchecked(b),
+                                if Q4 { *xs[t].s.get_unchecked(b) } else { 0.0 },
+                            )
+                        };
+                        for i in 0..R {
+                            let a = if Q4 { a } else { _mm256_sign_epi8(a, sign[i]) };
+                            let p = $sums(q[i], a);
+                            acc[i][t] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(p),
+                                _mm256_set1_ps(d[i] * xd),
+                                acc[i][t],
+                            );
+                            if Q4 {
+                                mins[i][t] += m[i] * xsum;
+                            }
+                        }
+                    }
+                }
+                std::array::from_fn(|i| {
+                    std::array::from_fn(|t| match Q4 {
+                        true => hsum(acc[i][t]) + mins[i][t],
+                        false => hsum(acc[i][t]),
+                    })
+                })
             }
         }
-        r += 1 + usize::from(pair);
-    }
+    };
 }
 
-/// [`q4_1_row`] (`Q4`) or [`q8_0_row`] of `R` rows for `T` activations at once: for each row
-/// and activation the same operations, in the same order, as those functions.
-///
-/// # Safety
-/// As [`q4_1_row`] / [`q8_0_row`], for every row and activation.
-#[target_feature(enable = "avx2,fma,f16c")]
+gemv_kernels!(gemv_avx2, "avx2,fma,f16c", sums_madd);
+gemv_kernels!(gemv_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", sums_vnni);
+
+/// The 8 `i32` sums of 4 adjacent products of a block's 32 unsigned weights `q` and signed
+/// activations `a`: `maddubs` into pairs (which cannot saturate here, see the module docs),
+/// `madd` into quadruples.
+#[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn rows_many<const R: usize, const T: usize, const Q4: bool>(
-    w: [*const u8; R],
-    blocks: usize,
-    xs: [&Q8Vector; T],
-) -> [[f32; T]; R] {
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let mut mins = [[0f32; T]; R];
-    for b in 0..blocks {
-        // Per row: the weights widened to 32 unsigned bytes, the row block's scale (and
-        // minimum), as `q4_1_row` / `q8_0_row` compute them.
-        let mut q = [_mm256_setzero_si256(); R];
-        let mut sign = [_mm256_setzero_si256(); R];
-        let mut d = [0f32; R];
-        let mut m = [0f32; R];
-        for i in 0..R {
-            // SAFETY: block b < blocks of each row, which the caller vouches for.
-            unsafe {
-                if Q4 {
-                    let block = w[i].add(b * 20);
-                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
-                    (d[i], m[i]) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-                    let raw = _mm_loadu_si128(block.add(4).cast());
-                    q[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
-                } else {
-                    let block = w[i].add(b * 34);
-                    let dv = block.cast::<i32>().read_unaligned();
-                    d[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(dv)));
-                    sign[i] = _mm256_loadu_si256(block.add(2).cast());
-                    q[i] = _mm256_sign_epi8(sign[i], sign[i]);
-                }
-            }
-        }
-        for t in 0..T {
-            // SAFETY: block b < blocks of each activation (32 bytes at b * 32; one scale and
-            // one sum per block).
-            let (a, xd, xsum) = unsafe {
-                (
-                    _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()),
-                    *xs[t].d.get_unchecked(b),
-                    if Q4 { *xs[t].s.get_unchecked(b) } else { 0.0 },
-                )
-            };
-            for i in 0..R {
-                let a = if Q4 { a } else { _mm256_sign_epi8(a, sign[i]) };
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], a), ones);
-                acc[i][t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[i] * xd), acc[i][t]);
-                if Q4 {
-                    mins[i][t] += m[i] * xsum;
-                }
-            }
-        }
-    }
-    std::array::from_fn(|i| {
-        std::array::from_fn(|t| match Q4 {
-            true => hsum(acc[i][t]) + mins[i][t],
-            false => hsum(acc[i][t]),
-        })
-    })
+fn sums_madd(q: __m256i, a: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
+}
+
+/// [`sums_madd`] in one VNNI `vpdpbusd`: the same four products per lane, the same integers.
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+#[inline]
+fn sums_vnni(q: __m256i, a: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, a)
 }
 
 /// Weight rows per tile of [`gemm`].
