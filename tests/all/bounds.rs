@@ -194,15 +194,7 @@ async fn guest_memory_has_one_budget_for_the_process() {
         "{body}"
     );
     assert!(!hog.is_finished());
-    let text = rt
-        .client()
-        .get(format!("{}/metrics", rt.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = rt.metrics_text().await;
     assert!(
         text.contains("slmfn_guest_memory_reserved_mib 64"),
         "{text}"
@@ -409,15 +401,7 @@ async fn a_corrupt_registry_record_is_quarantined_and_the_runtime_starts() {
         (records[0]["tree"].as_str(), records[0]["key"].as_str()),
         (Some("functions"), Some("bad"))
     );
-    let text = rt
-        .client()
-        .get(format!("{}/metrics", rt.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = rt.metrics_text().await;
     assert!(
         text.contains("slmfn_registry_quarantined_records 1"),
         "{text}"

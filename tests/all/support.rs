@@ -262,17 +262,22 @@ impl Runtime {
         Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
     }
 
+    /// The `/metrics` text (empty when the scrape fails).
+    pub async fn metrics_text(&self) -> String {
+        let scrape = async {
+            self.client()
+                .get(format!("{}/metrics", self.url))
+                .send()
+                .await?
+                .text()
+                .await
+        };
+        scrape.await.unwrap_or_default()
+    }
+
     /// The value of the `/metrics` series `name` whose labels include `label` (`key="value"`).
     pub async fn metric(&self, name: &str, label: &str) -> Option<f64> {
-        let text = self
-            .client()
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
             .find_map(|l| l.rsplit(' ').next()?.parse().ok())

@@ -9,7 +9,7 @@
 //! Where the CPU has AVX-512 VNNI (on 256-bit registers), one `vpdpbusd` replaces `maddubs` +
 //! `madd`: the same four products summed per lane, so the same integers and the same bits
 //! (`gemv_avx2` and `gemv_vnni` are one set of kernels, stamped out by `gemv_kernels!`).
-//! Rows are taken one at a time (see `q4_1_rows`). The integer part of each block is exact;
+//! Rows are taken one at a time (see `rows`). The integer part of each block is exact;
 //! only the order of the float additions differs from the scalar code (8 lanes, then a
 //! horizontal sum).
 //!
@@ -63,9 +63,9 @@ pub(super) fn q4_1(data: &[u8], row_bytes: usize, x: &Q8Vector, out: &mut [f32],
     // `blocks` blocks: the bounds the kernels read within.
     unsafe {
         if vnni {
-            gemv_vnni::q4_1_rows(data, row_bytes, blocks, x, out)
+            gemv_vnni::rows::<true>(data, row_bytes, blocks, x, out)
         } else {
-            gemv_avx2::q4_1_rows(data, row_bytes, blocks, x, out)
+            gemv_avx2::rows::<true>(data, row_bytes, blocks, x, out)
         }
     }
 }
@@ -80,9 +80,9 @@ pub(super) fn q8_0(data: &[u8], row_bytes: usize, x: &Q8Vector, out: &mut [f32],
     // SAFETY: as in `q4_1`, for Q8_0 blocks.
     unsafe {
         if vnni {
-            gemv_vnni::q8_0_rows(data, row_bytes, blocks, x, out)
+            gemv_vnni::rows::<false>(data, row_bytes, blocks, x, out)
         } else {
-            gemv_avx2::q8_0_rows(data, row_bytes, blocks, x, out)
+            gemv_avx2::rows::<false>(data, row_bytes, blocks, x, out)
         }
     }
 }
@@ -153,55 +153,10 @@ fn many(
             // `at` addresses rows `r0..r0 + n` of tokens `g * MANY..` within `out`.
             unsafe {
                 let q4 = format == Format::Q4_1;
-                match (vnni, q4, group.len()) {
-                    (false, true, 1) => {
-                        gemv_avx2::many_rows::<1, true>(block, row_bytes, group, out, at)
-                    }
-                    (false, true, 2) => {
-                        gemv_avx2::many_rows::<2, true>(block, row_bytes, group, out, at)
-                    }
-                    (false, true, 3) => {
-                        gemv_avx2::many_rows::<3, true>(block, row_bytes, group, out, at)
-                    }
-                    (false, true, _) => {
-                        gemv_avx2::many_rows::<4, true>(block, row_bytes, group, out, at)
-                    }
-                    (false, false, 1) => {
-                        gemv_avx2::many_rows::<1, false>(block, row_bytes, group, out, at)
-                    }
-                    (false, false, 2) => {
-                        gemv_avx2::many_rows::<2, false>(block, row_bytes, group, out, at)
-                    }
-                    (false, false, 3) => {
-                        gemv_avx2::many_rows::<3, false>(block, row_bytes, group, out, at)
-                    }
-                    (false, false, _) => {
-                        gemv_avx2::many_rows::<4, false>(block, row_bytes, group, out, at)
-                    }
-                    (true, true, 1) => {
-                        gemv_vnni::many_rows::<1, true>(block, row_bytes, group, out, at)
-                    }
-                    (true, true, 2) => {
-                        gemv_vnni::many_rows::<2, true>(block, row_bytes, group, out, at)
-                    }
-                    (true, true, 3) => {
-                        gemv_vnni::many_rows::<3, true>(block, row_bytes, group, out, at)
-                    }
-                    (true, true, _) => {
-                        gemv_vnni::many_rows::<4, true>(block, row_bytes, group, out, at)
-                    }
-                    (true, false, 1) => {
-                        gemv_vnni::many_rows::<1, false>(block, row_bytes, group, out, at)
-                    }
-                    (true, false, 2) => {
-                        gemv_vnni::many_rows::<2, false>(block, row_bytes, group, out, at)
-                    }
-                    (true, false, 3) => {
-                        gemv_vnni::many_rows::<3, false>(block, row_bytes, group, out, at)
-                    }
-                    (true, false, _) => {
-                        gemv_vnni::many_rows::<4, false>(block, row_bytes, group, out, at)
-                    }
+                if vnni {
+                    gemv_vnni::many_group(q4, block, row_bytes, group, out, at)
+                } else {
+                    gemv_avx2::many_group(q4, block, row_bytes, group, out, at)
                 }
             }
         }
@@ -227,43 +182,39 @@ macro_rules! gemv_kernels {
             use super::super::{BLOCK, Q8Vector};
             use super::{Place, hsum, $sums};
 
+            /// The rows of `data` (`Q4_1` when `Q4`, else `Q8_0`) times `x`: see `super::q4_1`,
+            /// which checks what this reads.
             #[target_feature(enable = $features)]
-            pub(super) fn q4_1_rows(
+            pub(super) fn rows<const Q4: bool>(
                 data: &[u8],
                 row_bytes: usize,
                 blocks: usize,
                 x: &Q8Vector,
                 out: &mut [f32],
             ) {
-                // One row at a time, front to back: a single sequential stream, which the hardware
-                // prefetchers follow. Taking four rows per activation load (four interleaved streams)
-                // measured 4x slower once the weights come from memory rather than cache.
+                // One row at a time, front to back: a single sequential stream, which the
+                // hardware prefetchers follow. Taking four rows per activation load (four
+                // interleaved streams) measured 4x slower once the weights come from memory
+                // rather than cache.
                 for (r, out) in out.iter_mut().enumerate() {
-                    // SAFETY: row r is within `data` (`out.len()` rows of `row_bytes`, checked by the
-                    // caller); each row has `blocks` blocks, as many as `x`.
-                    *out = unsafe { q4_1_row(data.as_ptr().add(r * row_bytes), blocks, x) };
-                }
-            }
-
-            #[target_feature(enable = $features)]
-            pub(super) fn q8_0_rows(
-                data: &[u8],
-                row_bytes: usize,
-                blocks: usize,
-                x: &Q8Vector,
-                out: &mut [f32],
-            ) {
-                // One row at a time, as in `q4_1_rows`.
-                for (r, out) in out.iter_mut().enumerate() {
-                    // SAFETY: as in `q4_1_rows`.
-                    *out = unsafe { q8_0_row(data.as_ptr().add(r * row_bytes), blocks, x) };
+                    // SAFETY: row r is within `data` (`out.len()` rows of `row_bytes`, checked
+                    // by the caller); each row has `blocks` blocks, as many as `x`.
+                    *out = unsafe {
+                        let w = data.as_ptr().add(r * row_bytes);
+                        if Q4 {
+                            q4_1_row(w, blocks, x)
+                        } else {
+                            q8_0_row(w, blocks, x)
+                        }
+                    };
                 }
             }
 
             /// The dot product of the Q4_1 row at `w` with `x`.
             ///
             /// # Safety
-            /// `w` points to `blocks` Q4_1 blocks; `x` has `blocks` blocks; the CPU has AVX2, FMA and F16C.
+            /// `w` points to `blocks` Q4_1 blocks; `x` has `blocks` blocks; the CPU has
+            /// `$features`.
             #[target_feature(enable = $features)]
             #[inline]
             unsafe fn q4_1_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
@@ -271,8 +222,8 @@ macro_rules! gemv_kernels {
                 let mut acc = _mm256_setzero_ps();
                 let mut mins = 0f32;
                 for b in 0..blocks {
-                    // SAFETY: block b < blocks of the activation (32 bytes at b * 32 of `x.qs`) and of
-                    // the row (20 bytes at b * 20), which the caller vouches for.
+                    // SAFETY: block b < blocks of the activation (32 bytes at b * 32 of `x.qs`) and
+                    // of the row (20 bytes at b * 20), which the caller vouches for.
                     let (a, dm, q) = unsafe {
                         let block = w.add(b * 20);
                         (
@@ -302,15 +253,16 @@ macro_rules! gemv_kernels {
             unsafe fn q8_0_row(w: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
                 let mut acc = _mm256_setzero_ps();
                 for b in 0..blocks {
-                    // SAFETY: block b < blocks of the activation (32 bytes) and of the row (34 bytes at
-                    // b * 34), which the caller vouches for.
+                    // SAFETY: block b < blocks of the activation (32 bytes) and of the row (34
+                    // bytes at b * 34), which the caller vouches for.
                     let (a, d, q) = unsafe {
                         let block = w.add(b * 34);
                         (
                             _mm256_loadu_si256(x.qs.as_ptr().add(b * BLOCK).cast()),
-                            // The scale and the first two values: a 32-bit load (`vmovd`, which clears
-                            // the rest of the register; a 16-bit one compiles to an insert into whatever
-                            // register is free, chaining the blocks through that register).
+                            // The scale and the first two values: a 32-bit load (`vmovd`, which
+                            // clears the rest of the register; a 16-bit one compiles to an insert
+                            // into whatever register is free, chaining the blocks through that
+                            // register).
                             block.cast::<i32>().read_unaligned(),
                             _mm256_loadu_si256(block.add(2).cast()),
                         )
@@ -323,14 +275,42 @@ macro_rules! gemv_kernels {
                 hsum(acc)
             }
 
+            /// `many_rows` for a group of 1 to 4 activations of `Q4_1` (`q4`) or `Q8_0` rows.
+            ///
+            /// # Safety
+            /// As `many_rows`, for `group.len()` activations.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn many_group(
+                q4: bool,
+                block: &[u8],
+                row_bytes: usize,
+                group: &[&Q8Vector],
+                out: &mut [f32],
+                at: Place,
+            ) {
+                // SAFETY: the caller's contract, with `T` the group's size.
+                unsafe {
+                    match (q4, group.len()) {
+                        (true, 1) => many_rows::<1, true>(block, row_bytes, group, out, at),
+                        (true, 2) => many_rows::<2, true>(block, row_bytes, group, out, at),
+                        (true, 3) => many_rows::<3, true>(block, row_bytes, group, out, at),
+                        (true, _) => many_rows::<4, true>(block, row_bytes, group, out, at),
+                        (false, 1) => many_rows::<1, false>(block, row_bytes, group, out, at),
+                        (false, 2) => many_rows::<2, false>(block, row_bytes, group, out, at),
+                        (false, 3) => many_rows::<3, false>(block, row_bytes, group, out, at),
+                        (false, _) => many_rows::<4, false>(block, row_bytes, group, out, at),
+                    }
+                }
+            }
+
             /// The rows of `data` times the `T` activations of `xs` into `out` at `at`.
             ///
             /// # Safety
-            /// As [`many`] checks: `data` holds `at.rows` rows of `row_bytes` in `Q4_1` (`Q4`) or `Q8_0`,
-            /// each with as many blocks as every activation; `xs` has `T` activations; the CPU has AVX2,
-            /// FMA and F16C.
+            /// As `super::many` checks: `data` holds `at.rows` rows of `row_bytes` in `Q4_1`
+            /// (`Q4`) or `Q8_0`, each with as many blocks as every activation; `xs` has `T`
+            /// activations; the CPU has `$features`.
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn many_rows<const T: usize, const Q4: bool>(
+            unsafe fn many_rows<const T: usize, const Q4: bool>(
                 data: &[u8],
                 row_bytes: usize,
                 xs: &[&Q8Vector],
@@ -343,8 +323,8 @@ macro_rules! gemv_kernels {
                 let mut r = 0;
                 while r < at.rows {
                     let pair = at.rows - r >= 2;
-                    // SAFETY: rows r (and r + 1 when `pair`) are within `data`, with `blocks` blocks (the
-                    // caller's contract).
+                    // SAFETY: rows r (and r + 1 when `pair`) are within `data`, with `blocks`
+                    // blocks (the caller's contract).
                     let sums: [[f32; T]; 2] = unsafe {
                         let w = |i: usize| data.as_ptr().add((r + i) * row_bytes);
                         match (Q4, pair) {
@@ -369,8 +349,9 @@ macro_rules! gemv_kernels {
                 }
             }
 
-            /// [`q4_1_row`] (`Q4`) or [`q8_0_row`] of `R` rows for `T` activations at once: for each row
-            /// and activation the same operations, in the same order, as those functions.
+            /// [`q4_1_row`] (`Q4`) or [`q8_0_row`] of `R` rows for `T` activations at once: for
+            /// each row and activation the same operations, in the same order, as those
+            /// functions.
             ///
             /// # Safety
             /// As [`q4_1_row`] / [`q8_0_row`], for every row and activation.
@@ -416,8 +397,8 @@ macro_rules! gemv_kernels {
                         }
                     }
                     for t in 0..T {
-                        // SAFETY: block b < blocks of each activation (32 bytes at b * 32; one scale and
-                        // one sum per block).
+                        // SAFETY: block b < blocks of each activation (32 bytes at b * 32; one
+                        // scale and one sum per block).
                         let (a, xd, xsum) = unsafe {
                             (
                                 _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()),
