@@ -16,9 +16,12 @@ use crate::message::Message;
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 
-/// A placeholder for message `i`: private-use characters no tokenizer gives meaning to.
+/// Opens a placeholder: a private-use character no tokenizer gives meaning to.
+const OPEN: char = '\u{F8F0}';
+
+/// A placeholder for message `i`.
 fn placeholder(i: usize) -> String {
-    format!("\u{F8F0}{i}\u{F8F1}")
+    format!("{OPEN}{i}\u{F8F1}")
 }
 
 /// The prompt tokens of `messages` (and `tools`, for templates that read them), with a
@@ -30,9 +33,11 @@ pub(crate) fn encode(
     tools: Option<&[serde_json::Value]>,
 ) -> Result<Vec<u32>> {
     refuse_special_outside_content(tokenizer, messages, tools)?;
+    // A content holding the placeholders' character is masked too, so that every
+    // placeholder in the rendering is one of ours.
     let hostile: Vec<bool> = messages
         .iter()
-        .map(|m| tokenizer.has_special_text(&m.content))
+        .map(|m| tokenizer.has_special_text(&m.content) || m.content.contains(OPEN))
         .collect();
     if !hostile.contains(&true) {
         let text = template.render_with_tools(messages, tools, true)?;
@@ -44,17 +49,17 @@ pub(crate) fn encode(
             m.content = placeholder(i);
         }
     }
-    let mut text = template.render_with_tools(&masked, tools, true)?;
+    let text = template.render_with_tools(&masked, tools, true)?;
     let mut ids = Vec::new();
     // Each placeholder in the order the rendering prints it (a template may print a message
     // twice, or not at all).
-    while let Some((at, i)) = next_placeholder(&text, &hostile) {
-        let marker = placeholder(i);
-        ids.extend(tokenizer.encode(&text[..at], true)?);
+    let mut rest = text.as_str();
+    while let Some((at, i)) = next_placeholder(rest, &hostile) {
+        ids.extend(tokenizer.encode(&rest[..at], true)?);
         ids.extend(tokenizer.encode(&messages[i].content, false)?);
-        text = text[at + marker.len()..].to_string();
+        rest = &rest[at + placeholder(i).len()..];
     }
-    ids.extend(tokenizer.encode(&text, true)?);
+    ids.extend(tokenizer.encode(rest, true)?);
     Ok(ids)
 }
 

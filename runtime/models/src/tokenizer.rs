@@ -95,8 +95,9 @@ pub struct Tokenizer {
     templated: tokenizers::Tokenizer,
     /// Encodes special-token text as plain text: for untrusted user text.
     plain: tokenizers::Tokenizer,
-    /// The texts of the special tokens (what a templated encoding turns into them).
-    special_texts: Vec<String>,
+    /// Finds the texts of the special tokens (what a templated encoding turns into them);
+    /// `None` when the vocabulary has none.
+    special_texts: Option<aho_corasick::AhoCorasick>,
     /// What each id prints as; empty for special tokens.
     token_bytes: Vec<Box<[u8]>>,
     kinds: Vec<TokenKind>,
@@ -219,6 +220,13 @@ impl Tokenizer {
         templated
             .add_tokens(user_defined)
             .map_err(|e| err(e.to_string()))?;
+        let special_texts = match special_texts.is_empty() {
+            true => None,
+            false => Some(
+                aho_corasick::AhoCorasick::new(&special_texts)
+                    .map_err(|e| err(format!("special tokens: {e}")))?,
+            ),
+        };
         let mut plain = templated.clone();
         plain.set_encode_special_tokens(true);
 
@@ -266,7 +274,9 @@ impl Tokenizer {
     /// Whether `text` holds the text of a special token (`<|im_start|>`), which
     /// [`Self::encode`] with `parse_special` would turn into that token.
     pub fn has_special_text(&self, text: &str) -> bool {
-        self.special_texts.iter().any(|t| text.contains(t.as_str()))
+        self.special_texts
+            .as_ref()
+            .is_some_and(|texts| texts.is_match(text))
     }
 
     /// Decodes ids to text, skipping special tokens; invalid UTF-8 becomes U+FFFD.

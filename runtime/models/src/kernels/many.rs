@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use super::{Format, Isa, MIN_PARALLEL_ROWS, Q8Vector, QMatrix};
+use super::{Isa, MIN_PARALLEL_ROWS, Q8Vector, QMatrix};
 
 impl QMatrix {
     /// `out[t * rows.len() + j] = row(rows.start + j) . xs[t]`, on this thread: for each `t`,
@@ -35,11 +35,8 @@ impl QMatrix {
         let data = self.row_data(rows.clone());
         #[cfg(target_arch = "x86_64")]
         if isa != Isa::Scalar {
-            let (rb, vnni) = (self.row_bytes(), isa == Isa::Avx2Vnni);
-            match self.format {
-                Format::Q4_1 => super::x86::q4_1_many(data, rb, xs, out, vnni),
-                Format::Q8_0 => super::x86::q8_0_many(data, rb, xs, out, vnni),
-            }
+            let vnni = isa == Isa::Avx2Vnni;
+            super::x86::many(self.format, data, self.row_bytes(), xs, out, vnni);
             return;
         }
         for (x, out) in xs.iter().zip(out.chunks_exact_mut(rows.len())) {
@@ -67,8 +64,20 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
+    use super::super::Format;
     use super::super::tests::{random_matrix, random_vector};
     use super::*;
+
+    /// `tokens` random activations of `cols` values, quantized.
+    fn activations(rng: &mut StdRng, tokens: usize, cols: usize) -> Vec<Q8Vector> {
+        (0..tokens)
+            .map(|_| {
+                let mut q = Q8Vector::default();
+                q.quantize(&random_vector(rng, cols));
+                q
+            })
+            .collect()
+    }
 
     /// Every token of a batch gets exactly the bits of its own matrix-vector product, for
     /// batches across the 4-activation groups, odd row counts and both formats, on one thread
@@ -84,13 +93,7 @@ mod tests {
             for (rows, cols) in [(1, 32), (7, 64), (131, 96), (200, 576)] {
                 let m = random_matrix(&mut rng, format, rows, cols);
                 for tokens in [1, 2, 3, 4, 5, 8, 9] {
-                    let xs: Vec<Q8Vector> = (0..tokens)
-                        .map(|_| {
-                            let mut q = Q8Vector::default();
-                            q.quantize(&random_vector(&mut rng, cols));
-                            q
-                        })
-                        .collect();
+                    let xs = activations(&mut rng, tokens, cols);
                     let refs: Vec<&Q8Vector> = xs.iter().collect();
                     let range = rows / 3..rows;
                     let mut alone = vec![0f32; tokens * range.len()];
@@ -144,13 +147,7 @@ mod tests {
         for (rows, cols) in [(960, 576), (3072, 576), (576, 1536)] {
             let m = random_matrix(&mut rng, Format::Q4_1, rows, cols);
             for tokens in [1, 4, 8] {
-                let xs: Vec<Q8Vector> = (0..tokens)
-                    .map(|_| {
-                        let mut q = Q8Vector::default();
-                        q.quantize(&random_vector(&mut rng, cols));
-                        q
-                    })
-                    .collect();
+                let xs = activations(&mut rng, tokens, cols);
                 let refs: Vec<&Q8Vector> = xs.iter().collect();
                 let mut out = vec![0f32; tokens * rows];
                 let times: Vec<String> = Isa::supported()

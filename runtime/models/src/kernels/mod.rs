@@ -285,15 +285,11 @@ impl QMatrix {
         assert!(rows.end <= self.rows, "rows {rows:?} of {}", self.rows);
         let data = self.row_data(rows);
         let rb = self.row_bytes();
-        match (isa, self.format) {
-            (Isa::Scalar, _) => self.gemv_scalar_data(data, x, out),
+        match isa {
+            Isa::Scalar => self.gemv_scalar_data(data, x, out),
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2 | Isa::Avx2Vnni, Format::Q4_1) => {
-                x86::q4_1(data, rb, x, out, isa == Isa::Avx2Vnni)
-            }
-            #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2 | Isa::Avx2Vnni, Format::Q8_0) => {
-                x86::q8_0(data, rb, x, out, isa == Isa::Avx2Vnni)
+            Isa::Avx2 | Isa::Avx2Vnni => {
+                x86::gemv(self.format, data, rb, x, out, isa == Isa::Avx2Vnni)
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("{isa:?} off x86-64"),

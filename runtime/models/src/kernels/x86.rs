@@ -51,65 +51,33 @@ fn check(format: Format, data: &[u8], row_bytes: usize, x: &Q8Vector, out: &[f32
     blocks
 }
 
-/// `out[r] = row r of data (Q4_1) . x`; with `vnni`, the block sums through `vpdpbusd`.
-pub(super) fn q4_1(data: &[u8], row_bytes: usize, x: &Q8Vector, out: &mut [f32], vnni: bool) {
-    let blocks = check(Format::Q4_1, data, row_bytes, x, out);
+/// `out[r] = row r of data . x`, rows in `format`; with `vnni`, the block sums through
+/// `vpdpbusd`.
+pub(super) fn gemv(
+    format: Format,
+    data: &[u8],
+    row_bytes: usize,
+    x: &Q8Vector,
+    out: &mut [f32],
+    vnni: bool,
+) {
+    let blocks = check(format, data, row_bytes, x, out);
     assert!(
         !vnni || vnni_available(),
         "VNNI kernels on a CPU without them"
     );
+    let q4 = format == Format::Q4_1;
     // SAFETY: `check` asserted that the CPU has AVX2, FMA and F16C (and VNNI where asked
-    // for), that `data` holds `out.len()` rows of `blocks` Q4_1 blocks and that `x` holds
-    // `blocks` blocks: the bounds the kernels read within.
+    // for), that `data` holds `out.len()` rows of `blocks` blocks of `format` and that `x`
+    // holds `blocks` blocks: the bounds the kernels read within.
     unsafe {
-        if vnni {
-            gemv_vnni::rows::<true>(data, row_bytes, blocks, x, out)
-        } else {
-            gemv_avx2::rows::<true>(data, row_bytes, blocks, x, out)
+        match (vnni, q4) {
+            (true, true) => gemv_vnni::rows::<true>(data, row_bytes, blocks, x, out),
+            (true, false) => gemv_vnni::rows::<false>(data, row_bytes, blocks, x, out),
+            (false, true) => gemv_avx2::rows::<true>(data, row_bytes, blocks, x, out),
+            (false, false) => gemv_avx2::rows::<false>(data, row_bytes, blocks, x, out),
         }
     }
-}
-
-/// `out[r] = row r of data (Q8_0) . x`; `vnni` as for [`q4_1`].
-pub(super) fn q8_0(data: &[u8], row_bytes: usize, x: &Q8Vector, out: &mut [f32], vnni: bool) {
-    let blocks = check(Format::Q8_0, data, row_bytes, x, out);
-    assert!(
-        !vnni || vnni_available(),
-        "VNNI kernels on a CPU without them"
-    );
-    // SAFETY: as in `q4_1`, for Q8_0 blocks.
-    unsafe {
-        if vnni {
-            gemv_vnni::rows::<false>(data, row_bytes, blocks, x, out)
-        } else {
-            gemv_avx2::rows::<false>(data, row_bytes, blocks, x, out)
-        }
-    }
-}
-
-/// `out[t * rows + r] = row r of data (Q4_1) . xs[t]`, for `rows = out.len() / xs.len()`:
-/// generation's products for several sessions in one pass over the weights. Each block of a
-/// row is widened once and multiplied with every activation, in [`q4_1_row`]'s order of
-/// operations for each, so every token gets the bits [`q4_1`] gives it alone.
-pub(super) fn q4_1_many(
-    data: &[u8],
-    row_bytes: usize,
-    xs: &[&Q8Vector],
-    out: &mut [f32],
-    vnni: bool,
-) {
-    many(Format::Q4_1, data, row_bytes, xs, out, vnni)
-}
-
-/// [`q4_1_many`] for `Q8_0` rows ([`q8_0_row`]'s order of operations).
-pub(super) fn q8_0_many(
-    data: &[u8],
-    row_bytes: usize,
-    xs: &[&Q8Vector],
-    out: &mut [f32],
-    vnni: bool,
-) {
-    many(Format::Q8_0, data, row_bytes, xs, out, vnni)
 }
 
 /// Activations per pass over a block of rows in [`many`]: 4 accumulators, and the weights of a
@@ -119,7 +87,12 @@ const MANY: usize = 4;
 /// come from memory once and stay in L1 while every group of activations reads them.
 const MANY_ROWS: usize = 16;
 
-fn many(
+/// `out[t * rows + r] = row r of data . xs[t]`, rows in `format`, for
+/// `rows = out.len() / xs.len()`: generation's products for several sessions in one pass over
+/// the weights. Each block of a row is widened once and multiplied with every activation, in
+/// the one-row kernel's order of operations for each, so every token gets the bits [`gemv`]
+/// gives it alone.
+pub(super) fn many(
     format: Format,
     data: &[u8],
     row_bytes: usize,
