@@ -1,5 +1,6 @@
-//! HTTP ↔ CloudEvents: the body read within a bound, then one of the three content modes of
-//! the HTTP binding, and a reply written in binary mode (what a Knative Broker expects).
+//! HTTP ↔ CloudEvents: a body (read within its bounds by the server) in one of the three
+//! content modes of the HTTP binding, and a reply written in binary mode (what a Knative
+//! Broker expects).
 //!
 //! - **binary**: `ce-*` headers carry the attributes, the body is the data;
 //! - **structured**: `Content-Type: application/cloudevents+json`, the body is the event in the
@@ -17,7 +18,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use cloudevents::binding::http::{Builder, Serializer, to_event};
 use cloudevents::message::BinaryDeserializer;
 use cloudevents::{AttributesReader, Event};
-use http_body_util::BodyExt;
 
 /// The media type of the JSON event format.
 pub(crate) const STRUCTURED: &str = "application/cloudevents+json";
@@ -29,12 +29,6 @@ pub const MIN_EVENT_LIMIT: usize = 64 * 1024;
 /// Why an HTTP request is not an event we take; each maps to a 4xx (never retried).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CodecError {
-    /// The body is over the limit.
-    #[error("the event is larger than the limit of {0} bytes")]
-    TooLarge(usize),
-    /// The body could not be read (the client went away).
-    #[error("could not read the event body: {0}")]
-    Read(String),
     /// The request is not a well-formed CloudEvent.
     #[error("not a valid CloudEvent: {0}")]
     Malformed(String),
@@ -47,8 +41,7 @@ impl CodecError {
     /// The HTTP status.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            CodecError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            CodecError::Read(_) | CodecError::Malformed(_) => StatusCode::BAD_REQUEST,
+            CodecError::Malformed(_) => StatusCode::BAD_REQUEST,
             CodecError::UnsupportedFormat(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
@@ -61,27 +54,6 @@ pub(crate) enum Incoming {
     One(Box<Event>, &'static str),
     /// Batched mode (possibly empty).
     Batch(Vec<Event>),
-}
-
-/// Reads the body within `limit` bytes, whatever its framing (a `Content-Length` over the
-/// limit is refused before reading; a chunked body is cut off at the limit).
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<bytes::Bytes, CodecError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(CodecError::TooLarge(limit));
-    }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CodecError::TooLarge(limit)),
-        Err(e) => Err(CodecError::Read(e.to_string())),
-    }
 }
 
 /// Parses a request in any of the three modes.

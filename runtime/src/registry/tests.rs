@@ -8,6 +8,16 @@ fn new_rev<'a>(manifest: &'a Manifest, bytes: &'a [u8], sha: &'a str) -> NewRevi
     }
 }
 
+/// Commits a revision of a function `hello`.
+async fn commit_hello(reg: &Registry) -> RevisionRecord {
+    let m = Manifest::new("hello");
+    let bytes = b"component".to_vec();
+    let sha = sha256_hex(&bytes);
+    reg.commit_revision(new_rev(&m, &bytes, &sha))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn deploy_rollback_delete_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,14 +174,9 @@ fn an_artifact_that_fails_its_digest_is_dropped() {
 #[tokio::test]
 async fn a_deleted_functions_kv_never_reaches_a_new_function_of_its_name() {
     let dir = tempfile::tempdir().unwrap();
-    let m = Manifest::new("hello");
-    let bytes = b"component".to_vec();
-    let sha = sha256_hex(&bytes);
     {
         let reg = Registry::open(dir.path()).unwrap();
-        reg.commit_revision(new_rev(&m, &bytes, &sha))
-            .await
-            .unwrap();
+        commit_hello(&reg).await;
         reg.kv("hello").unwrap().insert("secret", "old").unwrap();
         // The delete's commit point, then the crash.
         reg.functions.remove("hello").unwrap();
@@ -185,9 +190,7 @@ async fn a_deleted_functions_kv_never_reaches_a_new_function_of_its_name() {
             .any(|t| t.as_ref() == b"kv/hello"),
         "the orphaned kv tree survived the reopen"
     );
-    reg.commit_revision(new_rev(&m, &bytes, &sha))
-        .await
-        .unwrap();
+    commit_hello(&reg).await;
     assert!(reg.kv("hello").unwrap().get("secret").unwrap().is_none());
 }
 
@@ -203,15 +206,10 @@ fn quota(max_keys: u64, max_bytes: u64) -> KvQuota {
 #[tokio::test]
 async fn kv_writes_stay_within_the_quota() {
     let dir = tempfile::tempdir().unwrap();
-    let m = Manifest::new("hello");
-    let bytes = b"component".to_vec();
-    let sha = sha256_hex(&bytes);
     {
         let reg = Registry::open(dir.path()).unwrap();
         // A function of the name exists: the open's sweep drops the kv of any other.
-        reg.commit_revision(new_rev(&m, &bytes, &sha))
-            .await
-            .unwrap();
+        commit_hello(&reg).await;
         let kv = reg.kv_namespace("hello", quota(3, 40)).unwrap();
         for k in ["a", "b", "c"] {
             kv.set(k, b"0123456789").unwrap();

@@ -27,15 +27,11 @@ pub(super) async fn receive(State(state): State<AppState>, req: Request) -> Resp
     let (parts, body) = req.into_parts();
     let limit = state.config.max_event_bytes;
     let timeout = state.config.body_timeout();
-    let read = tokio::time::timeout(timeout, codec::read_body(&parts.headers, body, limit));
-    let parsed = match read.await {
-        Ok(Ok(body)) => codec::parse(&parts.headers, body),
-        Ok(Err(e)) => Err(e),
-        Err(_) => {
-            let e = super::body::BodyError::Timeout(timeout);
-            return ApiError::from(e).into_response();
-        }
+    let body = match super::body::read(&parts.headers, body, limit, timeout).await {
+        Ok(body) => body,
+        Err(e) => return ApiError::from(e).into_response(),
     };
+    let parsed = codec::parse(&parts.headers, body);
     let incoming = match parsed {
         Ok(incoming) => incoming,
         Err(e) => return ApiError::new(e.status(), e.to_string()).into_response(),
