@@ -144,8 +144,14 @@ mod tests {
     #[ignore]
     fn many_timings() {
         let mut rng = StdRng::seed_from_u64(5);
-        for (rows, cols) in [(960, 576), (3072, 576), (576, 1536)] {
-            let m = random_matrix(&mut rng, Format::Q4_1, rows, cols);
+        let shapes = [
+            (Format::Q4_1, 960, 576),
+            (Format::Q4_1, 3072, 576),
+            (Format::Q4_1, 576, 1536),
+            (Format::Q8_0, 8192, 576),
+        ];
+        for (format, rows, cols) in shapes {
+            let m = random_matrix(&mut rng, format, rows, cols);
             for tokens in [1, 4, 8] {
                 let xs = activations(&mut rng, tokens, cols);
                 let refs: Vec<&Q8Vector> = xs.iter().collect();
@@ -160,7 +166,7 @@ mod tests {
                         format!("{isa:?} {:?}/token", t / tokens as u32)
                     })
                     .collect();
-                println!("Q4_1 {rows}x{cols} x{tokens}: {}", times.join(", "));
+                println!("{format:?} {rows}x{cols} x{tokens}: {}", times.join(", "));
             }
         }
     }

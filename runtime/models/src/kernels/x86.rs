@@ -83,6 +83,7 @@ pub(super) fn gemv(
 /// Activations per pass over a block of rows in [`many`]: 4 accumulators, and the weights of a
 /// block in one register.
 const MANY: usize = 4;
+const _: () = assert!(MANY == 4, "a group's minimum terms are one 4-lane vector");
 /// Rows per block of [`many`]: their weights (at most 16 rows of 1536 `Q4_1` values, 15 KB)
 /// come from memory once and stay in L1 while every group of activations reads them.
 const MANY_ROWS: usize = 16;
@@ -110,10 +111,24 @@ pub(super) fn many(
     for x in xs {
         check(format, data, row_bytes, x, &out[..rows]);
     }
+    let q4 = format == Format::Q4_1;
+    let groups: Vec<_> = xs
+        .chunks(MANY)
+        .map(|group| {
+            (
+                group,
+                if q4 {
+                    token_minor_sums(group)
+                } else {
+                    Vec::new()
+                },
+            )
+        })
+        .collect();
     for r0 in (0..rows).step_by(MANY_ROWS) {
         let n = MANY_ROWS.min(rows - r0);
         let block = &data[r0 * row_bytes..(r0 + n) * row_bytes];
-        for (g, group) in xs.chunks(MANY).enumerate() {
+        for (g, (group, sums)) in groups.iter().enumerate() {
             let at = Place {
                 stride: rows,
                 row: r0,
@@ -123,17 +138,30 @@ pub(super) fn many(
             // SAFETY: `check` asserted, for every activation, that the CPU has AVX2, FMA and
             // F16C, that `data` (so `block`, whole rows of it) holds rows of
             // `row_bytes / block bytes` blocks and that the activation has as many blocks;
-            // `at` addresses rows `r0..r0 + n` of tokens `g * MANY..` within `out`.
+            // `at` addresses rows `r0..r0 + n` of tokens `g * MANY..` within `out`; `sums`
+            // holds 4 values per block (`Q4_1`).
             unsafe {
-                let q4 = format == Format::Q4_1;
                 if vnni {
-                    gemv_vnni::many_group(q4, block, row_bytes, group, out, at)
+                    gemv_vnni::many_group(q4, block, row_bytes, group, sums, out, at)
                 } else {
-                    gemv_avx2::many_group(q4, block, row_bytes, group, out, at)
+                    gemv_avx2::many_group(q4, block, row_bytes, group, sums, out, at)
                 }
             }
         }
     }
+}
+
+/// The block sums of a group of at most [`MANY`] activations token-minor (4 per block, unused
+/// lanes 0): a row's minimum terms for every token of the group are one vector operation per
+/// block.
+fn token_minor_sums(group: &[&Q8Vector]) -> Vec<f32> {
+    let mut sums = vec![0f32; group[0].s.len() * MANY];
+    for (t, x) in group.iter().enumerate() {
+        for (b, &s) in x.s.iter().enumerate() {
+            sums[b * MANY + t] = s;
+        }
+    }
+    sums
 }
 
 /// Where `many_rows` writes: `out[(token + t) * stride + row + r]` for its `rows` rows `r`.
@@ -148,12 +176,12 @@ struct Place {
 /// The generation kernels (one row, and several rows for several tokens), once per
 /// instruction set: `$features` enabled, `$sums` for a block's integer sums.
 macro_rules! gemv_kernels {
-    ($module:ident, $features:literal, $sums:ident) => {
+    ($module:ident, $features:literal, $sums:ident, $pass:literal, $q8:ident) => {
         mod $module {
             use std::arch::x86_64::*;
 
             use super::super::{BLOCK, Q8Vector};
-            use super::{Place, hsum, $sums};
+            use super::{MANY, Place, hsum, $q8, $sums};
 
             /// The rows of `data` (`Q4_1` when `Q4`, else `Q8_0`) times `x`: see `super::q4_1`,
             /// which checks what this reads.
@@ -258,20 +286,21 @@ macro_rules! gemv_kernels {
                 block: &[u8],
                 row_bytes: usize,
                 group: &[&Q8Vector],
+                sums: &[f32],
                 out: &mut [f32],
                 at: Place,
             ) {
                 // SAFETY: the caller's contract, with `T` the group's size.
                 unsafe {
                     match (q4, group.len()) {
-                        (true, 1) => many_rows::<1, true>(block, row_bytes, group, out, at),
-                        (true, 2) => many_rows::<2, true>(block, row_bytes, group, out, at),
-                        (true, 3) => many_rows::<3, true>(block, row_bytes, group, out, at),
-                        (true, _) => many_rows::<4, true>(block, row_bytes, group, out, at),
-                        (false, 1) => many_rows::<1, false>(block, row_bytes, group, out, at),
-                        (false, 2) => many_rows::<2, false>(block, row_bytes, group, out, at),
-                        (false, 3) => many_rows::<3, false>(block, row_bytes, group, out, at),
-                        (false, _) => many_rows::<4, false>(block, row_bytes, group, out, at),
+                        (true, 1) => many_rows::<1, true>(block, row_bytes, group, sums, out, at),
+                        (true, 2) => many_rows::<2, true>(block, row_bytes, group, sums, out, at),
+                        (true, 3) => many_rows::<3, true>(block, row_bytes, group, sums, out, at),
+                        (true, _) => many_rows::<4, true>(block, row_bytes, group, sums, out, at),
+                        (false, 1) => many_rows::<1, false>(block, row_bytes, group, sums, out, at),
+                        (false, 2) => many_rows::<2, false>(block, row_bytes, group, sums, out, at),
+                        (false, 3) => many_rows::<3, false>(block, row_bytes, group, sums, out, at),
+                        (false, _) => many_rows::<4, false>(block, row_bytes, group, sums, out, at),
                     }
                 }
             }
@@ -287,44 +316,39 @@ macro_rules! gemv_kernels {
                 data: &[u8],
                 row_bytes: usize,
                 xs: &[&Q8Vector],
+                sums: &[f32],
                 out: &mut [f32],
                 at: Place,
             ) {
                 let xs: [&Q8Vector; T] = std::array::from_fn(|t| xs[t]);
                 let blocks = xs[0].d.len();
-                // Two rows per pass: each activation block is loaded once for both.
+                // `$pass` rows per pass: each activation block is loaded once for all of them.
                 let mut r = 0;
                 while r < at.rows {
-                    let pair = at.rows - r >= 2;
-                    // SAFETY: rows r (and r + 1 when `pair`) are within `data`, with `blocks`
-                    // blocks (the caller's contract).
-                    let sums: [[f32; T]; 2] = unsafe {
-                        let w = |i: usize| data.as_ptr().add((r + i) * row_bytes);
-                        match (Q4, pair) {
-                            (true, true) => rows_many::<2, T, true>([w(0), w(1)], blocks, xs),
-                            (false, true) => rows_many::<2, T, false>([w(0), w(1)], blocks, xs),
-                            (true, false) => {
-                                let [one] = rows_many::<1, T, true>([w(0)], blocks, xs);
-                                [one, [0.0; T]]
-                            }
-                            (false, false) => {
-                                let [one] = rows_many::<1, T, false>([w(0)], blocks, xs);
-                                [one, [0.0; T]]
-                            }
-                        }
+                    let n = (at.rows - r).min($pass);
+                    let w = |i: usize| {
+                        // SAFETY: row r + min(i, n - 1) is within `data` (the caller's
+                        // contract); rows past `n` repeat the last and are not written.
+                        unsafe { data.as_ptr().add((r + i.min(n - 1)) * row_bytes) }
                     };
-                    for (i, sums) in sums.iter().take(1 + usize::from(pair)).enumerate() {
+                    let rows: [*const u8; $pass] = std::array::from_fn(w);
+                    // SAFETY: every pointer is a row of `blocks` blocks within `data`.
+                    let sums = unsafe { rows_many::<$pass, T, Q4>(rows, blocks, xs, sums) };
+                    for (i, sums) in sums.iter().take(n).enumerate() {
                         for (t, &sum) in sums.iter().enumerate() {
                             out[(at.token + t) * at.stride + at.row + r + i] = sum;
                         }
                     }
-                    r += 1 + usize::from(pair);
+                    r += n;
                 }
             }
 
             /// [`q4_1_row`] (`Q4`) or [`q8_0_row`] of `R` rows for `T` activations at once: for
-            /// each row and activation the same operations, in the same order, as those
-            /// functions.
+            /// each row and activation the same operations on the same values, in the same
+            /// order, as those functions (the scale `d_w * d_x` and the minimum term
+            /// `m_w * s_x` are the same `f32` products whether multiplied as scalars or in
+            /// lanes; Q8_0's integer sums the same integers however they are formed): the same
+            /// bits. `sums`: the activations' block sums, 4 per block (`Q4` only).
             ///
             /// # Safety
             /// As [`q4_1_row`] / [`q8_0_row`], for every row and activation.
@@ -334,17 +358,20 @@ macro_rules! gemv_kernels {
                 w: [*const u8; R],
                 blocks: usize,
                 xs: [&Q8Vector; T],
+                sums: &[f32],
             ) -> [[f32; T]; R] {
                 let low = _mm256_set1_epi8(0x0F);
                 let mut acc = [[_mm256_setzero_ps(); T]; R];
-                let mut mins = [[0f32; T]; R];
+                // Lane t: row i's minimum terms of token t.
+                let mut mins = [_mm_setzero_ps(); R];
                 for b in 0..blocks {
-                    // Per row: the weights widened to 32 unsigned bytes, the row block's scale (and
-                    // minimum), as `q4_1_row` / `q8_0_row` compute them.
+                    // Per row: the weights widened to 32 unsigned bytes (`Q4`; else the signed
+                    // bytes in `sign` and what `$q8::row` makes of them), the row block's
+                    // scale broadcast (and its minimum).
                     let mut q = [_mm256_setzero_si256(); R];
                     let mut sign = [_mm256_setzero_si256(); R];
-                    let mut d = [0f32; R];
-                    let mut m = [0f32; R];
+                    let mut dw = [_mm256_setzero_ps(); R];
+                    let mut mw = [_mm_setzero_ps(); R];
                     for i in 0..R {
                         // SAFETY: block b < blocks of each row, which the caller vouches for.
                         unsafe {
@@ -353,8 +380,8 @@ macro_rules! gemv_kernels {
                                 let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(
                                     block.cast::<i32>().read_unaligned(),
                                 ));
-                                (d[i], m[i]) =
-                                    (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+                                dw[i] = _mm256_broadcastss_ps(dm);
+                                mw[i] = _mm_permute_ps::<0b01_01_01_01>(dm);
                                 let raw = _mm_loadu_si128(block.add(4).cast());
                                 q[i] = _mm256_and_si256(
                                     _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw),
@@ -363,39 +390,48 @@ macro_rules! gemv_kernels {
                             } else {
                                 let block = w[i].add(b * 34);
                                 let dv = block.cast::<i32>().read_unaligned();
-                                d[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(dv)));
+                                dw[i] = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(dv)));
                                 sign[i] = _mm256_loadu_si256(block.add(2).cast());
-                                q[i] = _mm256_sign_epi8(sign[i], sign[i]);
+                                q[i] = $q8::row(sign[i]);
                             }
+                        }
+                    }
+                    if Q4 {
+                        // SAFETY: 4 sums per block of `blocks` (the caller's `sums`).
+                        let s = unsafe { _mm_loadu_ps(sums.as_ptr().add(b * MANY)) };
+                        for i in 0..R {
+                            mins[i] = _mm_add_ps(mins[i], _mm_mul_ps(mw[i], s));
                         }
                     }
                     for t in 0..T {
                         // SAFETY: block b < blocks of each activation (32 bytes at b * 32; one
-                        // scale and one sum per block).
-                        let (a, xd, xsum) = unsafe {
+                        // scale per block).
+                        let (a, xd) = unsafe {
                             (
                                 _mm256_loadu_si256(xs[t].qs.as_ptr().add(b * BLOCK).cast()),
-                                *xs[t].d.get_unchecked(b),
-                                if Q4 { *xs[t].s.get_unchecked(b) } else { 0.0 },
+                                _mm256_broadcast_ss(xs[t].d.get_unchecked(b)),
                             )
                         };
+                        let a = if Q4 { a } else { $q8::activation(a) };
                         for i in 0..R {
-                            let a = if Q4 { a } else { _mm256_sign_epi8(a, sign[i]) };
-                            let p = $sums(q[i], a);
+                            let p = match Q4 {
+                                true => $sums(q[i], a),
+                                false => $q8::dot(q[i], a, sign[i]),
+                            };
                             acc[i][t] = _mm256_fmadd_ps(
                                 _mm256_cvtepi32_ps(p),
-                                _mm256_set1_ps(d[i] * xd),
+                                _mm256_mul_ps(dw[i], xd),
                                 acc[i][t],
                             );
-                            if Q4 {
-                                mins[i][t] += m[i] * xsum;
-                            }
                         }
                     }
                 }
                 std::array::from_fn(|i| {
+                    let mut lanes = [0f32; 4];
+                    // SAFETY: `lanes` holds 4 floats.
+                    unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), mins[i]) };
                     std::array::from_fn(|t| match Q4 {
-                        true => hsum(acc[i][t]) + mins[i][t],
+                        true => hsum(acc[i][t]) + lanes[t],
                         false => hsum(acc[i][t]),
                     })
                 })
@@ -404,8 +440,65 @@ macro_rules! gemv_kernels {
     };
 }
 
-gemv_kernels!(gemv_avx2, "avx2,fma,f16c", sums_madd);
-gemv_kernels!(gemv_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", sums_vnni);
+gemv_kernels!(gemv_avx2, "avx2,fma,f16c", sums_madd, 2, q8_sign);
+gemv_kernels!(
+    gemv_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    sums_vnni,
+    2,
+    q8_offset
+);
+
+/// Batched `Q8_0` block sums with `maddubs`, which wants one unsigned operand: the weights'
+/// magnitudes (`row`) times the activations with the weights' signs.
+mod q8_sign {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn row(w: __m256i) -> __m256i {
+        _mm256_sign_epi8(w, w)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn activation(a: __m256i) -> __m256i {
+        a
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn dot(magnitudes: __m256i, a: __m256i, w: __m256i) -> __m256i {
+        super::sums_madd(magnitudes, _mm256_sign_epi8(a, w))
+    }
+}
+
+/// Batched `Q8_0` block sums with VNNI: the activations + 128 (unsigned) times the signed
+/// weights, each lane starting from -128 times its four weights' sum (`row`, once per row
+/// block for every activation), so it ends at the same integer as [`q8_sign`]'s: one
+/// `vpdpbusd` per row and activation.
+mod q8_offset {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    #[inline]
+    pub(super) fn row(w: __m256i) -> __m256i {
+        let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(-128), w);
+        _mm256_sub_epi32(_mm256_setzero_si256(), sums)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn activation(a: __m256i) -> __m256i {
+        _mm256_xor_si256(a, _mm256_set1_epi8(-128))
+    }
+
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    #[inline]
+    pub(super) fn dot(start: __m256i, a: __m256i, w: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(start, a, w)
+    }
+}
 
 /// The 8 `i32` sums of 4 adjacent products of a block's 32 unsigned weights `q` and signed
 /// activations `a`: `maddubs` into pairs (which cannot saturate here, see the module docs),
